@@ -1,0 +1,47 @@
+"""Operator settings, read once from the environment (the Helm chart sets these)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .plan import DEFAULT_TRAINER_IMAGE
+
+ENV_PREFIX = "RLHF_"
+
+
+class OperatorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trainer_image: str = Field(default=DEFAULT_TRAINER_IMAGE, description="RLHF_TRAINER_IMAGE")
+    trainer_image_pull_policy: str | None = Field(default=None, description="RLHF_TRAINER_IMAGE_PULL_POLICY")
+    watch_namespaces: list[str] = Field(
+        default_factory=list, description="RLHF_WATCH_NAMESPACES, comma-separated; empty: cluster-wide"
+    )
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="RLHF_METRICS_PORT; 0 disables")
+    default_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="RLHF_DEFAULT_NODE_SELECTOR (JSON): for stages that set none"
+    )
+    default_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="RLHF_DEFAULT_TOLERATIONS (JSON): added to every stage's pods"
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is None or raw == "":
+                continue
+            if name == "watch_namespaces":
+                values[name] = [ns.strip() for ns in raw.split(",") if ns.strip()]
+            elif field.annotation in (str, "str", "str | None"):
+                values[name] = raw
+            elif name == "metrics_port":
+                values[name] = int(raw)
+            else:
+                values[name] = json.loads(raw)
+        return cls.model_validate(values)

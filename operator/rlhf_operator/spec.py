@@ -1,0 +1,349 @@
+"""The RLHFRun custom resource: the one schema source. crds/ is generated from these models.
+
+Stage sections reuse the trainer's config models (rlhf_trainer.config), so what a user writes
+under `spec.sft` is exactly what the SFT program reads; placement and retries are added here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from rlhf_trainer.config import (
+    STAGES,
+    CamelModel,
+    DPOStageConfig,
+    ModelConfig,
+    PPOStageConfig,
+    RewardStageConfig,
+    SFTStageConfig,
+    StageName,
+)
+
+GROUP = "rlhf.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RLHFRun"
+PLURAL = "rlhfruns"
+SINGULAR = "rlhfrun"
+SHORT_NAMES = ["rlhf"]
+
+# GPU feature discovery's product label: `accelerator: nvidia-a100-80gb` selects these nodes.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+ACCELERATOR_PRODUCTS: dict[str, str] = {
+    "nvidia-a100-40gb": "NVIDIA-A100-SXM4-40GB",
+    "nvidia-a100-80gb": "NVIDIA-A100-SXM4-80GB",
+    "nvidia-h100-80gb": "NVIDIA-H100-80GB-HBM3",
+    "nvidia-l4": "NVIDIA-L4",
+    "nvidia-a10g": "NVIDIA-A10G",
+    "nvidia-t4": "Tesla-T4",
+}
+Accelerator = Literal[
+    "nvidia-a100-40gb", "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-l4", "nvidia-a10g", "nvidia-t4"
+]
+
+# Every pipeline the operator accepts: an ordered subsequence of sft->reward->ppo or sft->dpo.
+ALLOWED_PIPELINES: list[list[str]] = [
+    ["sft", "reward", "ppo"],
+    ["sft", "reward"],
+    ["sft", "ppo"],
+    ["reward", "ppo"],
+    ["sft"],
+    ["reward"],
+    ["ppo"],
+    ["sft", "dpo"],
+    ["dpo"],
+]
+
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Toleration(CamelModel):
+    key: str | None = Field(default=None, max_length=316, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all."
+    )
+    toleration_seconds: int | None = Field(default=None, description="NoExecute: how long to stay bound.")
+
+
+class NodePool(CamelModel):
+    """Which nodes a stage's pods land on."""
+
+    accelerator: Accelerator | None = Field(
+        default=None,
+        description=(
+            "Shorthand for the GPU model: adds the GPU feature-discovery label "
+            f"{GPU_PRODUCT_LABEL} to the node selector."
+        ),
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels that must match.")
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="A core/v1 Affinity, passed to the pods unchanged."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        max_length=32,
+        description="Taints to tolerate. Unset: tolerate the nvidia.com/gpu taint when GPUs are requested.",
+    )
+
+
+class ResourceRequirements(CamelModel):
+    requests: dict[str, str] = Field(default_factory=dict, description="e.g. {cpu: '8', memory: 64Gi}.")
+    limits: dict[str, str] = Field(default_factory=dict, description="e.g. {memory: 128Gi}. GPUs come from gpusPerWorker.")
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, quantity in value.items():
+            if not re.match(QUANTITY, quantity):
+                raise ValueError(f"{name}: '{quantity}' is not a Kubernetes quantity")
+        return value
+
+
+class Placement(CamelModel):
+    """Where and how big a stage's job runs. Stage-level placement overrides the run's, field by field."""
+
+    image: str | None = Field(
+        default=None, max_length=512, description="Trainer image. Default: the operator's configured trainer image."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Pull policy for the trainer image."
+    )
+    node_pool: NodePool | None = Field(default=None, description="Node selection for the stage's pods.")
+    workers: int | None = Field(
+        default=None, ge=1, le=512, description="Pods (one Master plus workers-1 Workers). Default 1."
+    )
+    gpus_per_worker: int | None = Field(
+        default=None, ge=0, le=16, description="GPUs per pod, and processes per pod (nprocPerNode). Default 1."
+    )
+    resources: ResourceRequirements | None = Field(default=None, description="CPU/memory requests and limits.")
+    shm_size: str | None = Field(
+        default=None, pattern=QUANTITY, description="Size of the memory-backed /dev/shm. Default 16Gi."
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+
+
+class StageControl(CamelModel):
+    """Operator-side settings common to every stage section."""
+
+    placement: Placement | None = Field(default=None, description="Overrides of the run's placement for this stage.")
+    retries: int = Field(default=2, ge=0, le=20, description="Re-runs after a failure (the trainer resumes from its checkpoint).")
+    retry_backoff_seconds: int = Field(
+        default=60, ge=0, le=86400, description="Wait before the first retry; doubles each further retry."
+    )
+    existing_output: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description=(
+            "Skip this stage and use this merged model instead (a path on the volume or a hub id), "
+            "e.g. start PPO from an existing SFT model."
+        ),
+    )
+
+
+class SFTSection(SFTStageConfig, StageControl):
+    """Supervised fine-tuning of the base model on demonstrations."""
+
+
+class RewardSection(RewardStageConfig, StageControl):
+    """Reward model trained on preference pairs (chosen vs rejected)."""
+
+
+class PPOSection(PPOStageConfig, StageControl):
+    """PPO against the reward model, KL-penalized towards the SFT policy."""
+
+
+class DPOSection(DPOStageConfig, StageControl):
+    """Direct preference optimization of the SFT policy."""
+
+
+class SecretKeyRef(CamelModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret name in the run's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+
+
+class SecretRefs(CamelModel):
+    """Credentials, only as references to Secrets: never literal values in the spec."""
+
+    hf_token: SecretKeyRef | None = Field(default=None, description="Hugging Face token (env HF_TOKEN).")
+    wandb_api_key: SecretKeyRef | None = Field(
+        default=None, description="Weights & Biases key (env WANDB_API_KEY); enables W&B logging."
+    )
+
+    @field_validator("hf_token", "wandb_api_key", mode="before")
+    @classmethod
+    def _reference_only(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "must be a reference to a Secret ({name: ..., key: ...}), never a literal value"
+            )
+        return value
+
+
+class Storage(CamelModel):
+    """The volume holding every stage's checkpoints and outputs."""
+
+    existing_claim: str | None = Field(
+        default=None, max_length=253, description="Use this PVC instead of creating one."
+    )
+    size: str = Field(default="100Gi", pattern=QUANTITY, description="Size of the PVC the operator creates.")
+    storage_class_name: str | None = Field(default=None, max_length=253, description="Storage class; cluster default when unset.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+        default="ReadWriteMany",
+        description="ReadWriteMany lets multi-node stages share the volume.",
+    )
+    retention: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="What happens to a created PVC when the run is deleted. Retain: checkpoints are expensive.",
+    )
+    mount_path: str = Field(default="/workspace", pattern=r"^/[^\s]*$", description="Where the volume is mounted in pods.")
+
+
+class RLHFRunSpec(CamelModel):
+    """Desired state of an RLHF training run."""
+
+    model: ModelConfig = Field(description="The base model every stage starts from. Immutable.")
+    pipeline: list[StageName] = Field(
+        default_factory=lambda: ["sft", "reward", "ppo"],
+        min_length=1,
+        max_length=4,
+        description="Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]. Immutable.",
+    )
+    sft: SFTSection | None = Field(default=None, description="Supervised fine-tuning stage.")
+    reward: RewardSection | None = Field(default=None, description="Reward model stage.")
+    ppo: PPOSection | None = Field(default=None, description="PPO stage.")
+    dpo: DPOSection | None = Field(default=None, description="DPO stage.")
+    placement: Placement = Field(default_factory=Placement, description="Default placement for every stage.")
+    storage: Storage = Field(default_factory=Storage, description="The run's volume.")
+    secrets: SecretRefs = Field(default_factory=SecretRefs, description="Secret references.")
+    launcher: Literal["pytorchjob", "trainjob"] = Field(
+        default="pytorchjob",
+        description="pytorchjob: Kubeflow training operator v1. trainjob: Kubeflow Trainer v2 TrainJob.",
+    )
+    runtime_ref: str = Field(
+        default="torch-distributed",
+        max_length=253,
+        description="trainjob launcher: the ClusterTrainingRuntime to use.",
+    )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Kueue LocalQueue: jobs get the kueue.x-k8s.io/queue-name label and start suspended.",
+    )
+    suspend: bool = Field(default=False, description="Suspend the running stage; false resumes it.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete each finished stage job after this many seconds."
+    )
+    wandb_project: str | None = Field(default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RLHFRunSpec:
+        errors = pipeline_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def section(self, stage: StageName) -> SFTSection | RewardSection | PPOSection | DPOSection | None:
+        section: SFTSection | RewardSection | PPOSection | DPOSection | None = getattr(self, stage)
+        return section
+
+    def provided(self, stage: StageName) -> bool:
+        """The stage's output exists already (existingOutput), so it is not run."""
+        section = self.section(stage)
+        return section is not None and section.existing_output is not None
+
+
+def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
+    """Cross-field rules, each message starting with the field it is about."""
+    errors: list[str] = []
+    pipeline = list(spec.pipeline)
+    if pipeline not in ALLOWED_PIPELINES:
+        errors.append(
+            f"pipeline: {pipeline} is not an ordered subsequence of [sft, reward, ppo] or [sft, dpo]"
+            + (" (dpo cannot follow reward or be combined with ppo)" if "dpo" in pipeline else "")
+        )
+        return errors
+    for stage in pipeline:
+        section = spec.section(stage)
+        if section is None:
+            errors.append(f"{stage}: the pipeline runs '{stage}' but spec.{stage} is missing")
+    if "ppo" in pipeline:
+        if "reward" not in pipeline and not spec.provided("reward"):
+            errors.append("pipeline: ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput")
+        if "sft" not in pipeline and not spec.provided("sft"):
+            errors.append("pipeline: ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput")
+    for stage in STAGES:
+        section = spec.section(stage)
+        if section is not None and stage not in pipeline and section.existing_output is None:
+            errors.append(f"{stage}: section given but '{stage}' is not in the pipeline (and has no existingOutput)")
+    if spec.secrets.wandb_api_key is None and spec.wandb_project:
+        errors.append("wandbProject: needs secrets.wandbApiKey")
+    return errors
+
+
+def spec_cel_rules() -> list[dict[str, str]]:
+    """The cross-field rules the API server checks itself (mirrors pipeline_errors)."""
+    allowed = ", ".join("[" + ", ".join(f"'{s}'" for s in p) + "]" for p in ALLOWED_PIPELINES)
+    rules = [
+        _cel(
+            f"!has(self.pipeline) || self.pipeline in [{allowed}]",
+            "pipeline must be an ordered subsequence of [sft, reward, ppo] or [sft, dpo] "
+            "(dpo cannot follow reward or be combined with ppo)",
+            ".pipeline",
+        ),
+        _cel(
+            "!has(self.pipeline) || !('ppo' in self.pipeline) || 'reward' in self.pipeline"
+            " || (has(self.reward) && has(self.reward.existingOutput))",
+            "ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput",
+            ".pipeline",
+        ),
+        _cel(
+            "!has(self.pipeline) || !('ppo' in self.pipeline) || 'sft' in self.pipeline"
+            " || (has(self.sft) && has(self.sft.existingOutput))",
+            "ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput",
+            ".pipeline",
+        ),
+    ]
+    for stage in STAGES:
+        default_has = "true" if stage in ("sft", "reward", "ppo") else "false"
+        rules.append(
+            _cel(
+                f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has}) ? has(self.{stage}) : true",
+                f"the pipeline runs '{stage}' but spec.{stage} is missing",
+                f".{stage}",
+            )
+        )
+    return rules
+
+
+class RunMetadata(CamelModel):
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+
+    model_config = CamelModel.model_config | {"extra": "ignore"}
+
+
+class RLHFRun(CamelModel):
+    """A whole object: what `kubectl apply -f` and `rlhf run` read."""
+
+    api_version: Literal["rlhf.dev/v1alpha1"] = Field(description="rlhf.dev/v1alpha1")
+    kind: Literal["RLHFRun"]
+    metadata: RunMetadata
+    spec: RLHFRunSpec
+
+    model_config = CamelModel.model_config | {"extra": "ignore"}  # status, etc. are not input

@@ -1,0 +1,54 @@
+"""RLHFRun status: what the operator writes and `rlhf run` mirrors in report.json.
+
+kstatus-compatible: `observedGeneration` plus Ready / Reconciling / Stalled conditions in
+metav1.Condition form, so Argo CD, Flux and `kubectl wait` can read it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from rlhf_trainer.config import CamelModel, StageName
+
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled"]
+
+
+class Condition(CamelModel):
+    """metav1.Condition."""
+
+    type: ConditionType = Field(description="Ready, Reconciling or Stalled (kstatus).")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase machine-readable reason.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation this condition is about.")
+
+
+class StageStatus(CamelModel):
+    name: StageName = Field(description="Stage name.")
+    phase: StagePhase = Field(default="Pending", description="The stage's phase.")
+    job_name: str | None = Field(default=None, description="The stage's PyTorchJob/TrainJob.")
+    attempts: int = Field(default=0, ge=0, description="Jobs started for this stage (1 + retries used).")
+    start_time: str | None = Field(default=None, description="When the first attempt started (RFC 3339).")
+    completion_time: str | None = Field(default=None, description="When the stage finished (RFC 3339).")
+    retry_after: str | None = Field(default=None, description="Retrying: the next attempt starts after this time.")
+    output_path: str | None = Field(default=None, description="The stage's output directory on the volume.")
+    merged_path: str | None = Field(default=None, description="The stage's merged model on the volume.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics from the stage's result.")
+    message: str | None = Field(default=None, description="Why the stage failed or was retried.")
+
+
+class RLHFRunStatus(CamelModel):
+    phase: RunPhase = Field(default="Pending", description="Pending, Running, Succeeded, Failed or Suspended.")
+    current_stage: str | None = Field(default=None, description="The stage running now (or last run).")
+    stages: list[StageStatus] = Field(default_factory=list, description="One entry per pipeline stage.")
+    conditions: list[Condition] = Field(default_factory=list, description="kstatus conditions.")
+    observed_generation: int | None = Field(default=None, ge=0, description="The spec generation last acted on.")
+    message: str | None = Field(default=None, description="A one-line summary, or why the run failed.")
+    volume_claim: str | None = Field(default=None, description="The PVC holding the run's outputs.")

@@ -1,0 +1,320 @@
+"""Stage configuration: the file `rlhf-train <stage> --config FILE` reads.
+
+Import-light on purpose (pydantic only): the operator's RLHFRun spec composes these
+models, so the operator image can validate and render trainer configs without torch.
+Field names are camelCase in files (Kubernetes style) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+StageName = Literal["sft", "reward", "ppo", "dpo"]
+STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+ComputeDtype = Literal["float32", "bfloat16"]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class CamelModel(BaseModel):
+    """Base for every schema model: camelCase in files, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """The camelCase dict written to YAML/JSON, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ModelConfig(CamelModel):
+    """Which model weights a stage starts from."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=512,
+        description=(
+            "Hugging Face hub id (e.g. meta-llama/Llama-2-7b-hf), a path on the run's volume, "
+            "or 'builtin:tiny-llama', a tiny Llama built from a config with a tokenizer trained "
+            "offline (for CPU quickstarts and tests; nothing is downloaded)."
+        ),
+    )
+    revision: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Hub revision (branch, tag or commit) to load; ignored for local paths.",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Allow the model repository's own Python code to run. Off unless you trust it.",
+    )
+    dtype: Dtype = Field(
+        default="auto",
+        description="Weight dtype when loading: auto picks bfloat16 on GPUs that support it, else float32.",
+    )
+
+
+class DatasetConfig(CamelModel):
+    """Where a stage's data comes from and how its columns map to the trainer's."""
+
+    source: str = Field(
+        min_length=1,
+        max_length=512,
+        description=(
+            "Hub dataset name, a file on the run's volume (.json, .jsonl, .csv, .parquet), "
+            "or 'builtin:arithmetic', the generated quickstart task with checkable answers."
+        ),
+    )
+    config_name: str | None = Field(
+        default=None, max_length=256, description="Hub dataset configuration (subset) name."
+    )
+    data_dir: str | None = Field(
+        default=None, max_length=512, description="Hub dataset data_dir (e.g. data/finetune)."
+    )
+    split: str = Field(default="train", max_length=128, description="Split used for training.")
+    eval_split: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Split used for evaluation; when unset, evalFraction of the training split is held out.",
+    )
+    eval_fraction: float = Field(
+        default=0.05, ge=0.0, lt=0.5, description="Share of the training split held out for evaluation."
+    )
+    format: Literal["auto", "text", "prompt_completion", "chat", "template", "preference", "votes"] = (
+        Field(
+            default="auto",
+            description=(
+                "How rows are read. text: one text column; prompt_completion: prompt/completion; "
+                "chat: a messages list; template: columns formatted by `template`; preference: "
+                "prompt/chosen/rejected; votes: a question with answers and vote counts, turned "
+                "into preference pairs; auto: chosen from the stage and the columns present."
+            ),
+        )
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Column renames from the trainer's names to the dataset's, e.g. "
+            "{question: title, answer: response_j}."
+        ),
+    )
+    template: str = Field(
+        default="Question: {question}\n\nAnswer: {answer}",
+        max_length=4096,
+        description="Format for the template format (and the prompt part: text before {answer}).",
+    )
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Use at most this many training rows (after shuffling)."
+    )
+    streaming: bool = Field(default=False, description="Stream a hub dataset instead of downloading it whole.")
+
+
+class LoraConfig(CamelModel):
+    """Low-rank adapters. Disabled means full fine-tuning."""
+
+    enabled: bool = Field(default=True, description="Train LoRA adapters; false trains all weights.")
+    r: int = Field(default=16, ge=1, le=1024, description="Adapter rank.")
+    alpha: int = Field(default=32, ge=1, le=4096, description="Adapter scaling numerator (lora_alpha).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        min_length=1,
+        max_length=64,
+        description="Module names to adapt, or ['all-linear'].",
+    )
+
+
+class QuantizationConfig(CamelModel):
+    """bitsandbytes quantization of the frozen base weights (QLoRA)."""
+
+    mode: Literal["none", "8bit", "4bit-nf4"] = Field(
+        default="none", description="none, 8-bit (LLM.int8) or 4-bit NF4."
+    )
+    double_quant: bool = Field(default=True, description="4-bit only: quantize the quantization constants.")
+    compute_dtype: ComputeDtype = Field(default="bfloat16", description="4-bit only: matmul dtype.")
+
+
+class TrainingConfig(CamelModel):
+    """Hyperparameters shared by the Trainer-based stages (SFT, reward, DPO)."""
+
+    learning_rate: PositiveFloat = Field(default=2e-4, le=1.0, description="Peak learning rate.")
+    epochs: float = Field(default=1.0, gt=0.0, le=1000.0, description="Passes over the training data.")
+    max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(default=4, ge=1, le=4096, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="linear", description="Learning-rate schedule."
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
+    logging_steps: int = Field(default=10, ge=1, description="Log metrics every N steps.")
+    save_steps: int = Field(default=200, ge=1, description="Checkpoint every N steps (resume point).")
+    save_total_limit: int = Field(default=2, ge=1, le=100, description="Checkpoints kept on the volume.")
+    eval_max_new_tokens: int = Field(
+        default=8, ge=1, le=4096, description="Tokens generated per question for task_accuracy."
+    )
+
+
+class SFTTrainingConfig(TrainingConfig):
+    packing: bool = Field(default=True, description="Pack sequences into full rows (no padding waste).")
+    packing_strategy: Literal["bfd", "wrapped"] = Field(
+        default="bfd", description="bfd keeps examples whole; wrapped cuts them at row ends."
+    )
+    completion_only_loss: bool = Field(
+        default=True, description="prompt_completion data: train on the completion tokens only."
+    )
+
+
+class RewardTrainingConfig(TrainingConfig):
+    learning_rate: PositiveFloat = Field(default=1e-4, le=1.0, description="Peak learning rate.")
+    center_rewards_coefficient: float | None = Field(
+        default=None, ge=0.0, description="Penalty pulling rewards towards zero mean (optional)."
+    )
+
+
+class DPOTrainingConfig(TrainingConfig):
+    learning_rate: PositiveFloat = Field(default=5e-5, le=1.0, description="Peak learning rate.")
+    beta: float = Field(default=0.1, gt=0.0, le=10.0, description="Strength of the implicit KL to the reference.")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(default="sigmoid", description="DPO loss variant.")
+    max_prompt_length: int | None = Field(default=None, ge=1, description="Truncate prompts to this many tokens.")
+
+
+class KLControlConfig(CamelModel):
+    """Per-token KL penalty coefficient: fixed, or adapted towards a target KL."""
+
+    adaptive: bool = Field(default=True, description="Adapt the coefficient (Ziegler et al. 2019) or keep it fixed.")
+    init_coef: float = Field(default=0.1, ge=0.0, le=100.0, description="Initial (or fixed) KL coefficient.")
+    target: float = Field(default=6.0, gt=0.0, description="Adaptive: target KL per sequence, in nats.")
+    horizon: int = Field(default=10000, ge=1, description="Adaptive: horizon in samples.")
+
+
+class PPOTrainingConfig(CamelModel):
+    """The project's PPO engine (TRL removed its PPOTrainer)."""
+
+    steps: int = Field(default=100, ge=1, le=10_000_000, description="PPO iterations (rollout + update).")
+    batch_size: int = Field(default=64, ge=1, le=65536, description="Prompts per rollout.")
+    mini_batch_size: int = Field(default=16, ge=1, le=65536, description="Samples per gradient step.")
+    ppo_epochs: int = Field(default=4, ge=1, le=100, description="Passes over each rollout.")
+    learning_rate: PositiveFloat = Field(default=1.4e-5, le=1.0, description="Adam learning rate.")
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount factor.")
+    lam: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE lambda.")
+    clip_range: float = Field(default=0.2, gt=0.0, le=10.0, description="Policy ratio clip.")
+    clip_range_value: float = Field(default=0.2, gt=0.0, le=100.0, description="Value prediction clip.")
+    vf_coef: float = Field(default=0.1, ge=0.0, le=100.0, description="Value loss weight.")
+    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Gradient clipping norm.")
+    whiten_advantages: bool = Field(default=True, description="Normalize advantages per batch.")
+    kl: KLControlConfig = Field(default_factory=KLControlConfig, description="KL penalty control.")
+    reward_baseline: float = Field(default=0.0, description="Subtracted from every reward score.")
+    normalize_reward: bool = Field(default=False, description="Scale rewards by a running std.")
+    min_new_tokens: int = Field(default=4, ge=1, le=8192, description="Length sampler: fewest response tokens.")
+    max_new_tokens: int = Field(default=32, ge=1, le=8192, description="Length sampler: most response tokens.")
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_k: int = Field(default=0, ge=0, description="Sampling top-k (0: off).")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
+    max_prompt_length: int = Field(default=256, ge=1, le=131072, description="Prompts are truncated to this many tokens.")
+    save_steps: int = Field(default=20, ge=1, description="Checkpoint every N PPO steps (resume point).")
+    logging_steps: int = Field(default=1, ge=1, description="Log every N PPO steps.")
+    eval_max_new_tokens: int = Field(
+        default=8, ge=1, le=4096, description="Tokens generated per question for task_accuracy."
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PPOTrainingConfig:
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError("miniBatchSize must not exceed batchSize")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("minNewTokens must not exceed maxNewTokens")
+        return self
+
+
+def _lora(r: int, alpha: int, dropout: float) -> Any:
+    return Field(
+        default_factory=lambda: LoraConfig(r=r, alpha=alpha, dropout=dropout),
+        description="LoRA adapters for this stage.",
+    )
+
+
+class StageCommon(CamelModel):
+    dataset: DatasetConfig = Field(description="Training data for this stage.")
+    quantization: QuantizationConfig = Field(
+        default_factory=QuantizationConfig, description="Quantize the frozen base (QLoRA)."
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed.")
+
+
+class SFTStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    training: SFTTrainingConfig = Field(default_factory=SFTTrainingConfig, description="Hyperparameters.")
+
+
+class RewardStageConfig(StageCommon):
+    lora: LoraConfig = _lora(8, 32, 0.1)
+    training: RewardTrainingConfig = Field(default_factory=RewardTrainingConfig, description="Hyperparameters.")
+    base_model: ModelConfig | None = Field(
+        default=None,
+        description=(
+            "Start the reward model from this model instead of the SFT output "
+            "(e.g. a DeBERTa-style encoder). Its own tokenizer is used."
+        ),
+    )
+
+
+class PPOStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    training: PPOTrainingConfig = Field(default_factory=PPOTrainingConfig, description="Hyperparameters.")
+
+
+class DPOStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    training: DPOTrainingConfig = Field(default_factory=DPOTrainingConfig, description="Hyperparameters.")
+
+
+StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig
+
+
+class TrainerJobConfig(CamelModel):
+    """The resolved file one stage process reads: what to train, from what, into where."""
+
+    stage: StageName = Field(description="Which stage program runs.")
+    run_name: str = Field(min_length=1, max_length=253, description="The RLHFRun's name.")
+    model: ModelConfig = Field(description="Weights the stage starts from (base or a previous stage's merged output).")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="PPO only: the reward stage's merged model."
+    )
+    output_dir: str = Field(min_length=1, description="Where checkpoints, merged model, logs and result.json go.")
+    work_dir: str = Field(
+        min_length=1, description="Run root: shared cache for builtin models and data between stages."
+    )
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Metric sinks (wandb needs WANDB_API_KEY)."
+    )
+    sft: SFTStageConfig | None = None
+    reward: RewardStageConfig | None = None
+    ppo: PPOStageConfig | None = None
+    dpo: DPOStageConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_section(self) -> TrainerJobConfig:
+        present = [s for s in STAGES if getattr(self, s) is not None]
+        if present != [self.stage]:
+            raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
+        if self.stage == "ppo" and self.reward_model is None:
+            raise ValueError("rewardModel is required for the ppo stage")
+        return self
+
+    @property
+    def section(self) -> StageConfig:
+        section = getattr(self, self.stage)
+        assert section is not None  # guaranteed by _one_section
+        return section  # type: ignore[no-any-return]

@@ -1,0 +1,21 @@
+"""Where a stage puts things under its output directory (the same locally and on the volume)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+CHECKPOINTS = "checkpoints"
+MERGED = "merged"
+ADAPTER = "adapter"
+LOGS = "logs"
+RESULT = "result.json"
+CONFIG = "config.yaml"
+CACHE = ".cache"  # under the run root: builtin models/data generated once and shared by stages
+
+
+def merged_dir(output_dir: str) -> str:
+    return str(PurePosixPath(output_dir) / MERGED)
+
+
+def result_path(output_dir: str) -> str:
+    return str(PurePosixPath(output_dir) / RESULT)
