@@ -10,9 +10,11 @@ import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from rlhf_trainer.config import (
     STAGES,
     CamelModel,
+    DatasetConfig,
     DPOStageConfig,
     ModelConfig,
     PPOStageConfig,
@@ -56,6 +58,7 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["dpo"],
 ]
 
+FIELD_ERRORS = "rlhf_field_errors"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
@@ -99,7 +102,9 @@ class NodePool(CamelModel):
 
 class ResourceRequirements(CamelModel):
     requests: dict[str, str] = Field(default_factory=dict, description="e.g. {cpu: '8', memory: 64Gi}.")
-    limits: dict[str, str] = Field(default_factory=dict, description="e.g. {memory: 128Gi}. GPUs come from gpusPerWorker.")
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="e.g. {memory: 128Gi}. GPUs come from gpusPerWorker."
+    )
 
     @field_validator("requests", "limits")
     @classmethod
@@ -136,8 +141,15 @@ class Placement(CamelModel):
 class StageControl(CamelModel):
     """Operator-side settings common to every stage section."""
 
+    # Optional here (required by the trainer): a skipped stage (existingOutput) needs no data.
+    dataset: DatasetConfig | None = Field(  # type: ignore[assignment]
+        default=None, description="Training data for this stage (required unless existingOutput is set)."
+    )
+
     placement: Placement | None = Field(default=None, description="Overrides of the run's placement for this stage.")
-    retries: int = Field(default=2, ge=0, le=20, description="Re-runs after a failure (the trainer resumes from its checkpoint).")
+    retries: int = Field(
+        default=2, ge=0, le=20, description="Re-runs after a failure (the trainer resumes from its checkpoint)."
+    )
     retry_backoff_seconds: int = Field(
         default=60, ge=0, le=86400, description="Wait before the first retry; doubles each further retry."
     )
@@ -152,19 +164,19 @@ class StageControl(CamelModel):
     )
 
 
-class SFTSection(SFTStageConfig, StageControl):
+class SFTSection(StageControl, SFTStageConfig):
     """Supervised fine-tuning of the base model on demonstrations."""
 
 
-class RewardSection(RewardStageConfig, StageControl):
+class RewardSection(StageControl, RewardStageConfig):
     """Reward model trained on preference pairs (chosen vs rejected)."""
 
 
-class PPOSection(PPOStageConfig, StageControl):
+class PPOSection(StageControl, PPOStageConfig):
     """PPO against the reward model, KL-penalized towards the SFT policy."""
 
 
-class DPOSection(DPOStageConfig, StageControl):
+class DPOSection(StageControl, DPOStageConfig):
     """Direct preference optimization of the SFT policy."""
 
 
@@ -185,9 +197,7 @@ class SecretRefs(CamelModel):
     @classmethod
     def _reference_only(cls, value: Any) -> Any:
         if isinstance(value, str):
-            raise ValueError(
-                "must be a reference to a Secret ({name: ..., key: ...}), never a literal value"
-            )
+            raise ValueError("must be a reference to a Secret ({name: ..., key: ...}), never a literal value")
         return value
 
 
@@ -198,7 +208,9 @@ class Storage(CamelModel):
         default=None, max_length=253, description="Use this PVC instead of creating one."
     )
     size: str = Field(default="100Gi", pattern=QUANTITY, description="Size of the PVC the operator creates.")
-    storage_class_name: str | None = Field(default=None, max_length=253, description="Storage class; cluster default when unset.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, description="Storage class; cluster default when unset."
+    )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
         default="ReadWriteMany",
         description="ReadWriteMany lets multi-node stages share the volume.",
@@ -207,7 +219,13 @@ class Storage(CamelModel):
         default="Retain",
         description="What happens to a created PVC when the run is deleted. Retain: checkpoints are expensive.",
     )
-    mount_path: str = Field(default="/workspace", pattern=r"^/[^\s]*$", description="Where the volume is mounted in pods.")
+    mount_path: str = Field(
+        default="/workspace", pattern=r"^/[^\s]*$", description="Where the volume is mounted in pods."
+    )
+
+
+def _default_pipeline() -> list[StageName]:
+    return ["sft", "reward", "ppo"]
 
 
 class RLHFRunSpec(CamelModel):
@@ -215,7 +233,7 @@ class RLHFRunSpec(CamelModel):
 
     model: ModelConfig = Field(description="The base model every stage starts from. Immutable.")
     pipeline: list[StageName] = Field(
-        default_factory=lambda: ["sft", "reward", "ppo"],
+        default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
         description="Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]. Immutable.",
@@ -245,13 +263,16 @@ class RLHFRunSpec(CamelModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete each finished stage job after this many seconds."
     )
-    wandb_project: str | None = Field(default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey).")
+    wandb_project: str | None = Field(
+        default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RLHFRunSpec:
         errors = pipeline_errors(self)
         if errors:
-            raise ValueError("; ".join(errors))
+            # one line per problem, each "field: message"; validation.format_errors splits them
+            raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
         return self
 
     def section(self, stage: StageName) -> SFTSection | RewardSection | PPOSection | DPOSection | None:
@@ -278,9 +299,13 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
         section = spec.section(stage)
         if section is None:
             errors.append(f"{stage}: the pipeline runs '{stage}' but spec.{stage} is missing")
+        elif section.dataset is None and section.existing_output is None:
+            errors.append(f"{stage}.dataset: required unless {stage}.existingOutput is set")
     if "ppo" in pipeline:
         if "reward" not in pipeline and not spec.provided("reward"):
-            errors.append("pipeline: ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput")
+            errors.append(
+                "pipeline: ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput"
+            )
         if "sft" not in pipeline and not spec.provided("sft"):
             errors.append("pipeline: ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput")
     for stage in STAGES:
@@ -321,6 +346,13 @@ def spec_cel_rules() -> list[dict[str, str]]:
             _cel(
                 f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has}) ? has(self.{stage}) : true",
                 f"the pipeline runs '{stage}' but spec.{stage} is missing",
+                f".{stage}",
+            )
+        )
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset)",
+                f"{stage}.dataset is required unless {stage}.existingOutput is set",
                 f".{stage}",
             )
         )

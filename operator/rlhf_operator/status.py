@@ -22,7 +22,9 @@ class Condition(CamelModel):
     type: ConditionType = Field(description="Ready, Reconciling or Stalled (kstatus).")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
-        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
         description="CamelCase machine-readable reason.",
     )
     message: str = Field(default="", max_length=32768, description="Human-readable detail.")
@@ -52,3 +54,49 @@ class RLHFRunStatus(CamelModel):
     observed_generation: int | None = Field(default=None, ge=0, description="The spec generation last acted on.")
     message: str | None = Field(default=None, description="A one-line summary, or why the run failed.")
     volume_claim: str | None = Field(default=None, description="The PVC holding the run's outputs.")
+
+
+def condition(
+    type_: ConditionType,
+    status: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+    previous: list[Condition] | None = None,
+) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status flips (metav1 semantics)."""
+    value: Literal["True", "False"] = "True" if status else "False"
+    since = now
+    for old in previous or []:
+        if old.type == type_ and old.status == value:
+            since = old.last_transition_time
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def kstatus_conditions(
+    phase: RunPhase,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+    previous: list[Condition] | None = None,
+) -> list[Condition]:
+    """Ready / Reconciling / Stalled for a run phase, as kstatus reads them.
+
+    Reconciling is True while work is under way (also when Suspended: not done, not broken),
+    Stalled only on a permanent failure, Ready only when every stage succeeded.
+    """
+    done, failed = phase == "Succeeded", phase == "Failed"
+    return [
+        condition("Ready", done, reason, message, now, generation, previous),
+        condition("Reconciling", not (done or failed), reason, message, now, generation, previous),
+        condition("Stalled", failed, reason, message, now, generation, previous),
+    ]

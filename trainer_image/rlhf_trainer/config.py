@@ -77,9 +77,7 @@ class DatasetConfig(CamelModel):
     config_name: str | None = Field(
         default=None, max_length=256, description="Hub dataset configuration (subset) name."
     )
-    data_dir: str | None = Field(
-        default=None, max_length=512, description="Hub dataset data_dir (e.g. data/finetune)."
-    )
+    data_dir: str | None = Field(default=None, max_length=512, description="Hub dataset data_dir (e.g. data/finetune).")
     split: str = Field(default="train", max_length=128, description="Split used for training.")
     eval_split: str | None = Field(
         default=None,
@@ -89,22 +87,19 @@ class DatasetConfig(CamelModel):
     eval_fraction: float = Field(
         default=0.05, ge=0.0, lt=0.5, description="Share of the training split held out for evaluation."
     )
-    format: Literal["auto", "text", "prompt_completion", "chat", "template", "preference", "votes"] = (
-        Field(
-            default="auto",
-            description=(
-                "How rows are read. text: one text column; prompt_completion: prompt/completion; "
-                "chat: a messages list; template: columns formatted by `template`; preference: "
-                "prompt/chosen/rejected; votes: a question with answers and vote counts, turned "
-                "into preference pairs; auto: chosen from the stage and the columns present."
-            ),
-        )
+    format: Literal["auto", "text", "prompt_completion", "chat", "template", "preference", "votes"] = Field(
+        default="auto",
+        description=(
+            "How rows are read. text: one text column; prompt_completion: prompt/completion; "
+            "chat: a messages list; template: columns formatted by `template`; preference: "
+            "prompt/chosen/rejected; votes: a question with answers and vote counts, turned "
+            "into preference pairs; auto: chosen from the stage and the columns present."
+        ),
     )
     fields: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            "Column renames from the trainer's names to the dataset's, e.g. "
-            "{question: title, answer: response_j}."
+            "Column renames from the trainer's names to the dataset's, e.g. {question: title, answer: response_j}."
         ),
     )
     template: str = Field(
@@ -222,7 +217,9 @@ class PPOTrainingConfig(CamelModel):
     temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_k: int = Field(default=0, ge=0, description="Sampling top-k (0: off).")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
-    max_prompt_length: int = Field(default=256, ge=1, le=131072, description="Prompts are truncated to this many tokens.")
+    max_prompt_length: int = Field(
+        default=256, ge=1, le=131072, description="Prompts are truncated to this many tokens."
+    )
     save_steps: int = Field(default=20, ge=1, description="Checkpoint every N PPO steps (resume point).")
     logging_steps: int = Field(default=1, ge=1, description="Log every N PPO steps.")
     eval_max_new_tokens: int = Field(
@@ -283,21 +280,26 @@ class DPOStageConfig(StageCommon):
 StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig
 
 
+ReportTo = Literal["tensorboard", "wandb"]
+
+
+def _default_report_to() -> list[ReportTo]:
+    return ["tensorboard"]
+
+
 class TrainerJobConfig(CamelModel):
     """The resolved file one stage process reads: what to train, from what, into where."""
 
     stage: StageName = Field(description="Which stage program runs.")
     run_name: str = Field(min_length=1, max_length=253, description="The RLHFRun's name.")
     model: ModelConfig = Field(description="Weights the stage starts from (base or a previous stage's merged output).")
-    reward_model: ModelConfig | None = Field(
-        default=None, description="PPO only: the reward stage's merged model."
-    )
+    reward_model: ModelConfig | None = Field(default=None, description="PPO only: the reward stage's merged model.")
     output_dir: str = Field(min_length=1, description="Where checkpoints, merged model, logs and result.json go.")
     work_dir: str = Field(
         min_length=1, description="Run root: shared cache for builtin models and data between stages."
     )
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(
-        default_factory=lambda: ["tensorboard"], description="Metric sinks (wandb needs WANDB_API_KEY)."
+    report_to: list[ReportTo] = Field(
+        default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None

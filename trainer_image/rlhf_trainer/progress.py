@@ -23,7 +23,7 @@ def parse(line: str) -> dict[str, Any] | None:
     if not line.startswith(MARKER):
         return None
     try:
-        value = json.loads(line[len(MARKER):])
+        value = json.loads(line[len(MARKER) :])
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -35,6 +35,7 @@ def tiny_llama(
     num_heads: int = 4,
     intermediate_size: int | None = None,
     max_positions: int = 256,
+    initializer_range: float = 0.02,
 ) -> LlamaForCausalLM:
     """A randomly initialised Llama (call torch.manual_seed first for reproducible weights)."""
     config = LlamaConfig(
@@ -49,5 +50,6 @@ def tiny_llama(
         bos_token_id=1,
         eos_token_id=2,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     return LlamaForCausalLM(config)

@@ -1,0 +1,171 @@
+"""Pod-level pieces shared by the PyTorchJob and TrainJob builders: pure dicts, no I/O.
+
+Everything a stage's pods need: the trainer command (spec values never reach a shell: they
+travel in the mounted config file), env (secrets only by Secret reference), resources,
+volumes (the run's PVC, the stage ConfigMap, a memory-backed /dev/shm) and node placement.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from .naming import RUN_NAME_ANNOTATION, configmap_name, labels, pvc_name
+from .plan import ResolvedPlacement, StagePlan
+from .settings import OperatorSettings
+from .spec import RLHFRun
+
+CONFIG_MOUNT = "/etc/rlhf"
+CONFIG_FILE = "config.yaml"
+CONFIG_PATH = posixpath.join(CONFIG_MOUNT, CONFIG_FILE)
+SHM_MOUNT = "/dev/shm"
+HF_HOME_DIR = ".hf"  # under storage.mountPath: hub downloads persist across stages and retries
+GPU_RESOURCE = "nvidia.com/gpu"
+
+DATA_VOLUME = "data"
+CONFIG_VOLUME = "config"
+SHM_VOLUME = "dshm"
+
+TRAINER_PROGRAM = "rlhf-train"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def claim_name(run: RLHFRun) -> str:
+    """The PVC the run's pods mount: storage.existingClaim, or the one the operator creates."""
+    return run.spec.storage.existing_claim or pvc_name(run.metadata.name)
+
+
+def object_meta(
+    run: RLHFRun,
+    name: str,
+    object_labels: dict[str, str],
+    owner: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """metadata for a child: namespace only when known (render may not know it)."""
+    meta: dict[str, Any] = {"name": name}
+    if run.metadata.namespace:
+        meta["namespace"] = run.metadata.namespace
+    meta["labels"] = dict(object_labels)
+    meta["annotations"] = {RUN_NAME_ANNOTATION: run.metadata.name}
+    if owner is not None:
+        meta["ownerReferences"] = [dict(owner)]
+    return meta
+
+
+def job_labels(run: RLHFRun, stage: StagePlan, attempt: int) -> dict[str, str]:
+    """Labels of the job object: the run/stage/attempt labels plus Kueue's queue label."""
+    result = labels(run.metadata.name, stage.name, attempt)
+    if run.spec.queue_name:
+        result[KUEUE_QUEUE_LABEL] = run.spec.queue_name
+    return result
+
+
+def is_distributed(placement: ResolvedPlacement) -> bool:
+    return placement.workers * placement.processes_per_worker > 1
+
+
+def trainer_command(stage: StagePlan) -> list[str]:
+    """The container command: an argv list, never a shell line.
+
+    A single process runs `rlhf-train <stage> --config <file>` directly. A distributed stage
+    (several pods or several processes per pod) runs it under `torchrun --no-python`, which
+    reads the rendezvous settings the launcher injects into every pod (PET_NNODES,
+    PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT: both the v1 training
+    operator and Trainer v2's torch plugin set them) and gives each process RANK, LOCAL_RANK
+    and WORLD_SIZE.
+    """
+    command = [TRAINER_PROGRAM, stage.name, "--config", CONFIG_PATH]
+    if is_distributed(stage.placement):
+        return ["torchrun", "--no-python", *command]
+    return command
+
+
+def _secret_env(name: str, secret: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+    }
+
+
+def trainer_env(run: RLHFRun) -> list[dict[str, Any]]:
+    """Env for the trainer container. Credentials come only from Secret references."""
+    spec = run.spec
+    env: list[dict[str, Any]] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HF_HOME", "value": posixpath.join(spec.storage.mount_path, HF_HOME_DIR)},
+    ]
+    if spec.secrets.hf_token is not None:
+        env.append(_secret_env("HF_TOKEN", spec.secrets.hf_token))
+    if spec.secrets.wandb_api_key is not None:
+        env.append(_secret_env("WANDB_API_KEY", spec.secrets.wandb_api_key))
+        if spec.wandb_project:
+            env.append({"name": "WANDB_PROJECT", "value": spec.wandb_project})
+    return env
+
+
+def container_resources(placement: ResolvedPlacement) -> dict[str, dict[str, str]]:
+    """requests/limits from the placement; GPUs come from gpusPerWorker only.
+
+    Extended resources such as nvidia.com/gpu cannot be overcommitted: Kubernetes requires
+    requests == limits for them, so both are set.
+    """
+    requests = {k: v for k, v in placement.requests.items() if k != GPU_RESOURCE}
+    limits = {k: v for k, v in placement.limits.items() if k != GPU_RESOURCE}
+    if placement.gpus_per_worker > 0:
+        requests[GPU_RESOURCE] = str(placement.gpus_per_worker)
+        limits[GPU_RESOURCE] = str(placement.gpus_per_worker)
+    resources: dict[str, dict[str, str]] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def volumes(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
+    return [
+        {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(run)}},
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {"name": configmap_name(run.metadata.name, stage.name)},
+        },
+        # Shared memory for NCCL and DataLoader workers: the container runtime's default 64Mi
+        # is far too small. Memory-backed, so it counts against the pod's memory.
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": stage.placement.shm_size}},
+    ]
+
+
+def volume_mounts(run: RLHFRun) -> list[dict[str, Any]]:
+    return [
+        {"name": DATA_VOLUME, "mountPath": run.spec.storage.mount_path},
+        {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": SHM_VOLUME, "mountPath": SHM_MOUNT},
+    ]
+
+
+def node_selector(placement: ResolvedPlacement, settings: OperatorSettings) -> dict[str, str]:
+    """The stage's selector; the operator-wide default only when the stage sets none."""
+    return dict(placement.node_selector or settings.default_node_selector)
+
+
+def tolerations(placement: ResolvedPlacement, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The stage's tolerations plus the operator-wide defaults (without duplicates)."""
+    result = [dict(t) for t in placement.tolerations]
+    for toleration in settings.default_tolerations:
+        if toleration not in result:
+            result.append(dict(toleration))
+    return result
+
+
+def container_security_context() -> dict[str, Any]:
+    """No privilege escalation. Not runAsNonRoot: many CUDA training images run as root, and
+    dropping every capability would break root writing to a volume owned by another user."""
+    return {"allowPrivilegeEscalation": False, "privileged": False}
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def image_pull_policy(placement: ResolvedPlacement, settings: OperatorSettings) -> str | None:
+    return placement.image_pull_policy or settings.trainer_image_pull_policy

@@ -1,0 +1,121 @@
+"""The generated CRD: checked in, structural, described, and its CEL rules agree with pydantic."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import cel
+import jsonschema
+import pytest
+import yaml
+from rlhf_operator.crd import CRD_PATH, crd, crd_yaml
+from rlhf_operator.validation import RunInvalid, parse_run
+
+from .conftest import EXAMPLES, MINIMAL, REPO
+
+
+def _version() -> dict[str, Any]:
+    version: dict[str, Any] = crd()["spec"]["versions"][0]
+    return version
+
+
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = _version()["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_checked_in_crd_matches_the_models() -> None:
+    checked_in = (REPO / CRD_PATH).read_text()
+    assert checked_in == crd_yaml(), f"{CRD_PATH} is stale: run `rlhf crd -o {CRD_PATH}`"
+
+
+def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)]
+    for name, child in node.get("properties", {}).items():
+        found += _walk(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        found += _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        found += _walk(node["additionalProperties"], f"{path}{{}}")
+    return found
+
+
+def test_schema_is_structural_and_described() -> None:
+    for path, node in _walk(_schema()):
+        for key in ("$ref", "anyOf", "oneOf", "allOf", "const", "$defs", "title"):
+            assert key not in node, f"{path}: {key} is not allowed in a structural schema"
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path}: no type"
+        if "properties" in node:
+            assert node["type"] == "object" and "additionalProperties" not in node, path
+        if path.count(".") >= 1 and not path.endswith(("[]", "}")):
+            assert node.get("description"), f"{path}: no description (kubectl explain shows nothing)"
+
+
+def test_crd_shape() -> None:
+    spec = crd()["spec"]
+    assert spec["names"]["shortNames"] == ["rlhf"] and spec["scope"] == "Namespaced"
+    assert _version()["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in _version()["additionalPrinterColumns"]}
+    assert columns["Phase"] == ".status.phase" and columns["Stage"] == ".status.currentStage"
+    assert columns["Age"] == ".metadata.creationTimestamp"
+    props = _schema()["properties"]["spec"]["properties"]
+    assert {r["rule"] for r in props["model"]["x-kubernetes-validations"]} == {"self == oldSelf"}
+    assert {r["rule"] for r in props["pipeline"]["x-kubernetes-validations"]} == {"self == oldSelf"}
+    assert props["launcher"]["enum"] == ["pytorchjob", "trainjob"]
+    assert props["sft"]["properties"]["lora"]["properties"]["r"]["minimum"] == 1
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_valid_against_crd_and_models(path: Any) -> None:
+    document = yaml.safe_load(path.read_text())
+    jsonschema.Draft4Validator(_schema()).validate(document)  # boolean exclusive bounds: draft 4
+    parse_run(document)
+    for rule in _schema()["properties"]["spec"]["x-kubernetes-validations"]:
+        assert cel.evaluate(rule["rule"], {"self": document["spec"]}) is True, rule["message"]
+
+
+def _spec(**changes: Any) -> dict[str, Any]:
+    document = copy.deepcopy(MINIMAL)
+    for key, value in changes.items():
+        if value is None:
+            document["spec"].pop(key, None)
+        else:
+            document["spec"][key] = value
+    return document
+
+
+DPO = {"dataset": {"source": "d"}}
+CEL_CASES = [
+    _spec(),
+    _spec(pipeline=["sft", "ppo"]),
+    _spec(pipeline=["ppo"]),
+    _spec(pipeline=["ppo"], sft={"existingOutput": "/s"}, reward={"existingOutput": "/r"}),
+    _spec(pipeline=["sft", "reward", "dpo"], dpo=DPO),
+    _spec(pipeline=["sft", "dpo"], dpo=DPO, reward=None, ppo=None),
+    _spec(pipeline=["reward", "sft"]),
+    _spec(reward=None),
+    _spec(sft={"lora": {"r": 4}}),
+    _spec(sft={"existingOutput": "/s"}),
+    _spec(pipeline=["sft", "sft"], reward=None, ppo=None),
+]
+
+
+@pytest.mark.parametrize("document", CEL_CASES)
+def test_cel_rules_agree_with_pydantic(document: dict[str, Any]) -> None:
+    """The API server's CEL verdict on cross-field rules is the same as `rlhf validate`'s."""
+    rules = _schema()["properties"]["spec"]["x-kubernetes-validations"]
+    cel_ok = all(cel.evaluate(r["rule"], {"self": document["spec"]}) for r in rules)
+    try:
+        parse_run(document)
+        model_ok = True
+    except RunInvalid:
+        model_ok = False
+    assert cel_ok == model_ok
+
+
+def test_ppo_batch_rule_in_cel() -> None:
+    rules = _schema()["properties"]["spec"]["properties"]["ppo"]["properties"]["training"]["x-kubernetes-validations"]
+    bad = {"batchSize": 4, "miniBatchSize": 8}
+    assert not all(cel.evaluate(r["rule"], {"self": bad}) for r in rules)
+    assert all(cel.evaluate(r["rule"], {"self": {"batchSize": 8}}) for r in rules)

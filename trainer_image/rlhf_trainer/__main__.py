@@ -1,0 +1,116 @@
+"""`rlhf-train <stage> --config FILE`: run one stage from its config file.
+
+Exit codes: 0 succeeded, 1 failed while running, 2 bad config or input values. A failure
+prints one line on stderr ("rlhf-train: error: <field>: <problem>") and, when the output
+directory is known, records it in result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import STAGES, TrainerJobConfig
+from .layout import result_path
+from .result import StageResult, write_result
+
+PROG = "rlhf-train"
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _read_file(path: str) -> Any:
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        return json.loads(text)
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _validation_message(exc: Any) -> str:
+    """The first pydantic error as 'field.path: message' (camelCase, as in the file)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    text = str(first.get("msg", "invalid value"))
+    return f"{where}: {text}" if where else text
+
+
+def _record_config_failure(raw: Any, stage: str, message: str) -> None:
+    """Best effort result.json for a config that did not validate but names an output dir."""
+    out = raw.get("outputDir") if isinstance(raw, dict) else None
+    if not isinstance(out, str) or not out or stage not in STAGES:
+        return
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        result = StageResult(
+            stage=stage,  # type: ignore[arg-type]
+            status="failed",
+            output_path=out,
+            message=message,
+            started_at=now,
+            finished_at=now,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_result(result, result_path(out))
+    except (OSError, ValueError):
+        pass
+
+
+def load_config(path: str, stage: str) -> TrainerJobConfig:
+    """Read and validate; raises ValueError with a one-line 'field: problem' message."""
+    from pydantic import ValidationError
+
+    try:
+        raw = _read_file(path)
+    except OSError as exc:
+        raise ValueError(f"--config: cannot read '{path}': {exc.strerror or exc}") from exc
+    except ValueError as exc:  # JSON and YAML errors are ValueErrors
+        raise ValueError(f"--config: '{path}' is not valid YAML/JSON: {str(exc).splitlines()[0]}") from exc
+    try:
+        cfg = TrainerJobConfig.model_validate(raw)
+    except ValidationError as exc:
+        message = _validation_message(exc)
+        _record_config_failure(raw, stage, message)
+        raise ValueError(message) from exc
+    if cfg.stage != stage:
+        message = f"stage: the config is for stage '{cfg.stage}', not '{stage}'"
+        _record_config_failure(raw, stage, message)
+        raise ValueError(message)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage.")
+    parser.add_argument("stage", choices=STAGES, help="Which stage program to run.")
+    parser.add_argument("--config", required=True, help="The stage's YAML or JSON config file.")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.stage)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+
+    # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
+    from .stages.common import exit_code
+
+    module = importlib.import_module(f"rlhf_trainer.stages.{cfg.stage}")
+    result: StageResult = module.run(cfg)
+    code = exit_code(result)
+    if code != 0:
+        return _fail(result.message or "stage failed", code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Task accuracy on the builtin task's held-out questions: greedy decoding, exact answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import builtin
+from .config import DatasetConfig
+from .data import split_template
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64
+) -> list[str]:
+    """Greedy completions for prompts (left padding so every row ends at its prompt)."""
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(
+                prompts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+            ).to(device)
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs
+
+
+def task_accuracy(
+    model: Any,
+    tokenizer: Any,
+    dataset: DatasetConfig,
+    work_dir: str,
+    max_new_tokens: int,
+    limit: int | None = None,
+) -> float | None:
+    """Share of held-out builtin questions answered exactly right; None without ground truth."""
+    if not builtin.is_builtin_dataset(dataset.source):
+        return None
+    rows = builtin.eval_rows()[:limit] if limit else builtin.eval_rows()
+    head, _ = split_template(dataset.template)
+    prompts = [head.format(question=r["question"]) for r in rows]
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens)
+    correct = sum(builtin.is_correct(r["question"], a) for r, a in zip(rows, answers, strict=True))
+    return correct / len(rows)

@@ -1,0 +1,301 @@
+"""Loading, adapting and saving models: the same rules for every stage.
+
+- `builtin:tiny-llama` is materialized once under the run's cache; local paths must exist;
+  anything else is a hub id.
+- Quantized bases (8-bit, 4-bit NF4) come from bitsandbytes; on CPU the 4-bit layers get the
+  gradient-trap fix from DESIGN.md (`fix_bnb_cpu_layout`).
+- `save_merged` writes `<out>/adapter` and `<out>/merged`; a quantized base is reloaded in full
+  precision for the merge, so the merged model is a plain loadable checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from . import builtin
+from .config import LoraConfig, ModelConfig, QuantizationConfig
+from .errors import StageError
+from .layout import ADAPTER, MERGED
+
+TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
+# Written next to a saved adapter: how its base was loaded, so the merge can reload it.
+_BASE_INFO = "rlhf_base.json"
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+
+
+def resolve_model_path(model: ModelConfig, work_dir: str, field: str = "model") -> str:
+    """A loadable name: the builtin's cache dir, an existing local dir, or a hub id."""
+    if builtin.is_builtin_model(model.name):
+        return builtin.materialize_tiny_llama(work_dir)
+    if model.name.startswith("builtin:"):
+        raise StageError(
+            f"{field}.name",
+            f"unknown builtin model '{model.name}' (available: {builtin.BUILTIN_MODEL})",
+            kind="config",
+        )
+    if _looks_local(model.name):
+        path = os.path.expanduser(model.name)
+        if not os.path.isdir(path):
+            raise StageError(f"{field}.name", f"model path '{model.name}' does not exist")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise StageError(f"{field}.name", f"'{model.name}' has no config.json (not a model dir)")
+        return path
+    return model.name
+
+
+def torch_dtype(model: ModelConfig) -> torch.dtype:
+    """auto: bfloat16 on GPUs that support it, else float32 (CPU training runs in fp32)."""
+    if model.dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        model.dtype
+    ]
+
+
+def _load_kwargs(model: ModelConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.revision and not _looks_local(model.name):
+        kwargs["revision"] = model.revision
+    return kwargs
+
+
+def load_tokenizer(
+    model: ModelConfig, work_dir: str, field: str = "model"
+) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (eos, else unk, when it has none)."""
+    path = resolve_model_path(model, work_dir, field)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **_load_kwargs(model))
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{field}.name", f"cannot load a tokenizer from '{model.name}': {exc}") from exc
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise StageError(f"{field}.name", "the tokenizer has no pad, eos or unk token")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def _bnb_config(quant: QuantizationConfig) -> Any:
+    """A BitsAndBytesConfig, or StageError naming quantization.mode when bnb cannot run here."""
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:  # ImportError, or a native library that fails to load
+        raise StageError(
+            "quantization.mode",
+            f"'{quant.mode}' needs bitsandbytes, which cannot be loaded here ({exc}); use mode none",
+        ) from exc
+    if not torch.cuda.is_available() and not _bnb_has_cpu_backend():
+        raise StageError(
+            "quantization.mode",
+            f"'{quant.mode}' is not supported on this hardware (no GPU and no bitsandbytes CPU backend)",
+        )
+    if quant.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+    )
+
+
+def _bnb_has_cpu_backend() -> bool:
+    try:
+        import bitsandbytes as bnb
+
+        backends = getattr(bnb, "supported_torch_devices", None)
+        return backends is None or "cpu" in backends
+    except Exception:
+        return False
+
+
+def _load(
+    auto_cls: Any,
+    model: ModelConfig,
+    quant: QuantizationConfig,
+    work_dir: str,
+    field: str,
+    **extra: Any,
+) -> PreTrainedModel:
+    path = resolve_model_path(model, work_dir, field)
+    kwargs = _load_kwargs(model) | extra
+    if quant.mode != "none":
+        kwargs["quantization_config"] = _bnb_config(quant)
+        # Non-quantized parts (norms, embeddings) stay in fp32 on CPU: bf16 there is slow and lossy.
+        kwargs["dtype"] = torch.float32 if not torch.cuda.is_available() else torch_dtype(model)
+    else:
+        kwargs["dtype"] = torch_dtype(model)
+    try:
+        loaded = auto_cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{field}.name", f"cannot load model '{model.name}': {exc}") from exc
+    if quant.mode != "none":
+        fix_bnb_cpu_layout(loaded)
+    # Remember how the base was loaded, for save_merged's full-precision reload.
+    loaded._rlhf_base = {"path": path, "quant": quant.mode, "compute_dtype": quant.compute_dtype}
+    return loaded  # type: ignore[no-any-return]
+
+
+def load_causal_lm(
+    model: ModelConfig, quant: QuantizationConfig, work_dir: str, field: str = "model"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = load_tokenizer(model, work_dir, field)
+    lm = _load(AutoModelForCausalLM, model, quant, work_dir, field)
+    _sync_special_tokens(lm, tokenizer)
+    return lm, tokenizer
+
+
+def load_sequence_classifier(
+    model: ModelConfig, quant: QuantizationConfig, work_dir: str, field: str = "model"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A one-output sequence classifier (a reward model); pad_token_id set so the last
+    non-padding token is scored."""
+    tokenizer = load_tokenizer(model, work_dir, field)
+    clf = _load(AutoModelForSequenceClassification, model, quant, work_dir, field, num_labels=1)
+    clf.config.pad_token_id = tokenizer.pad_token_id
+    return clf, tokenizer
+
+
+def _sync_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if tokenizer.eos_token_id is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def fix_bnb_cpu_layout(model: torch.nn.Module) -> int:
+    """Keep bitsandbytes 4-bit layers in their trainable layout on CPU; returns layers fixed.
+
+    bitsandbytes 0.50 repacks a Linear4bit weight into an inference-only CPU layout the first
+    time it runs in eval mode without grad (on CPUs with AVX512-BF16); LoRA gradients computed
+    afterwards are silently wrong. Turning the feature off per layer (and undoing a repack that
+    already happened) keeps training correct.
+    """
+    try:
+        import bitsandbytes as bnb
+    except Exception:
+        return 0
+    fixed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+                module.weight.data, module.weight.quant_state = (
+                    _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+                )
+            fixed += 1
+    return fixed
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: TaskType) -> Any:
+    """Wrap the model with trainable LoRA adapters, or make it fully trainable when disabled."""
+    base_info = getattr(model, "_rlhf_base", None)
+    if not lora.enabled:
+        if is_quantized(model):
+            raise StageError(
+                "lora.enabled", "a quantized base can only be trained with LoRA (set lora.enabled: true)"
+            )
+        model.requires_grad_(True)
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if is_quantized(model):
+        # Norms in fp32 and inputs requiring grad; checkpointing is the trainer's decision.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets: str | list[str] = (
+        "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    )
+    peft_config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type=task_type,
+        bias="none",
+    )
+    try:
+        peft_model = get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise StageError("lora.targetModules", str(exc)) from exc
+    if base_info is not None:
+        peft_model._rlhf_base = base_info
+    return peft_model
+
+
+def _unwrap(model: Any) -> Any:
+    return model.module if hasattr(model, "module") and not hasattr(model, "peft_config") else model
+
+
+def save_merged(
+    model: Any, tokenizer: PreTrainedTokenizerBase, output_dir: str
+) -> tuple[str, str | None]:
+    """Write `<out>/merged` (a plain model + tokenizer) and, for LoRA, `<out>/adapter`.
+
+    Merging mutates `model` (merge_and_unload); call it last. For a quantized base the merge
+    happens on a fresh full-precision copy of the base, in the quantization compute dtype.
+    """
+    from peft import PeftModel
+
+    model = _unwrap(model)
+    merged_path = str(Path(output_dir) / MERGED)
+    if not isinstance(model, PeftModel):
+        model.save_pretrained(merged_path)
+        tokenizer.save_pretrained(merged_path)
+        return merged_path, None
+
+    adapter_path = str(Path(output_dir) / ADAPTER)
+    model.save_pretrained(adapter_path)
+    tokenizer.save_pretrained(adapter_path)
+    base_info = getattr(model, "_rlhf_base", None) or {}
+    with open(Path(adapter_path) / _BASE_INFO, "w") as f:
+        json.dump(base_info, f)
+
+    if is_quantized(model.get_base_model()):
+        merged = _merge_into_full_precision(model, adapter_path, base_info)
+    else:
+        merged = model.merge_and_unload()
+    merged.save_pretrained(merged_path)
+    tokenizer.save_pretrained(merged_path)
+    return merged_path, adapter_path
+
+
+def _merge_into_full_precision(model: Any, adapter_path: str, base_info: dict[str, Any]) -> Any:
+    from peft import PeftModel
+
+    base_path = base_info.get("path") or model.peft_config["default"].base_model_name_or_path
+    dtype = getattr(torch, base_info.get("compute_dtype", "float32"))
+    task = model.peft_config["default"].task_type
+    auto_cls = AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
+    extra: dict[str, Any] = {"num_labels": 1} if task == "SEQ_CLS" else {}
+    base = auto_cls.from_pretrained(base_path, dtype=dtype, **extra)
+    if task == "SEQ_CLS":
+        base.config.pad_token_id = model.config.pad_token_id
+    return PeftModel.from_pretrained(base, adapter_path).merge_and_unload()

@@ -1,0 +1,112 @@
+"""PPO checkpoints: `<out>/checkpoints/step-N/`, written atomically, resumed from the latest.
+
+A checkpoint holds the trainable weights (LoRA adapter + value head, or the whole policy
+under full fine-tuning), the optimizer, KL controller and reward statistics, every process's
+RNG states and the step. It is written into a temporary directory and renamed into place,
+so a directory named step-N is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import PeftModel
+
+from . import distributed as dist
+from .engine import PPOEngine
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "state.json"
+KEEP_LAST = 2
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_steps(root: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under root, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = STEP_DIR.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    steps = checkpoint_steps(root)
+    return steps[-1][1] if steps else None
+
+
+def save_checkpoint(
+    root: str | Path, step: int, engine: PPOEngine, extra: dict[str, Any], keep_last: int = KEEP_LAST
+) -> Path:
+    """Write step-N (all processes call this; rank 0 writes the shared files)."""
+    root = Path(root)
+    final = root / f"step-{step}"
+    tmp = root / f".step-{step}.tmp"
+    if dist.rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    torch.save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
+    if dist.rank() == 0:
+        model = engine.model
+        torch.save(model.trainable_state_dict(), tmp / "trainable.pt")
+        torch.save(engine.state_dict(), tmp / "engine.pt")
+        if isinstance(model.policy, PeftModel):
+            model.policy.save_pretrained(str(tmp / "adapter"))  # readable copy of the adapter
+    dist.barrier()
+    if dist.rank() == 0:
+        # state.json last: it marks the directory complete, then one atomic rename.
+        with open(tmp / STATE_FILE, "w") as f:
+            json.dump({"step": step, "world_size": dist.world_size(), **extra}, f, indent=2)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for _, old in checkpoint_steps(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(path: str | Path, engine: PPOEngine) -> dict[str, Any]:
+    """Restore weights, optimizer, controllers and this process's RNG; returns state.json."""
+    path = Path(path)
+    with open(path / STATE_FILE) as f:
+        state: dict[str, Any] = json.load(f)
+    trainable = torch.load(path / "trainable.pt", map_location=engine.device, weights_only=True)
+    missing = set(engine.model.trainable_state_dict()) - set(trainable)
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks trainable weights {sorted(missing)[:3]}...")
+    engine.model.load_state_dict(trainable, strict=False)
+    engine.load_state_dict(torch.load(path / "engine.pt", map_location=engine.device, weights_only=True))
+    rng_file = path / f"rng-rank{dist.rank()}.pt"
+    if rng_file.is_file():
+        # Our own file; holds python/numpy RNG tuples, which weights_only cannot load.
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return state

@@ -1,0 +1,1 @@
+"""Stage programs: `rlhf_trainer.stages.<stage>.run(cfg) -> StageResult`, imported lazily."""

@@ -1,0 +1,231 @@
+"""What every stage shares: the run wrapper (dirs, result.json, errors), progress, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .. import progress
+from ..config import TrainerJobConfig, TrainingConfig
+from ..errors import StageError
+from ..layout import CHECKPOINTS, LOGS, result_path
+from ..result import StageResult, write_result
+
+__all__ = [
+    "ProgressCallback",
+    "StageError",
+    "StageOutputs",
+    "checkpoints_dir",
+    "is_main_process",
+    "latest_checkpoint",
+    "run_stage",
+    "trainer_arguments",
+]
+
+
+@dataclass
+class StageOutputs:
+    """What a stage body hands back; run_stage turns it into the StageResult."""
+
+    merged_path: str | None = None
+    adapter_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (or the only process)."""
+    return rank() == 0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def checkpoints_dir(output_dir: str) -> str:
+    return str(Path(output_dir) / CHECKPOINTS)
+
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The checkpoint-N subdirectory with the highest N that is complete, or None."""
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for child in root.iterdir():
+        match = _CHECKPOINT_RE.match(child.name)
+        # trainer_state.json is written last by the HF Trainer: its presence means complete.
+        if match and child.is_dir() and (child / "trainer_state.json").exists():
+            found.append((int(match.group(1)), child))
+    return str(max(found)[1]) if found else None
+
+
+def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOutputs]) -> StageResult:
+    """Run a stage body and record the outcome in result.json (rank 0 only).
+
+    StageError -> status failed with "field: message"; any other exception -> failed with the
+    exception's one-line summary (traceback on stderr). Never raises; the caller maps the
+    returned status to an exit code.
+    """
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOGS).mkdir(exist_ok=True)
+    # The HF TensorBoard callback reads its directory from the environment.
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / LOGS))
+    started = _now()
+    try:
+        outputs = body(cfg)
+        result = StageResult(
+            stage=cfg.stage,
+            status="succeeded",
+            output_path=cfg.output_dir,
+            merged_path=outputs.merged_path,
+            adapter_path=outputs.adapter_path,
+            metrics={k: float(v) for k, v in outputs.metrics.items()},
+            started_at=started,
+            finished_at=_now(),
+        )
+    except StageError as exc:
+        result = _failed(cfg, started, str(exc))
+        result._exit_code = exc.exit_code  # type: ignore[attr-defined]
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
+        result = _failed(cfg, started, summary)
+    if is_main_process():
+        write_result(result, result_path(cfg.output_dir))
+        if result.status == "succeeded":
+            progress.emit(cfg.stage, event="done", metrics=result.metrics)
+    return result
+
+
+def _failed(cfg: TrainerJobConfig, started: str, message: str) -> StageResult:
+    return StageResult(
+        stage=cfg.stage,
+        status="failed",
+        output_path=cfg.output_dir,
+        message=message,
+        started_at=started,
+        finished_at=_now(),
+    )
+
+
+def exit_code(result: StageResult) -> int:
+    if result.status == "succeeded":
+        return 0
+    return int(getattr(result, "_exit_code", 1))
+
+
+def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int) -> dict[str, Any]:
+    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO).
+
+    On CPU: use_cpu and no bf16 (TRL defaults to bf16, which is slow and lossy there), and no
+    activation checkpointing unless asked (TRL turns it on by default).
+    """
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "output_dir": checkpoints_dir(cfg.output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        "learning_rate": training.learning_rate,
+        "num_train_epochs": training.epochs,
+        "max_steps": training.max_steps,
+        "per_device_train_batch_size": training.batch_size,
+        "per_device_eval_batch_size": training.batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "weight_decay": training.weight_decay,
+        "lr_scheduler_type": training.lr_scheduler,
+        "gradient_checkpointing": training.gradient_checkpointing,
+        "logging_steps": training.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": training.save_steps,
+        "save_total_limit": training.save_total_limit,
+        "report_to": [r for r in cfg.report_to if r != "wandb" or os.environ.get("WANDB_API_KEY")],
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "ddp_backend": None if on_gpu else ("gloo" if world_size() > 1 else None),
+        "ddp_find_unused_parameters": False if world_size() > 1 else None,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "remove_unused_columns": True,
+    }
+
+
+def resume_point(cfg: TrainerJobConfig) -> str | None:
+    """The latest complete checkpoint of this stage's output dir (a restarted stage resumes)."""
+    return latest_checkpoint(checkpoints_dir(cfg.output_dir))
+
+
+class ProgressCallback(TrainerCallback):
+    """Turns the Trainer's log events into progress lines (main process only)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        numbers = {
+            k: v
+            for k, v in logs.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in _RESERVED
+        }
+        progress.emit(self.stage, step=state.global_step, max_steps=state.max_steps, **numbers)
+
+
+_RESERVED = ("step", "max_steps", "stage")
+
+
+def fit(trainer: Any, cfg: TrainerJobConfig) -> dict[str, float]:
+    """trainer.train(), resuming from the latest checkpoint of this output dir when present;
+    then a final evaluation when the trainer has eval data. Returns numeric metrics."""
+    resume = resume_point(cfg)
+    if resume and is_main_process():
+        progress.emit(cfg.stage, event="resume", checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics: dict[str, float] = {"train_loss": float(result.training_loss)}
+    metrics["global_step"] = float(trainer.state.global_step)
+    if resume:
+        metrics["resumed_from_step"] = float(_step_of(resume))
+    for key in ("train_runtime", "train_samples_per_second"):
+        if key in result.metrics:
+            metrics[key] = float(result.metrics[key])
+    if trainer.eval_dataset is not None:
+        for key, value in trainer.evaluate().items():
+            if isinstance(value, int | float):
+                metrics[key] = float(value)
+    return metrics
+
+
+def _step_of(checkpoint: str) -> int:
+    match = _CHECKPOINT_RE.match(Path(checkpoint).name)
+    return int(match.group(1)) if match else 0
+
+
+def finish(trainer: Any) -> None:
+    """Hold every rank until rank 0 has saved and evaluated (a barrier on a launch, else nothing)."""
+    trainer.accelerator.wait_for_everyone()

@@ -1,0 +1,130 @@
+"""PPO stage: the SFT model + LoRA, scored by the reward stage's model, trained by our engine.
+
+Memory: policy, reference and value share one set of base weights (reference = adapter
+disabled, value head on the policy's hidden states). With `lora.enabled: false` (full
+fine-tuning) the reference must be a frozen copy of the SFT weights, so memory doubles.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+
+from .. import progress
+from ..config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
+from ..data import load_prompts
+from ..evaluate import task_accuracy
+from ..modeling import apply_lora, fix_bnb_cpu_layout, is_quantized, load_causal_lm, load_sequence_classifier, save_merged
+from ..ppo import distributed as dist
+from ..ppo.engine import PPOEngine
+from ..ppo.loop import seed_everything, train_loop
+from ..ppo.reward import RewardModelScorer
+from ..ppo.value_head import ActorCritic, ValueHead
+from ..result import StageResult
+from .common import StageError, StageOutputs, run_stage
+
+
+def run(cfg: TrainerJobConfig) -> StageResult:
+    return run_stage(cfg, train)
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _accuracy(model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str) -> float | None:
+    """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth."""
+    if dist.rank() != 0:
+        return None
+    return task_accuracy(
+        model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens
+    )
+
+
+def train(cfg: TrainerJobConfig) -> StageOutputs:
+    section = cfg.ppo
+    assert section is not None and cfg.reward_model is not None  # the config validator ensures both
+    training = section.training
+    dist.init_from_env()
+    device = _device()
+    seed_everything(section.seed)
+
+    prompts = load_prompts(section.dataset, cfg.work_dir, section.seed)
+    if not prompts:
+        raise StageError("ppo.dataset", "the dataset yielded no prompts")
+
+    policy, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    if not is_quantized(policy):
+        policy.to(device)
+    reward_model, reward_tokenizer = load_sequence_classifier(
+        cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel"
+    )
+    reward_model.to(device)
+    if reward_model.config.num_labels != 1:
+        raise StageError("rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels")
+
+    # Measured on the SFT weights, before any adapter exists (skipped when resuming).
+    started = time.perf_counter()
+    accuracy_before = None
+    resuming = _has_checkpoint(cfg.output_dir)
+    if not resuming:
+        accuracy_before = _accuracy(policy, tokenizer, section, cfg.work_dir)
+
+    reference = None
+    if not section.lora.enabled:
+        # Full fine-tuning: there is no adapter to disable, the reference needs its own copy.
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    torch.manual_seed(section.seed)  # identical adapter/value-head init on every process
+    policy = apply_lora(policy, section.lora, "CAUSAL_LM")
+    if is_quantized(policy):
+        fix_bnb_cpu_layout(policy)
+    hidden_size = policy.config.get_text_config().hidden_size
+    model = ActorCritic(policy, ValueHead(hidden_size).to(device), reference=reference)
+
+    scorer = RewardModelScorer(
+        reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device
+    )
+    engine = PPOEngine(model, tokenizer, scorer, training, device=device)
+    outcome = train_loop(
+        engine,
+        prompts,
+        cfg.output_dir,
+        seed=section.seed,
+        extra_state={"task_accuracy_before": accuracy_before},
+        tensorboard="tensorboard" in cfg.report_to,
+    )
+    stats, extra = outcome["stats"], outcome["extra"]
+    accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir)
+
+    metrics: dict[str, float] = {
+        "steps": float(training.steps),
+        "train_seconds": time.perf_counter() - started,
+    }
+    for key in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy", "response_length"):
+        if key in stats:
+            metrics[key] = float(stats[key])
+    if outcome["resumed_from"] is not None:
+        metrics["resumed_from_step"] = float(outcome["resumed_from"])
+    if accuracy_after is not None:
+        metrics["task_accuracy"] = accuracy_after
+    if extra.get("task_accuracy_before") is not None:
+        metrics["task_accuracy_before"] = float(extra["task_accuracy_before"])
+
+    merged_path = adapter_path = None
+    if dist.rank() == 0:
+        merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir)
+        progress.emit("ppo", event="merged", path=merged_path)
+    dist.barrier()
+    return StageOutputs(merged_path=merged_path, adapter_path=adapter_path, metrics=metrics)
+
+
+def _has_checkpoint(output_dir: str) -> bool:
+    from .. import layout
+    from ..ppo.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(f"{output_dir}/{layout.CHECKPOINTS}") is not None

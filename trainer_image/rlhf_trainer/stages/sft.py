@@ -1,0 +1,78 @@
+"""SFT stage: TRL SFTTrainer with LoRA (optionally on a quantized base), packing, merge."""
+
+from __future__ import annotations
+
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from ..config import SFTStageConfig, TrainerJobConfig
+from ..data import load_stage_data
+from ..evaluate import task_accuracy
+from ..modeling import apply_lora, load_causal_lm, save_merged
+from ..result import StageResult
+from .common import (
+    ProgressCallback,
+    StageOutputs,
+    finish,
+    fit,
+    is_main_process,
+    run_stage,
+    trainer_arguments,
+)
+
+
+def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
+    """The configured SFTTrainer (model loaded and adapted, data formatted), not yet trained."""
+    section = cfg.sft
+    assert isinstance(section, SFTStageConfig)
+    training = section.training
+    set_seed(section.seed)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    data = load_stage_data(section.dataset, "sft", cfg.work_dir, section.seed)
+    model = apply_lora(model, section.lora, "CAUSAL_LM")
+    args = SFTConfig(
+        **trainer_arguments(cfg, training, section.seed),
+        max_length=training.max_length,
+        packing=training.packing,
+        packing_strategy=training.packing_strategy,
+        # Only meaningful for prompt/completion rows; None lets TRL decide for the others.
+        completion_only_loss=(
+            training.completion_only_loss if "completion" in (data.train.column_names or []) else None
+        ),
+        eval_strategy="no",
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("sft")],
+    )
+
+
+def _body(cfg: TrainerJobConfig) -> StageOutputs:
+    section = cfg.sft
+    assert isinstance(section, SFTStageConfig)
+    trainer = build_trainer(cfg)
+    metrics = fit(trainer, cfg)
+    outputs = StageOutputs(metrics=metrics)
+    if is_main_process():
+        accuracy = task_accuracy(
+            trainer.model,
+            trainer.processing_class,
+            section.dataset,
+            cfg.work_dir,
+            section.training.eval_max_new_tokens,
+        )
+        if accuracy is not None:
+            metrics["task_accuracy"] = accuracy
+        outputs.merged_path, outputs.adapter_path = save_merged(
+            trainer.model, trainer.processing_class, cfg.output_dir
+        )
+    finish(trainer)
+    return outputs
+
+
+def run(cfg: TrainerJobConfig) -> StageResult:
+    return run_stage(cfg, _body)
