@@ -61,3 +61,42 @@ def task_accuracy(
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens)
     correct = sum(builtin.is_correct(r["question"], a) for r, a in zip(rows, answers, strict=True))
     return correct / len(rows)
+
+
+@torch.no_grad()
+def reward_scores(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64) -> list[float]:
+    """One scalar per text from a one-output sequence classifier (right padding)."""
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True
+            ).to(device)
+            scores += model(**batch).logits[:, 0].float().tolist()
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return scores
+
+
+def pair_accuracy(model: Any, tokenizer: Any, pairs: Any) -> float | None:
+    """Share of preference pairs with score(prompt + chosen) > score(prompt + rejected).
+
+    Texts end with the tokenizer's eos token, as the reward trainer formats them.
+    """
+    rows = list(pairs)
+    if not rows:
+        return None
+    eos = tokenizer.eos_token or ""
+
+    def text(row: Any, key: str) -> str:
+        return f"{row.get('prompt', '')}{row[key]}{eos}"
+
+    chosen = reward_scores(model, tokenizer, [text(r, "chosen") for r in rows])
+    rejected = reward_scores(model, tokenizer, [text(r, "rejected") for r in rows])
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)

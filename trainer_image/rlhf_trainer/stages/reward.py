@@ -1,0 +1,84 @@
+"""Reward stage: TRL RewardTrainer on a one-output sequence classifier, pairwise loss.
+
+The base is the SFT output (cfg.model) unless reward.baseModel names another model (e.g. an
+encoder such as DeBERTa or MiniLM), which brings its own tokenizer.
+"""
+
+from __future__ import annotations
+
+from transformers import set_seed
+from trl import RewardConfig, RewardTrainer
+
+from ..config import RewardStageConfig, TrainerJobConfig
+from ..data import load_stage_data
+from ..errors import StageError
+from ..evaluate import pair_accuracy
+from ..modeling import apply_lora, load_sequence_classifier, save_merged
+from ..result import StageResult
+from .common import (
+    ProgressCallback,
+    StageOutputs,
+    finish,
+    fit,
+    is_main_process,
+    run_stage,
+    trainer_arguments,
+)
+
+
+def build_trainer(cfg: TrainerJobConfig) -> RewardTrainer:
+    section = cfg.reward
+    assert isinstance(section, RewardStageConfig)
+    training = section.training
+    set_seed(section.seed)
+    base, field = (
+        (section.base_model, "reward.baseModel") if section.base_model else (cfg.model, "model")
+    )
+    model, tokenizer = load_sequence_classifier(base, section.quantization, cfg.work_dir, field)
+    if tokenizer.eos_token is None:
+        # Encoders (BERT, MiniLM) have no eos; the trainer appends one to every text, so use
+        # the separator, which such models already expect at the end.
+        substitute = tokenizer.sep_token or tokenizer.pad_token
+        if substitute is None:
+            raise StageError(f"{field}.name", "the tokenizer has no eos, sep or pad token")
+        tokenizer.eos_token = substitute
+    data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
+    model = apply_lora(model, section.lora, "SEQ_CLS")
+    args = RewardConfig(
+        **trainer_arguments(cfg, training, section.seed),
+        max_length=training.max_length,
+        center_rewards_coefficient=training.center_rewards_coefficient,
+        eval_strategy="no",
+    )
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("reward")],
+    )
+
+
+def _body(cfg: TrainerJobConfig) -> StageOutputs:
+    section = cfg.reward
+    assert isinstance(section, RewardStageConfig)
+    # The raw eval pairs (text, not token ids) for the exact held-out pair accuracy.
+    raw_eval = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed).eval
+    trainer = build_trainer(cfg)
+    metrics = fit(trainer, cfg)
+    outputs = StageOutputs(metrics=metrics)
+    if is_main_process():
+        if raw_eval is not None:
+            accuracy = pair_accuracy(trainer.model, trainer.processing_class, raw_eval)
+            if accuracy is not None:
+                metrics["pair_accuracy"] = accuracy
+        outputs.merged_path, outputs.adapter_path = save_merged(
+            trainer.model, trainer.processing_class, cfg.output_dir
+        )
+    finish(trainer)
+    return outputs
+
+
+def run(cfg: TrainerJobConfig) -> StageResult:
+    return run_stage(cfg, _body)
