@@ -67,7 +67,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings = OperatorSettings.from_env(os.environ)
     if args.trainer_image:
         settings = settings.model_copy(update={"trainer_image": args.trainer_image})
-    objects = render(run, settings, namespace=args.namespace)
+    try:
+        objects = render(run, settings, namespace=args.namespace)
+    except ValueError as error:  # e.g. --namespace contradicts metadata.namespace
+        print(f"rlhf: error: {error}", file=sys.stderr)
+        return 2
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
 

@@ -163,8 +163,17 @@ def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "privileged": False}
 
 
+# The trainer image's user and group (trainer_image/Dockerfile).
+TRAINER_GID = 10001
+
+
 def pod_security_context() -> dict[str, Any]:
-    return {"seccompProfile": {"type": "RuntimeDefault"}}
+    # fsGroup: a freshly provisioned volume is root-owned; the trainer (uid/gid 10001) must write it.
+    return {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": TRAINER_GID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
 
 
 def image_pull_policy(placement: ResolvedPlacement, settings: OperatorSettings) -> str | None:

@@ -8,7 +8,7 @@ folded into one JobState so the state machine does not care which launcher ran t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -153,7 +153,7 @@ def parse_result(message: str | None) -> tuple[StageResult | None, str | None]:
 
 
 def result_from_pods(
-    pods: list[Mapping[str, Any]], job_name: str, launcher: str
+    pods: Sequence[Mapping[str, Any]], job_name: str, launcher: str
 ) -> tuple[StageResult | None, str | None]:
     selector = master_pod_selector(job_name, launcher)
     for pod in pods:

@@ -32,16 +32,17 @@ class OperatorSettings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
         values: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
+        for name in cls.model_fields:
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None or raw == "":
                 continue
-            if name == "watch_namespaces":
-                values[name] = [ns.strip() for ns in raw.split(",") if ns.strip()]
-            elif field.annotation in (str, "str", "str | None"):
-                values[name] = raw
-            elif name == "metrics_port":
-                values[name] = int(raw)
-            else:
+            if name in _JSON_FIELDS:
                 values[name] = json.loads(raw)
+            elif name == "watch_namespaces":
+                values[name] = [ns.strip() for ns in raw.split(",") if ns.strip()]
+            else:  # strings and numbers: pydantic converts
+                values[name] = raw
         return cls.model_validate(values)
+
+
+_JSON_FIELDS = {"default_node_selector", "default_tolerations"}

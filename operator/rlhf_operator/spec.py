@@ -261,7 +261,12 @@ class RLHFRunSpec(CamelModel):
     )
     suspend: bool = Field(default=False, description="Suspend the running stage; false resumes it.")
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete each finished stage job after this many seconds."
+        default=None,
+        ge=60,
+        description=(
+            "Delete each finished stage job (and its pods) after this many seconds. At least 60: "
+            "the operator reads the stage result from the Master pod when the job finishes."
+        ),
     )
     wandb_project: str | None = Field(
         default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey)."

@@ -55,44 +55,52 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Namespaced rules, used as a ClusterRole (watch.namespaces empty) or as a Role in each watched
-namespace. Keep in step with what rlhf_operator's handlers call.
+namespace. Kept to the calls rlhf_operator.handlers makes (tests/packaging/test_chart.py pins them).
 */}}
 {{- define "rlhf-operator.namespacedRules" -}}
 # --- kopf itself -------------------------------------------------------------------------
-# Watch RLHFRuns and patch them: kopf keeps its handler progress and the last-handled spec in
-# annotations on the object (standalone mode: no peering, and the operator adds no finalizers).
+# kopf lists and watches RLHFRuns and the stage jobs (event handlers and indexes only). It
+# writes nothing itself: no finalizers, no progress annotations, no events (posting is off),
+# no peering (standalone).
 - apiGroups: ["rlhf.dev"]
   resources: ["rlhfruns"]
-  verbs: ["get", "list", "watch", "patch"]
-# kopf posts Kubernetes events about handler outcomes on the RLHFRun.
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create"]
+  verbs: ["list", "watch"]
+- apiGroups: ["kubeflow.org"]
+  resources: ["pytorchjobs"]
+  verbs: ["list", "watch"]
+- apiGroups: ["trainer.kubeflow.org"]
+  resources: ["trainjobs"]
+  verbs: ["list", "watch"]
 # --- the RLHF operator ---------------------------------------------------------------------
-# The run's status (phase, stages, kstatus conditions, observedGeneration).
+# One status patch per change (phase, stages, kstatus conditions, observedGeneration).
 - apiGroups: ["rlhf.dev"]
   resources: ["rlhfruns/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry an ownerReference with blockOwnerDeletion to their RLHFRun; with the
 # OwnerReferencesPermissionEnforcement admission plugin that needs update on the owner's finalizers.
 - apiGroups: ["rlhf.dev"]
   resources: ["rlhfruns/finalizers"]
   verbs: ["update"]
-# One distributed training job per stage: Kubeflow training operator v1 (launcher: pytorchjob)
-# or Kubeflow Trainer v2 (launcher: trainjob). Patched to suspend/resume a stage.
+# One distributed training job per stage (launcher pytorchjob: Kubeflow training operator v1;
+# trainjob: Kubeflow Trainer v2), created if absent and merge-patched to suspend or resume.
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["create", "patch"]
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The run's volume (checkpoints) and each stage's trainer config file.
+  verbs: ["create", "patch"]
+# The run's volume (checkpoints) and each stage's trainer config: created if absent, never
+# changed afterwards; deletion is left to the garbage collector (ownerReferences).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Stage pods are read for their termination message (the trainer's short JSON result) and
-# failure reasons; the operator never creates or deletes pods itself.
+  verbs: ["create"]
+# Stage pods are listed (by label) for their termination message, the trainer's short JSON
+# result, and for failure reasons; the operator never creates or deletes pods itself.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
+# One event per run transition.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
 {{- end }}

@@ -150,8 +150,8 @@ class PPOEngine:
                 dist.average_gradients(self.params)
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
                 self.optimizer.step()
-                sums["policy_loss"] += float(pg.loss)
-                sums["value_loss"] += float(vf.loss)
+                sums["policy_loss"] += float(pg.loss.detach())
+                sums["value_loss"] += float(vf.loss.detach())
                 sums["clip_frac"] += float(pg.clip_frac)
                 sums["approx_kl"] += float(pg.approx_kl)
                 sums["value_clip_frac"] += float(vf.clip_frac)
@@ -172,9 +172,12 @@ class PPOEngine:
             self.cfg.max_prompt_length,
             self.device,
         )
+        generated = time.perf_counter()
         exp = self.make_experience(rollout)
+        scored = time.perf_counter()
         kl_coef = self.kl_ctl.value
         train_stats = self.update(exp)
+        updated = time.perf_counter()
 
         mask = rollout.response_mask.float()
         all_scores = dist.all_gather_cat(exp.scores)
@@ -201,6 +204,9 @@ class PPOEngine:
             "response_length": response_length,
             "tokens_per_s": response_length * all_scores.numel() / max(elapsed, 1e-9),
             "step_seconds": elapsed,
+            "rollout_seconds": generated - started,
+            "experience_seconds": scored - generated,
+            "update_seconds": updated - scored,
             **train,
         }
 

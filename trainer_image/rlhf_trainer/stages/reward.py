@@ -10,7 +10,7 @@ from transformers import set_seed
 from trl import RewardConfig, RewardTrainer
 
 from ..config import RewardStageConfig, TrainerJobConfig
-from ..data import load_stage_data
+from ..data import StageData, load_stage_data
 from ..errors import StageError
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier, save_merged
@@ -26,7 +26,8 @@ from .common import (
 )
 
 
-def build_trainer(cfg: TrainerJobConfig) -> RewardTrainer:
+def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
+    """The configured trainer and the (untokenized) data it was given."""
     section = cfg.reward
     assert isinstance(section, RewardStageConfig)
     training = section.training
@@ -50,7 +51,7 @@ def build_trainer(cfg: TrainerJobConfig) -> RewardTrainer:
         center_rewards_coefficient=training.center_rewards_coefficient,
         eval_strategy="no",
     )
-    return RewardTrainer(
+    trainer = RewardTrainer(
         model=model,
         args=args,
         train_dataset=data.train,
@@ -58,19 +59,20 @@ def build_trainer(cfg: TrainerJobConfig) -> RewardTrainer:
         processing_class=tokenizer,
         callbacks=[ProgressCallback("reward")],
     )
+    return trainer, data
 
 
 def _body(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.reward
     assert isinstance(section, RewardStageConfig)
-    # The raw eval pairs (text, not token ids) for the exact held-out pair accuracy.
-    raw_eval = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed).eval
-    trainer = build_trainer(cfg)
+    trainer, data = build_trainer(cfg)
     metrics = fit(trainer, cfg)
     outputs = StageOutputs(metrics=metrics)
     if is_main_process():
-        if raw_eval is not None:
-            accuracy = pair_accuracy(trainer.model, trainer.processing_class, raw_eval)
+        if data.eval is not None:
+            # Exact held-out pair accuracy over all eval pairs (the trainer's eval_accuracy
+            # is a mean of per-batch means).
+            accuracy = pair_accuracy(trainer.model, trainer.processing_class, data.eval)
             if accuracy is not None:
                 metrics["pair_accuracy"] = accuracy
         outputs.merged_path, outputs.adapter_path = save_merged(

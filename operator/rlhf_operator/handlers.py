@@ -1,0 +1,314 @@
+"""kopf handlers: the operator's only I/O. `kopf run -m rlhf_operator.handlers`.
+
+Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
+- Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
+  finalizers, no progress or last-handled-configuration annotations), and handler outcomes are
+  not posted as events (settings.posting.enabled = False).
+- No finalizer: children carry ownerReferences (the PVC only with retention Delete), so the
+  garbage collector does the deletion.
+- Events only mark a run dirty; a per-run work queue runs `reconcile` (pure) and applies its
+  actions: create-if-absent children, job suspend patches, ONE status patch when the status
+  changed, one event per transition. Errors and retry backoffs requeue the run.
+- kopf indexes of the stage jobs are complete before any handler runs, so a restarted operator
+  sees existing jobs and creates no duplicates (names are deterministic: 409 = already there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from . import metrics
+from .k8s import ApiError, Connection, KubeClient
+from .manifests_jobs import PYTORCHJOB_API, TRAINJOB_API
+from .naming import RUN_LABEL, label_value
+from .observe import ObservedJob, label_selector, master_pod_selector, observe_job, result_from_pods
+from .reconcile import (
+    EVENTS,
+    PODS,
+    ApiRef,
+    Create,
+    Outcome,
+    PatchJob,
+    load_status,
+    parse_time,
+    reconcile,
+    results_needed,
+)
+from .settings import OperatorSettings
+from .spec import GROUP, PLURAL, VERSION
+from .status import RLHFRunStatus, RunPhase
+
+logger = logging.getLogger(__name__)
+
+RUNS = ApiRef(GROUP, VERSION, PLURAL)
+RunKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Timing knobs; tests shorten them (memo["tuning"])."""
+
+    concurrency: int = 16
+    error_backoff: float = 1.0
+    error_backoff_max: float = 60.0
+    expectation_seconds: float = 30.0  # a created job not reported by the watch by then is re-checked
+    api_error_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)
+    watch_reconnect_backoff: float = 0.1
+    watch_client_timeout: float | None = None  # reconnect watches this often (tests: fault injection)
+
+
+@dataclass
+class Runtime:
+    """The operator's in-memory state (in kopf's memo)."""
+
+    settings: OperatorSettings
+    tuning: Tuning
+    client: KubeClient
+    queue: Any = None  # WorkQueue[RunKey]
+    runs: dict[RunKey, dict[str, Any]] = field(default_factory=dict)
+    by_label: dict[tuple[str, str], RunKey] = field(default_factory=dict)
+    # Status we wrote and the resourceVersion it got: newer than the body until the watch says so.
+    written: dict[str, tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
+    # Jobs we created that the watch has not reported yet: (run key) -> {job name: deadline}.
+    expected: dict[RunKey, dict[str, float]] = field(default_factory=dict)
+    job_indexes: dict[str, Any] = field(default_factory=dict)
+    phases: dict[RunKey, RunPhase] = field(default_factory=dict)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo["rlhf"]
+    return runtime
+
+
+def _capture_indexes(runtime: Runtime, kwargs: Mapping[str, Any]) -> None:
+    for name in ("rlhf_pytorchjobs", "rlhf_trainjobs"):
+        if name in kwargs and name not in runtime.job_indexes:
+            runtime.job_indexes[name] = kwargs[name]
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Every setting of the operator in one place: kopf's behaviour, ours, the API connection."""
+    from .workqueue import WorkQueue
+
+    operator_settings = memo.get("settings") or OperatorSettings.from_env(os.environ)
+    tuning = memo.get("tuning") or Tuning()
+    connection = memo.get("connection") or Connection.from_environment()
+
+    settings.posting.enabled = False  # our events are one per transition, posted by us
+    settings.networking.error_backoffs = tuning.api_error_backoffs
+    settings.watching.reconnect_backoff = tuning.watch_reconnect_backoff
+    settings.watching.server_timeout = 600  # periodic re-list: heals anything a watch missed
+    settings.watching.client_timeout = tuning.watch_client_timeout
+    settings.persistence.finalizer = "rlhf.dev/unused-finalizer"  # never added: no deletion handlers
+
+    runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
+
+    async def process(key: RunKey) -> float | None:
+        return await reconcile_run(runtime, key)
+
+    runtime.queue = WorkQueue(
+        process,
+        concurrency=tuning.concurrency,
+        error_backoff=tuning.error_backoff,
+        error_backoff_max=tuning.error_backoff_max,
+    )
+    memo["rlhf"] = runtime
+    metrics.serve(operator_settings.metrics_port)
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("rlhf")
+    if runtime is not None:
+        await runtime.queue.close()
+        await runtime.client.close()
+
+
+# --- watching ----------------------------------------------------------------------------------
+
+
+# async: kopf runs sync handlers in a thread pool; these are cheap and pure.
+@kopf.index(*PYTORCHJOB_API, labels={RUN_LABEL: kopf.PRESENT})
+async def rlhf_pytorchjobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", labels[RUN_LABEL]): observe_job(body)}
+
+
+@kopf.index(*TRAINJOB_API, labels={RUN_LABEL: kopf.PRESENT})
+async def rlhf_trainjobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", labels[RUN_LABEL]): observe_job(body)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    runtime = _runtime(memo)
+    _capture_indexes(runtime, kwargs)
+    meta = body.get("metadata") or {}
+    key: RunKey = (str(meta.get("namespace") or ""), str(meta.get("name")))
+    if event.get("type") == "DELETED":
+        forget_run(runtime, key, str(meta.get("uid") or ""))
+        return
+    raw = dict(body)
+    uid = str(meta.get("uid") or "")
+    known = runtime.runs.get(key)
+    if known is not None and (known.get("metadata") or {}).get("uid") != uid:
+        forget_run(runtime, key, str((known.get("metadata") or {}).get("uid") or ""))  # recreated
+    cached = runtime.written.get(uid)
+    if cached is not None and cached[0] is not None and cached[0] == meta.get("resourceVersion"):
+        del runtime.written[uid]  # the watch caught up with our own write
+    runtime.runs[key] = raw
+    runtime.by_label[(key[0], label_value(key[1]))] = key
+    runtime.queue.add(key)
+
+
+@kopf.on.event(*PYTORCHJOB_API, labels={RUN_LABEL: kopf.PRESENT})
+async def pytorchjob_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
+    _job_changed(_runtime(memo), namespace, labels, kwargs)
+
+
+@kopf.on.event(*TRAINJOB_API, labels={RUN_LABEL: kopf.PRESENT})
+async def trainjob_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
+    _job_changed(_runtime(memo), namespace, labels, kwargs)
+
+
+def _job_changed(runtime: Runtime, namespace: str | None, labels: Mapping[str, str], kwargs: Mapping[str, Any]) -> None:
+    _capture_indexes(runtime, kwargs)
+    key = runtime.by_label.get((namespace or "", labels[RUN_LABEL]))
+    if key is not None:
+        runtime.queue.add(key)
+
+
+def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
+    runtime.runs.pop(key, None)
+    runtime.written.pop(uid, None)
+    runtime.expected.pop(key, None)
+    runtime.phases.pop(key, None)
+    runtime.by_label.pop((key[0], label_value(key[1])), None)
+    runtime.queue.forget(key)
+    metrics.set_run_phases(runtime.phases)
+
+
+# --- one reconcile pass ------------------------------------------------------------------------
+
+
+def observed_jobs(runtime: Runtime, key: RunKey, uid: str) -> dict[str, ObservedJob]:
+    """The run's jobs from the indexes, plus ones we created that the watch has not shown yet."""
+    index_key = (key[0], label_value(key[1]))
+    jobs: dict[str, ObservedJob] = {}
+    for index in runtime.job_indexes.values():
+        for job in index.get(index_key, ()):
+            if job.owner_uid in (None, uid):
+                jobs[job.name] = job
+    expected = runtime.expected.get(key, {})
+    now = time.monotonic()
+    for name, deadline in list(expected.items()):
+        if name in jobs or deadline < now:
+            del expected[name]
+        else:
+            jobs[name] = ObservedJob(name=name, state="Pending")
+    return jobs
+
+
+async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
+    body = runtime.runs.get(key)
+    if body is None:
+        return None
+    metrics.RECONCILES.inc()
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid") or "")
+    cached = runtime.written.get(uid)
+    if cached is not None:
+        body = {**body, "status": cached[1]}
+    jobs = observed_jobs(runtime, key, uid)
+    launcher = str((body.get("spec") or {}).get("launcher") or "pytorchjob")
+    for name in results_needed(body.get("status"), jobs):
+        selector = label_selector(master_pod_selector(name, launcher))
+        pods = await runtime.client.list(PODS, key[0], selector)
+        result, error = result_from_pods(pods, name, launcher)
+        jobs[name] = dataclasses.replace(jobs[name], result=result, result_error=error)
+
+    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings)
+
+    try:
+        # The volume and the configs go first, concurrently; the job (which mounts them) after.
+        supporting = [a for a in outcome.writes if isinstance(a, Create) and not _is_job(a.api)]
+        await asyncio.gather(*(_create(runtime, key, a) for a in supporting))
+        for action in outcome.writes:
+            if isinstance(action, Create) and _is_job(action.api):
+                await _create(runtime, key, action)
+            elif isinstance(action, PatchJob):
+                metrics.API_WRITES.labels(verb="patch").inc()
+                await runtime.client.patch(action.api, key[0], action.name, action.patch)
+        patch = outcome.status_patch
+        if patch:
+            metrics.API_WRITES.labels(verb="patch").inc()
+            answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
+            version = (answer.get("metadata") or {}).get("resourceVersion")
+            runtime.written[uid] = (version, outcome.new_status)
+    except ApiError as error:
+        metrics.RECONCILE_ERRORS.labels(kind="api" if error.transient else "rejected").inc()
+        if error.status == 404 and key not in runtime.runs:
+            return None
+        raise
+
+    for event in outcome.events:
+        await _post_event(runtime, event.body)
+
+    _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
+    return outcome.requeue_after
+
+
+def _is_job(api: ApiRef) -> bool:
+    return api.plural in (PYTORCHJOB_API[2], TRAINJOB_API[2])
+
+
+async def _create(runtime: Runtime, key: RunKey, action: Create) -> None:
+    metrics.API_WRITES.labels(verb="create").inc()
+    await runtime.client.create(action.api, action.body)
+    if _is_job(action.api):
+        # Until the watch reports it, the job counts as there (no re-create on the next pass).
+        deadline = time.monotonic() + runtime.tuning.expectation_seconds
+        runtime.expected.setdefault(key, {})[action.name] = deadline
+
+
+async def _post_event(runtime: Runtime, body: dict[str, Any]) -> None:
+    """Best effort, one retry: events are informational, a lost one must not block the run."""
+    for _attempt in range(2):
+        try:
+            metrics.API_WRITES.labels(verb="create").inc()
+            await runtime.client.create(EVENTS, body)
+            return
+        except ApiError as error:
+            if not error.transient:
+                logger.warning("event %s rejected: %s", body["metadata"]["name"], error)
+                return
+    logger.warning("event %s not posted", body["metadata"]["name"])
+
+
+def _record_metrics(runtime: Runtime, key: RunKey, old: RLHFRunStatus, outcome: Outcome) -> None:
+    new = outcome.status
+    runtime.phases[key] = new.phase
+    metrics.set_run_phases(runtime.phases)
+    before = {s.name: s.phase for s in old.stages}
+    for stage in new.stages:
+        if stage.phase in ("Succeeded", "Failed") and before.get(stage.name) != stage.phase:
+            start, end = stage.start_time, stage.completion_time
+            if start and end:
+                began, ended = parse_time(start), parse_time(end)
+                if began and ended:
+                    metrics.STAGE_SECONDS.labels(stage=stage.name, outcome=stage.phase).observe(
+                        (ended - began).total_seconds()
+                    )

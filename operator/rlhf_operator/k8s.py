@@ -1,0 +1,156 @@
+"""Thin async Kubernetes API helpers: create-if-absent, merge-patch, list, events.
+
+Uses aiohttp (already in kopf's dependency tree) with the connection settings of the
+`kubernetes` client's Configuration (in-cluster service account or kubeconfig), so the
+operator's own writes go straight to the API without a thread pool per call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .reconcile import ApiRef
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "rlhf-operator"
+
+
+class ApiError(Exception):
+    """A non-2xx answer; `status` is the HTTP code (0: no answer at all)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+def object_path(api: ApiRef, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+    root = f"/apis/{api.group}/{api.version}" if api.group else f"/api/{api.version}"
+    path = f"{root}/namespaces/{namespace}/{api.plural}" if namespace else f"{root}/{api.plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+@dataclass
+class Connection:
+    server: str
+    headers: dict[str, str]
+    ssl_context: ssl.SSLContext | bool | None = None
+
+    @classmethod
+    def from_kubernetes_configuration(cls, configuration: Any) -> Connection:
+        """Host, bearer token and TLS material of a `kubernetes.client.Configuration`."""
+        headers: dict[str, str] = {}
+        token = configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        context: ssl.SSLContext | bool | None = None
+        if str(configuration.host).startswith("https"):
+            if not configuration.verify_ssl:
+                context = False
+            else:
+                context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+                if configuration.cert_file:
+                    context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        return cls(server=str(configuration.host).rstrip("/"), headers=headers, ssl_context=context)
+
+    @classmethod
+    def from_environment(cls) -> Connection:
+        """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls.from_kubernetes_configuration(client.Configuration.get_default_copy())
+
+
+class KubeClient:
+    """The operator's writes and few reads. One aiohttp session, reused."""
+
+    def __init__(self, connection: Connection, timeout: float = 30.0) -> None:
+        self.connection = connection
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {"User-Agent": USER_AGENT, **self.connection.headers}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        try:
+            async with self._session.request(
+                method,
+                self.connection.server + path,
+                data=data,
+                params=params,
+                headers=headers,
+                ssl=self.connection.ssl_context if self.connection.ssl_context is not None else True,
+            ) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise ApiError(response.status, _status_message(text))
+                return json.loads(text) if text else {}
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ApiError(0, f"{type(error).__name__}: {error}") from error
+
+    async def create(self, api: ApiRef, body: Mapping[str, Any]) -> bool:
+        """Create if absent; False when it already existed (409: deterministic names)."""
+        namespace = (body.get("metadata") or {}).get("namespace")
+        try:
+            await self._request("POST", object_path(api, namespace), body=body)
+        except ApiError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def patch(
+        self, api: ApiRef, namespace: str | None, name: str, patch: Mapping[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        path = object_path(api, namespace, name, subresource)
+        return await self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def list(self, api: ApiRef, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        answer = await self._request("GET", object_path(api, namespace), params=params)
+        return list(answer.get("items") or [])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _status_message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message") or text)[:500]
+    except (ValueError, AttributeError):
+        return text[:500]

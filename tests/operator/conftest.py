@@ -1,0 +1,286 @@
+"""kmock harness: the emulator over HTTP, the real kopf operator in its own thread, and a
+simulated training operator (the tests patch job conditions and create the Master pod)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+import pytest
+import pytest_asyncio
+from rlhf_operator import handlers  # registers the operator's handlers
+from rlhf_operator.k8s import Connection
+from rlhf_operator.settings import OperatorSettings
+from rlhf_trainer.result import StageResult
+
+from .emulator import PYTORCHJOBS, RLHFRUNS, TRAINJOBS, Emulator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+NAMESPACE = "team"
+TEST_TUNING = handlers.Tuning(
+    concurrency=8,
+    error_backoff=0.05,
+    error_backoff_max=0.5,
+    expectation_seconds=5.0,
+    api_error_backoffs=(0.05, 0.1, 0.2, 0.3, 0.5),
+    watch_reconnect_backoff=0.05,
+)
+
+_server: dict[str, str] = {}
+
+
+@kopf.on.login(registry=kopf.get_default_registry())
+def _login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(server=_server["url"], insecure=True)
+
+
+def base_run(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
+    quick = {"retries": 2, "retryBackoffSeconds": 0}
+    spec: dict[str, Any] = {
+        "model": {"name": "builtin:tiny-llama"},
+        "sft": {"dataset": {"source": "builtin:arithmetic"}, **quick},
+        "reward": {"dataset": {"source": "builtin:arithmetic", "format": "preference"}, **quick},
+        "ppo": {"dataset": {"source": "builtin:arithmetic"}, **quick},
+        "placement": {"gpusPerWorker": 0, "workers": 1},
+        "storage": {"size": "1Gi"},
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "rlhf.dev/v1alpha1",
+        "kind": "RLHFRun",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def dpo_run(name: str = "dpo-demo") -> dict[str, Any]:
+    run = base_run(name)
+    spec = run["spec"]
+    del spec["reward"], spec["ppo"]
+    spec["pipeline"] = ["sft", "dpo"]
+    spec["dpo"] = {"dataset": {"source": "builtin:arithmetic", "format": "preference"}, "retries": 1}
+    return run
+
+
+class OperatorThread:
+    """kopf.operator() on its own event loop in a thread (kopf cancels foreign tasks at exit)."""
+
+    def __init__(self, url: str, settings: OperatorSettings | None = None, tuning: handlers.Tuning = TEST_TUNING):
+        self.url = url
+        self.settings = settings or OperatorSettings(metrics_port=0)
+        self.tuning = tuning
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self.cpu_seconds = 0.0
+
+    def _main(self) -> None:
+        started = time.thread_time()
+        memo = kopf.Memo(settings=self.settings, tuning=self.tuning, connection=Connection(self.url, {}))
+        try:
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=True,
+                    standalone=True,
+                    stop_flag=self._stop,
+                    ready_flag=self._ready,
+                    memo=memo,
+                )
+            )
+        except BaseException as error:  # reported by stop()
+            self.error = error
+        finally:
+            self.cpu_seconds = time.thread_time() - started
+
+    def start(self) -> OperatorThread:
+        _server["url"] = self.url
+        self._stop.clear()
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._main, name="kopf", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise RuntimeError("the operator did not start")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(20)
+            assert not self._thread.is_alive(), "the operator did not stop"
+        self._thread = None
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> None:
+    for name in ("kopf", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@pytest.fixture
+def kmock_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Overrides kmock's: our Emulator class (markers can still add options)."""
+    options: dict[str, Any] = {"cls": Emulator}
+    for marker in reversed(list(request.node.iter_markers("kmock"))):
+        options.update(marker.kwargs)
+    return options
+
+
+class Cluster:
+    """The emulator as the tests use it: apply runs, play the training operator, wait."""
+
+    def __init__(self, kmock: Emulator) -> None:
+        self.kmock = kmock
+
+    # --- reading ---------------------------------------------------------------------------
+    def run(self, name: str) -> dict[str, Any]:
+        return self.kmock.objects[RLHFRUNS, NAMESPACE, name].raw
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.run(name).get("status") or {}
+
+    def stage(self, name: str, stage: str) -> dict[str, Any]:
+        return next((s for s in self.status(name).get("stages", []) if s["name"] == stage), {})
+
+    def jobs(self, resource: str = PYTORCHJOBS) -> list[dict[str, Any]]:
+        return self.kmock.live(resource, NAMESPACE)
+
+    def job_names(self, resource: str = PYTORCHJOBS) -> list[str]:
+        return sorted(j["metadata"]["name"] for j in self.jobs(resource))
+
+    def writes(self) -> list[tuple[str, str, str, str, str]]:
+        return [t for t in self.kmock.tally if t[0] in ("create", "update", "delete")]
+
+    # --- writing through HTTP, so that watches see it ---------------------------------------
+    async def _call(self, method: str, path: str, body: Any, content_type: str = "application/json") -> Any:
+        async with self.kmock.request(method, path, json=body, headers={"Content-Type": content_type}) as resp:
+            answer = await resp.json()
+            assert resp.status < 400, answer
+            return answer
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"/apis/rlhf.dev/v1alpha1/namespaces/{NAMESPACE}/rlhfruns"
+        answer: dict[str, Any] = await self._call("POST", path, copy.deepcopy(body))
+        return answer
+
+    async def patch_run(self, name: str, patch: dict[str, Any]) -> None:
+        path = f"/apis/rlhf.dev/v1alpha1/namespaces/{NAMESPACE}/rlhfruns/{name}"
+        await self._call("PATCH", path, patch, "application/merge-patch+json")
+
+    async def delete_run(self, name: str) -> None:
+        path = f"/apis/rlhf.dev/v1alpha1/namespaces/{NAMESPACE}/rlhfruns/{name}"
+        async with self.kmock.request("DELETE", path) as resp:
+            assert resp.status < 400
+
+    async def set_job_condition(self, job: str, condition: str, message: str = "", resource: str = PYTORCHJOBS) -> None:
+        group_version, plural = resource.rsplit("/", 1)
+        current = self.kmock.objects[resource, NAMESPACE, job].raw
+        conditions = [dict(c, status="False") for c in (current.get("status") or {}).get("conditions", [])]
+        conditions = [c for c in conditions if c["type"] != condition]
+        conditions.append(
+            {
+                "type": condition,
+                "status": "True",
+                "reason": f"Job{condition}",
+                "message": message,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        )
+        if condition in ("Running", "Created"):  # like the training operator: Created stays True
+            conditions = [dict(c, status="True") if c["type"] == "Created" else c for c in conditions]
+        path = f"/apis/{group_version}/namespaces/{NAMESPACE}/{plural}/{job}/status"
+        await self._call("PATCH", path, {"status": {"conditions": conditions}}, "application/merge-patch+json")
+
+    async def create_master_pod(self, job: str, result: StageResult | None, resource: str = PYTORCHJOBS) -> None:
+        trainjob = resource == TRAINJOBS
+        labels = (
+            {
+                "jobset.sigs.k8s.io/jobset-name": job,
+                "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                "batch.kubernetes.io/job-completion-index": "0",
+            }
+            if trainjob
+            else {"training.kubeflow.org/job-name": job, "training.kubeflow.org/replica-type": "master"}
+        )
+        terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed"}
+        if result is not None:
+            terminated["message"] = result.termination_message()
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{job}-{'node-0-0' if trainjob else 'master-0'}",
+                "namespace": NAMESPACE,
+                "labels": labels,
+            },
+            "spec": {"containers": [{"name": "node" if trainjob else "pytorch", "image": "x"}]},
+            "status": {
+                "containerStatuses": [{"name": "node" if trainjob else "pytorch", "state": {"terminated": terminated}}]
+            },
+        }
+        await self._call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+
+    async def finish_stage(
+        self, job: str, *, resource: str = PYTORCHJOBS, metrics: dict[str, float] | None = None
+    ) -> None:
+        """Play the training operator through a successful stage: Created, Running, Succeeded."""
+        body = self.kmock.objects[resource, NAMESPACE, job].raw
+        stage = body["metadata"]["labels"]["rlhf.dev/stage"]
+        run = body["metadata"]["labels"]["rlhf.dev/run"]
+        output = f"/workspace/{run}/{stage}"
+        result = StageResult(
+            stage=stage,
+            status="succeeded",
+            output_path=output,
+            merged_path=f"{output}/merged",
+            metrics=metrics or {"loss": 0.5},
+        )
+        await self.set_job_condition(job, "Created", resource=resource)
+        await self.set_job_condition(job, "Running", resource=resource)
+        await self.create_master_pod(job, result, resource=resource)
+        await self.set_job_condition(job, "Succeeded", "PyTorchJob succeeded", resource=resource)
+
+    async def fail_stage(self, job: str, message: str = "OOMKilled", resource: str = PYTORCHJOBS) -> None:
+        await self.set_job_condition(job, "Running", resource=resource)
+        await self.set_job_condition(job, "Failed", message, resource=resource)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (KeyError, ValueError, StopIteration) as error:
+            last_error = error
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+@pytest_asyncio.fixture
+async def cluster(kmock: Emulator) -> AsyncIterator[Cluster]:
+    kmock.register()
+    kmock.objects["v1/namespaces", None, NAMESPACE] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE},
+    }
+    yield Cluster(kmock)
+
+
+@pytest_asyncio.fixture
+async def operator(cluster: Cluster) -> AsyncIterator[OperatorThread]:
+    url = str(cluster.kmock.url).rstrip("/")
+    thread = await asyncio.to_thread(OperatorThread(url).start)
+    yield thread
+    await asyncio.to_thread(thread.stop)

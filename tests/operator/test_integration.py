@@ -1,0 +1,218 @@
+"""The real kopf operator against kmock's emulator over HTTP; the tests play the training operator.
+
+No GC, admission or selectors in kmock: ownerReferences are checked on the objects and a
+test-side garbage collector (Emulator.collect_garbage) plays Kubernetes' after deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for
+from .emulator import TRAINJOBS
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+
+def operator_writes(cluster: Cluster) -> Counter[str]:
+    """Writes by the operator, ours and kopf's (not the test's: run, job status, pods)."""
+    counts: Counter[str] = Counter()
+    for verb, plural, sub, _name, agent in cluster.writes():
+        if agent != "test":
+            counts[f"{verb} {plural}{'/' + sub if sub else ''}"] += 1
+    return counts
+
+
+def events(cluster: Cluster) -> list[dict[str, Any]]:
+    return cluster.kmock.live("v1/events", NAMESPACE)
+
+
+async def run_through(cluster: Cluster, name: str, stages: list[str], resource: str | None = None) -> None:
+    kwargs = {"resource": resource} if resource else {}
+    for stage in stages:
+        job = f"{name}-{stage}-1"
+        await wait_for(lambda job=job: job in cluster.job_names(*([resource] if resource else [])), what=f"job {job}")
+        await cluster.finish_stage(job, **kwargs)
+    await wait_for(lambda: cluster.status(name).get("phase") == "Succeeded", what=f"{name} Succeeded")
+
+
+async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("demo"))
+    await wait_for(lambda: "demo-sft-1" in cluster.job_names(), what="first job")
+    assert cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)[0]["metadata"]["name"] == "demo-data"
+    assert len(cluster.kmock.live("v1/configmaps", NAMESPACE)) == 3
+    await run_through(cluster, "demo", ["sft", "reward", "ppo"])
+    await wait_for(lambda: len(events(cluster)) == 4, what="4 events")
+    status = cluster.status("demo")
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 3
+    assert status["stages"][0]["metrics"] == {"loss": 0.5}
+    assert status["stages"][2]["mergedPath"] == "/workspace/demo/ppo/merged"
+    assert status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
+    assert cluster.job_names() == ["demo-ppo-1", "demo-reward-1", "demo-sft-1"]
+    # The reward job got the SFT output as its model.
+    reward_config = next(
+        c for c in cluster.kmock.live("v1/configmaps", NAMESPACE) if c["metadata"]["name"] == "demo-reward-config"
+    )
+    assert "/workspace/demo/sft/merged" in next(iter(reward_config["data"].values()))
+    writes = operator_writes(cluster)
+    assert writes == {
+        "create persistentvolumeclaims": 1,
+        "create configmaps": 3,
+        "create pytorchjobs": 3,
+        "update rlhfruns/status": 4,
+        "create events": 4,
+    }
+    assert sum(writes.values()) <= 16
+    assert [e["reason"] for e in sorted(events(cluster), key=lambda e: int(e["metadata"]["resourceVersion"]))] == [
+        "StageStarted",
+        "StageStarted",
+        "StageStarted",
+        "Succeeded",
+    ]
+
+
+async def test_dpo_pipeline(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(dpo_run("dpo-demo"))
+    await run_through(cluster, "dpo-demo", ["sft", "dpo"])
+    assert [s["name"] for s in cluster.status("dpo-demo")["stages"]] == ["sft", "dpo"]
+    assert cluster.job_names() == ["dpo-demo-dpo-1", "dpo-demo-sft-1"]
+
+
+async def test_trainjob_launcher(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("tj", launcher="trainjob", pipeline=["sft", "reward", "ppo"]))
+    await run_through(cluster, "tj", ["sft", "reward", "ppo"], resource=TRAINJOBS)
+    assert cluster.job_names() == []  # no PyTorchJobs
+    assert cluster.status("tj")["stages"][1]["mergedPath"] == "/workspace/tj/reward/merged"
+
+
+async def test_stage_fails_then_succeeds_on_retry(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("retry"))
+    await wait_for(lambda: "retry-sft-1" in cluster.job_names(), what="sft-1")
+    await cluster.fail_stage("retry-sft-1", "pod OOMKilled")
+    await wait_for(lambda: "retry-sft-2" in cluster.job_names(), what="sft-2 (retry)")
+    await wait_for(lambda: cluster.stage("retry", "sft")["attempts"] == 2, what="status of the retry")
+    sft = cluster.stage("retry", "sft")
+    assert sft["attempts"] == 2 and sft["jobName"] == "retry-sft-2"
+    assert "pod OOMKilled" in sft["message"]
+    await cluster.finish_stage("retry-sft-2")
+    await wait_for(lambda: cluster.stage("retry", "reward").get("jobName") == "retry-reward-1", what="reward-1")
+    assert cluster.stage("retry", "sft")["phase"] == "Succeeded"
+    warnings = [e for e in events(cluster) if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["StageRetrying"]
+
+
+async def test_retries_exhausted_fail_the_run(cluster: Cluster, operator: OperatorThread) -> None:
+    run = base_run("doomed")
+    run["spec"]["sft"]["retries"] = 1
+    await cluster.apply(run)
+    for attempt in (1, 2):
+        job = f"doomed-sft-{attempt}"
+        await wait_for(lambda job=job: job in cluster.job_names(), what=job)
+        await cluster.fail_stage(job, "NCCL timeout")
+    await wait_for(lambda: cluster.status("doomed").get("phase") == "Failed", what="run Failed")
+    status = cluster.status("doomed")
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and "NCCL timeout" in stalled["message"]
+    assert cluster.stage("doomed", "sft")["phase"] == "Failed"
+    assert cluster.stage("doomed", "reward")["phase"] == "Pending"
+    assert cluster.job_names() == ["doomed-sft-1", "doomed-sft-2"]
+
+
+async def test_invalid_spec_is_reported_once(cluster: Cluster, operator: OperatorThread) -> None:
+    bad = base_run("bad", pipeline=["dpo", "sft"])  # kmock has no admission: it lands
+    await cluster.apply(bad)
+    await wait_for(lambda: cluster.status("bad").get("phase") == "Failed", what="invalid run Failed")
+    status = cluster.status("bad")
+    assert status["message"].startswith("invalid spec: ") and "pipeline" in status["message"]
+    assert next(c for c in status["conditions"] if c["type"] == "Stalled")["reason"] == "InvalidSpec"
+    # The operator keeps working for other runs, and never retried the invalid one.
+    await cluster.apply(dpo_run("good"))
+    await run_through(cluster, "good", ["sft", "dpo"])
+    assert not [j for j in cluster.job_names() if j.startswith("bad-")]
+    bad_writes = [e for e in events(cluster) if e["involvedObject"]["name"] == "bad"]
+    assert len(bad_writes) == 1 and bad_writes[0]["reason"] == "InvalidSpec"
+    assert [w for w in cluster.writes() if w[3] == "bad" and w[2] == "status"] == [
+        ("update", "rlhfruns", "status", "bad", "operator")
+    ]
+
+
+async def test_suspend_and_resume(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("pause"))
+    await wait_for(lambda: "pause-sft-1" in cluster.job_names(), what="sft-1")
+    await cluster.set_job_condition("pause-sft-1", "Running")
+    job = lambda: cluster.kmock.objects["kubeflow.org/v1/pytorchjobs", NAMESPACE, "pause-sft-1"].raw  # noqa: E731
+
+    await cluster.patch_run("pause", {"spec": {"suspend": True}})
+    await wait_for(lambda: job()["spec"]["runPolicy"]["suspend"] is True, what="job suspended")
+    await wait_for(lambda: cluster.status("pause").get("phase") == "Suspended", what="run Suspended")
+    assert cluster.status("pause")["observedGeneration"] == 2
+    assert cluster.stage("pause", "sft")["phase"] == "Suspended"
+
+    await cluster.patch_run("pause", {"spec": {"suspend": False}})
+    await wait_for(lambda: job()["spec"]["runPolicy"]["suspend"] is False, what="job resumed")
+    await wait_for(lambda: cluster.status("pause").get("phase") == "Running", what="run Running")
+    await run_through(cluster, "pause", ["sft", "reward", "ppo"])
+
+
+@pytest.mark.parametrize("retention", ["Retain", "Delete"])
+async def test_deletion_follows_retention(cluster: Cluster, operator: OperatorThread, retention: str) -> None:
+    name = f"gone-{retention.lower()}"
+    created = await cluster.apply(base_run(name, storage={"size": "1Gi", "retention": retention}))
+    uid = created["metadata"]["uid"]
+    await wait_for(lambda: f"{name}-sft-1" in cluster.job_names(), what="sft-1")
+    await wait_for(lambda: cluster.status(name).get("phase") == "Running", what="status")
+    pvc = cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)[0]
+    for kind in ("v1/configmaps", "kubeflow.org/v1/pytorchjobs"):
+        for child in cluster.kmock.live(kind, NAMESPACE):
+            (ref,) = child["metadata"]["ownerReferences"]
+            assert (ref["uid"], ref["kind"], ref["controller"]) == (uid, "RLHFRun", True)
+    refs = pvc["metadata"].get("ownerReferences", [])
+    assert [r["uid"] for r in refs] == ([uid] if retention == "Delete" else [])
+    assert not cluster.run(name)["metadata"].get("finalizers")  # nothing blocks the deletion
+
+    await cluster.delete_run(name)
+    removed = cluster.kmock.collect_garbage(uid)  # what Kubernetes' GC does with ownerReferences
+    assert sorted(r.split("/")[0] for r in removed) == sorted(
+        ["ConfigMap"] * 3 + ["PyTorchJob"] + (["PersistentVolumeClaim"] if retention == "Delete" else [])
+    )
+    kept = [p["metadata"]["name"] for p in cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)]
+    assert kept == ([f"{name}-data"] if retention == "Retain" else [])
+    # The operator recreates nothing for a deleted run (a later run proves it kept watching).
+    await cluster.apply(dpo_run("after"))
+    await wait_for(lambda: "after-sft-1" in cluster.job_names(), what="next run's job")
+    assert not [j for j in cluster.job_names() if j.startswith(name)]
+
+
+async def test_restart_mid_run_creates_no_duplicates(cluster: Cluster) -> None:
+    url = str(cluster.kmock.url).rstrip("/")
+    first = await asyncio.to_thread(OperatorThread(url).start)
+    await cluster.apply(base_run("resume"))
+    await wait_for(lambda: "resume-sft-1" in cluster.job_names(), what="sft-1")
+    await cluster.finish_stage("resume-sft-1")
+    await wait_for(lambda: "resume-reward-1" in cluster.job_names(), what="reward-1")
+    await asyncio.to_thread(first.stop)
+    assert first.error is None
+
+    # While the operator is down the reward stage finishes.
+    await cluster.finish_stage("resume-reward-1")
+
+    second = await asyncio.to_thread(OperatorThread(url).start)
+    try:
+        await wait_for(lambda: "resume-ppo-1" in cluster.job_names(), what="ppo-1 after restart")
+        await cluster.finish_stage("resume-ppo-1")
+        await wait_for(lambda: cluster.status("resume").get("phase") == "Succeeded", what="run Succeeded")
+    finally:
+        await asyncio.to_thread(second.stop)
+    assert cluster.job_names() == ["resume-ppo-1", "resume-reward-1", "resume-sft-1"]
+    creates = operator_writes(cluster)
+    assert creates["create pytorchjobs"] == 3  # not even a rejected duplicate
+    assert creates["create persistentvolumeclaims"] == 1 and creates["create configmaps"] == 3
+    assert cluster.stage("resume", "reward")["metrics"] == {"loss": 0.5}

@@ -1,0 +1,452 @@
+"""The pure state machine, table-driven: (run body, observed jobs, now) -> (actions, status)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rlhf_operator.observe import JOB_STATES, ObservedJob, job_state, observe_job, parse_result, result_from_pods
+from rlhf_operator.reconcile import (
+    CONFIGMAPS,
+    PVCS,
+    Create,
+    Outcome,
+    PatchJob,
+    PostEvent,
+    merge_patch,
+    reconcile,
+    results_needed,
+)
+from rlhf_operator.settings import OperatorSettings
+from rlhf_trainer.result import StageResult
+
+from .conftest import base_run, dpo_run
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+SETTINGS = OperatorSettings(metrics_port=0)
+RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+
+
+def body_of(run: dict[str, Any], generation: int = 1, uid: str = "uid-1") -> dict[str, Any]:
+    body = copy.deepcopy(run)
+    body["metadata"].update(uid=uid, generation=generation, resourceVersion="1")
+    return body
+
+
+def step(
+    body: dict[str, Any], jobs: dict[str, ObservedJob] | None = None, now: datetime = NOW
+) -> tuple[Outcome, dict[str, Any]]:
+    """One reconcile pass; returns the outcome and the body as it is after the status patch."""
+    outcome = reconcile(body, jobs or {}, now, SETTINGS)
+    after = copy.deepcopy(body)
+    after["status"] = outcome.new_status
+    return outcome, after
+
+
+def creates(outcome: Outcome) -> list[str]:
+    return [a.name for a in outcome.actions if isinstance(a, Create)]
+
+
+def job(name: str, state: str, suspended: bool = False, result: StageResult | None = None) -> dict[str, ObservedJob]:
+    return {
+        name: ObservedJob(name=name, state=state, suspended=suspended, message=f"{state.lower()} msg", result=result)
+    }  # type: ignore[arg-type]
+
+
+def stage_of(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in body["status"]["stages"] if s["name"] == name)
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def result(stage: str, loss: float = 0.5) -> StageResult:
+    out = f"/workspace/demo/{stage}"
+    return StageResult(
+        stage=stage, status="succeeded", output_path=out, merged_path=f"{out}/merged", metrics={"loss": loss}
+    )  # type: ignore[arg-type]
+
+
+# --- building a run into each phase ---------------------------------------------------------
+
+
+def in_phase(phase: str) -> tuple[dict[str, Any], dict[str, ObservedJob]]:
+    """A run body in `phase` and the jobs the operator would observe for it."""
+    body = body_of(base_run("demo"))
+    if phase == "Pending":
+        return body, {}
+    _, body = step(body)  # Running: sft-1 created
+    if phase == "Running":
+        return body, job("demo-sft-1", "Running")
+    if phase == "Suspended":
+        body["spec"]["suspend"] = True
+        _, body = step(body, job("demo-sft-1", "Running"))
+        return body, job("demo-sft-1", "Running", suspended=True)
+    if phase == "Succeeded":
+        for stage in ("sft", "reward", "ppo"):
+            _, body = step(body, job(f"demo-{stage}-1", "Succeeded", result=result(stage)))
+        return body, job("demo-ppo-1", "Succeeded", result=result("ppo"))
+    if phase == "Failed":
+        for attempt in (1, 2, 3):
+            _, body = step(body, job(f"demo-sft-{attempt}", "Failed"))
+        return body, job("demo-sft-3", "Failed")
+    raise AssertionError(phase)
+
+
+@pytest.mark.parametrize("phase", RUN_PHASES)
+def test_phase_builder(phase: str) -> None:
+    body, _ = in_phase(phase)
+    assert (body.get("status") or {}).get("phase", "Pending") == phase
+
+
+# Expected (run phase afterwards, jobs created, job patches) for every run phase x job state.
+# The observed job is the active stage's (sft attempt 1; for Failed runs attempt 3; for
+# Succeeded runs ppo). Pending runs have not written a status yet: whatever exists, the first
+# job is created (409 if it is there: deterministic names).
+EXPECTED: dict[tuple[str, str], tuple[str, list[str], list[bool]]] = {}
+for _state in JOB_STATES:
+    EXPECTED[("Pending", _state)] = (
+        "Running",
+        ["demo-data", "demo-sft-config", "demo-reward-config", "demo-ppo-config", "demo-sft-1"],
+        [],
+    )
+    EXPECTED[("Running", _state)] = ("Running", [], [])
+    EXPECTED[("Suspended", _state)] = ("Suspended", [], [])
+    EXPECTED[("Succeeded", _state)] = ("Succeeded", [], [])
+    EXPECTED[("Failed", _state)] = ("Failed", [], [])
+EXPECTED[("Running", "Succeeded")] = ("Running", ["demo-reward-1"], [])
+EXPECTED[("Running", "Failed")] = ("Running", ["demo-sft-2"], [])  # retryBackoffSeconds 0: at once
+EXPECTED[("Suspended", "Succeeded")] = ("Suspended", ["demo-reward-1"], [])
+EXPECTED[("Suspended", "Failed")] = ("Suspended", ["demo-sft-2"], [])
+
+
+@pytest.mark.parametrize("state", JOB_STATES)
+@pytest.mark.parametrize("phase", RUN_PHASES)
+def test_every_phase_and_job_condition(phase: str, state: str) -> None:
+    body, jobs = in_phase(phase)
+    name = next(iter(jobs)) if jobs else "demo-sft-1"
+    observed = job(name, state, suspended=phase == "Suspended", result=result("sft") if state == "Succeeded" else None)
+    outcome, after = step(body, observed)
+    want_phase, want_creates, want_patches = EXPECTED[(phase, state)]
+    assert after["status"]["phase"] == want_phase
+    assert creates(outcome) == want_creates
+    assert [a.patch for a in outcome.actions if isinstance(a, PatchJob)] == want_patches
+    # Jobs created while the run is suspended start suspended.
+    for action in outcome.actions:
+        if isinstance(action, Create) and action.api.plural == "pytorchjobs":
+            assert action.body["spec"]["runPolicy"]["suspend"] is (phase == "Suspended")
+    # The pass is a fixed point: once its own status is stored, nothing more happens.
+    again, _ = step(after, observed if not want_creates else {})
+    if not want_creates:
+        assert again.actions == [] and again.status_patch == {}
+
+
+def test_new_run_creates_volume_configs_first_job_and_reports_status() -> None:
+    outcome, after = step(body_of(base_run("demo"), generation=3))
+    kinds = [(a.api.plural, a.name) for a in outcome.actions if isinstance(a, Create)]
+    assert kinds == [
+        ("persistentvolumeclaims", "demo-data"),
+        ("configmaps", "demo-sft-config"),
+        ("configmaps", "demo-reward-config"),
+        ("configmaps", "demo-ppo-config"),
+        ("pytorchjobs", "demo-sft-1"),
+    ]
+    status = after["status"]
+    assert status["phase"] == "Running" and status["currentStage"] == "sft"
+    assert status["volumeClaim"] == "demo-data"
+    assert stage_of(after, "sft") == {
+        "name": "sft",
+        "phase": "Running",
+        "jobName": "demo-sft-1",
+        "attempts": 1,
+        "startTime": "2026-01-01T12:00:00Z",
+        "metrics": {},
+    }
+    assert status["observedGeneration"] == 3
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+    }
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+    events = [a for a in outcome.actions if isinstance(a, PostEvent)]
+    assert len(events) == 1 and events[0].body["reason"] == "StageStarted"
+    # Every child is owned by the run (garbage collection); Retain: the PVC is not.
+    for action in outcome.actions:
+        if isinstance(action, Create) and action.api != PVCS:
+            assert action.body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pvc = next(a for a in outcome.actions if isinstance(a, Create) and a.api == PVCS)
+    assert "ownerReferences" not in pvc.body["metadata"]
+
+
+def test_idempotent_same_input_twice() -> None:
+    _, body = step(body_of(base_run("demo")))
+    for observed in ({}, job("demo-sft-1", "Pending"), job("demo-sft-1", "Running")):
+        outcome, _ = step(body, observed, NOW + timedelta(minutes=5))
+        if observed:
+            assert outcome.actions == [] and outcome.status_patch == {}
+    # Unobserved job (e.g. deleted, or a restart before the watch reported it): recreated under
+    # the same name, without a status change or an event.
+    outcome, _ = step(body, {})
+    assert creates(outcome) == ["demo-sft-1"] and outcome.status_patch == {}
+    assert not [a for a in outcome.actions if isinstance(a, PostEvent)]
+
+
+def test_full_pipeline_passes_results_on_and_succeeds() -> None:
+    first, body = step(body_of(base_run("demo")))
+    writes = len(first.actions) + 1  # PVC, 3 ConfigMaps, sft job, event + the status patch
+    for stage, following in (("sft", "demo-reward-1"), ("reward", "demo-ppo-1"), ("ppo", None)):
+        outcome, body = step(body, job(f"demo-{stage}-1", "Succeeded", result=result(stage, loss=0.1)))
+        assert creates(outcome) == ([following] if following else [])
+        assert len([a for a in outcome.actions if isinstance(a, PostEvent)]) == 1
+        writes += len(outcome.actions) + 1
+    assert body["status"]["phase"] == "Succeeded"
+    assert condition(body, "Ready")["status"] == "True"
+    assert condition(body, "Reconciling")["status"] == "False"
+    assert stage_of(body, "reward")["metrics"] == {"loss": 0.1}
+    assert stage_of(body, "ppo")["mergedPath"] == "/workspace/demo/ppo/merged"
+    assert writes == 7 + 3 + 3 + 2 <= 16  # per stage: status patch, event (and the next job)
+
+
+def test_result_missing_falls_back_to_planned_paths() -> None:
+    _, body = step(body_of(base_run("demo")))
+    observed = {"demo-sft-1": ObservedJob("demo-sft-1", "Succeeded", result_error="no master pod found")}
+    _, body = step(body, observed)
+    sft = stage_of(body, "sft")
+    assert sft["phase"] == "Succeeded" and sft["mergedPath"] == "/workspace/demo/sft/merged"
+    assert sft["message"] == "no master pod found"
+
+
+def test_retry_backoff_doubles_then_exhausts() -> None:
+    run = base_run("demo")
+    run["spec"]["sft"].update(retries=2, retryBackoffSeconds=60)
+    _, body = step(body_of(run))
+    # Attempt 1 fails: wait 60 s.
+    outcome, body = step(body, job("demo-sft-1", "Failed"))
+    assert creates(outcome) == [] and outcome.requeue_after == 60
+    sft = stage_of(body, "sft")
+    assert sft["phase"] == "Retrying" and sft["retryAfter"] == "2026-01-01T12:01:00Z"
+    assert "attempt 1 failed: failed msg" in sft["message"]
+    assert [a.body["type"] for a in outcome.actions if isinstance(a, PostEvent)] == ["Warning"]
+    # Too early: nothing, requeue for the rest.
+    outcome, _ = step(body, job("demo-sft-1", "Failed"), NOW + timedelta(seconds=45))
+    assert outcome.actions == [] and outcome.requeue_after == 15
+    # Due: attempt 2 under a new name.
+    outcome, body = step(body, job("demo-sft-1", "Failed"), NOW + timedelta(seconds=60))
+    assert creates(outcome) == ["demo-sft-2"] and stage_of(body, "sft")["attempts"] == 2
+    # Attempt 2 fails: 120 s.
+    later = NOW + timedelta(seconds=100)
+    outcome, body = step(body, job("demo-sft-2", "Failed"), later)
+    assert outcome.requeue_after == 120
+    outcome, body = step(body, job("demo-sft-2", "Failed"), later + timedelta(seconds=120))
+    assert creates(outcome) == ["demo-sft-3"]
+    # Attempt 3 fails: retries (2) exhausted.
+    outcome, body = step(body, job("demo-sft-3", "Failed"), later + timedelta(seconds=500))
+    assert creates(outcome) == [] and outcome.requeue_after is None
+    assert body["status"]["phase"] == "Failed"
+    assert stage_of(body, "sft")["phase"] == "Failed"
+    assert condition(body, "Stalled")["status"] == "True"
+    assert "failed after 3 attempt(s)" in body["status"]["message"]
+    # Terminal: nothing more, ever.
+    outcome, _ = step(body, job("demo-sft-3", "Failed"), later + timedelta(days=1))
+    assert outcome.actions == [] and outcome.status_patch == {}
+
+
+def test_failure_after_earlier_stages_leaves_them_untouched() -> None:
+    run = base_run("demo")
+    run["spec"]["reward"]["retries"] = 0
+    _, body = step(body_of(run))
+    _, body = step(body, job("demo-sft-1", "Succeeded", result=result("sft")))
+    sft_before = stage_of(body, "sft")
+    _, body = step(body, job("demo-reward-1", "Failed"))
+    assert body["status"]["phase"] == "Failed"
+    assert stage_of(body, "sft") == sft_before
+    assert stage_of(body, "ppo")["phase"] == "Pending"
+
+
+def test_skipped_stage_uses_existing_output() -> None:
+    run = base_run("demo")
+    run["spec"]["sft"]["existingOutput"] = "/workspace/shared/sft-model"
+    run["spec"]["pipeline"] = ["sft", "reward", "ppo"]
+    outcome, body = step(body_of(run))
+    assert creates(outcome) == ["demo-data", "demo-reward-config", "demo-ppo-config", "demo-reward-1"]
+    sft = stage_of(body, "sft")
+    assert sft["phase"] == "Skipped" and sft["mergedPath"] == "/workspace/shared/sft-model"
+    assert body["status"]["currentStage"] == "reward"
+
+
+def test_dpo_pipeline() -> None:
+    outcome, body = step(body_of(dpo_run("demo")))
+    assert creates(outcome)[-1] == "demo-sft-1"
+    outcome, body = step(body, job("demo-sft-1", "Succeeded", result=result("sft")))
+    assert creates(outcome) == ["demo-dpo-1"]
+    dpo_job = next(a for a in outcome.actions if isinstance(a, Create))
+    assert dpo_job.body["metadata"]["labels"]["rlhf.dev/stage"] == "dpo"
+    outcome, body = step(body, job("demo-dpo-1", "Succeeded", result=result("dpo")))
+    assert body["status"]["phase"] == "Succeeded"
+    assert [s["name"] for s in body["status"]["stages"]] == ["sft", "dpo"]
+
+
+def test_suspend_and_resume() -> None:
+    _, body = step(body_of(base_run("demo")))
+    body["spec"]["suspend"] = True
+    body["metadata"]["generation"] = 2
+    outcome, body = step(body, job("demo-sft-1", "Running"))
+    assert [(a.name, a.patch) for a in outcome.actions if isinstance(a, PatchJob)] == [
+        ("demo-sft-1", {"spec": {"runPolicy": {"suspend": True}}})
+    ]
+    assert body["status"]["phase"] == "Suspended" and stage_of(body, "sft")["phase"] == "Suspended"
+    assert body["status"]["observedGeneration"] == 2
+    assert condition(body, "Reconciling")["status"] == "True"
+    # Suspended job observed: nothing more to do.
+    outcome, body = step(body, job("demo-sft-1", "Suspended", suspended=True))
+    assert outcome.actions == [] and outcome.status_patch == {}
+    body["spec"]["suspend"] = False
+    outcome, body = step(body, job("demo-sft-1", "Suspended", suspended=True))
+    assert [a.patch for a in outcome.actions if isinstance(a, PatchJob)] == [
+        {"spec": {"runPolicy": {"suspend": False}}}
+    ]
+    assert body["status"]["phase"] == "Running"
+
+
+def test_trainjob_launcher_suspends_spec_suspend() -> None:
+    run = base_run("demo", launcher="trainjob")
+    outcome, body = step(body_of(run))
+    created = [a for a in outcome.actions if isinstance(a, Create)][-1]
+    assert created.api.plural == "trainjobs" and created.body["kind"] == "TrainJob"
+    body["spec"]["suspend"] = True
+    outcome, _ = step(body, job("demo-sft-1", "Running"))
+    assert [a.patch for a in outcome.actions if isinstance(a, PatchJob)] == [{"spec": {"suspend": True}}]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s.update(pipeline=["dpo", "sft"]), "pipeline"),
+        (lambda s: s["placement"].update(workers=0), "spec.placement.workers"),
+        (lambda s: s.pop("reward"), "reward"),
+    ],
+)
+def test_invalid_spec_fails_without_retries(mutate: Any, field: str) -> None:
+    run = base_run("demo")
+    mutate(run["spec"])
+    outcome, body = step(body_of(run, generation=4))
+    assert creates(outcome) == []
+    status = body["status"]
+    assert status["phase"] == "Failed" and field in status["message"]
+    stalled = condition(body, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+    assert stalled["observedGeneration"] == 4
+    assert [a.body["reason"] for a in outcome.actions if isinstance(a, PostEvent)] == ["InvalidSpec"]
+    again, _ = step(body)
+    assert again.actions == [] and again.status_patch == {}
+
+
+def test_fixed_spec_recovers_from_invalid() -> None:
+    run = base_run("demo")
+    run["spec"]["pipeline"] = ["dpo", "sft"]
+    _, body = step(body_of(run))
+    body["spec"]["pipeline"] = ["sft", "reward", "ppo"]
+    body["metadata"]["generation"] = 2
+    outcome, body = step(body)
+    assert "demo-sft-1" in creates(outcome)
+    assert body["status"]["phase"] == "Running" and condition(body, "Stalled")["status"] == "False"
+
+
+def test_immutable_pipeline_change_is_rejected() -> None:
+    _, body = step(body_of(base_run("demo")))
+    body["spec"]["pipeline"] = ["sft", "reward"]
+    del body["spec"]["ppo"]
+    outcome, body = step(body, job("demo-sft-1", "Succeeded", result=result("sft")))
+    assert creates(outcome) == []
+    assert condition(body, "Stalled")["status"] == "True"
+    assert "pipeline: immutable" in body["status"]["message"]
+
+
+def test_existing_claim_and_retention_delete() -> None:
+    outcome, body = step(body_of(base_run("demo", storage={"existingClaim": "shared-data"})))
+    assert [a for a in outcome.actions if isinstance(a, Create) and a.api == PVCS] == []
+    assert body["status"]["volumeClaim"] == "shared-data"
+    job_body = next(a.body for a in outcome.actions if isinstance(a, Create) and a.api.plural == "pytorchjobs")
+    volumes = job_body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["volumes"]
+    assert any((v.get("persistentVolumeClaim") or {}).get("claimName") == "shared-data" for v in volumes)
+    outcome, _ = step(body_of(base_run("demo", storage={"retention": "Delete"})))
+    pvc = next(a for a in outcome.actions if isinstance(a, Create) and a.api == PVCS)
+    assert pvc.body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert [a.api for a in outcome.actions if isinstance(a, Create)].count(CONFIGMAPS) == 3
+
+
+def test_restarting_job_is_reported_once() -> None:
+    _, body = step(body_of(base_run("demo")))
+    outcome, body = step(body, job("demo-sft-1", "Restarting"))
+    assert creates(outcome) == [] and stage_of(body, "sft")["message"].startswith("job demo-sft-1 restarting")
+    assert len([a for a in outcome.actions if isinstance(a, PostEvent)]) == 1
+    again, _ = step(body, job("demo-sft-1", "Restarting"))
+    assert again.actions == [] and again.status_patch == {}
+
+
+def test_results_needed_only_for_unrecorded_successes() -> None:
+    _, body = step(body_of(base_run("demo")))
+    assert results_needed(body["status"], job("demo-sft-1", "Running")) == []
+    assert results_needed(body["status"], job("demo-sft-1", "Succeeded")) == ["demo-sft-1"]
+
+
+def test_merge_patch_removes_and_nests() -> None:
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
+    new = {"a": 1, "b": {"c": 2}, "e": [1, 2], "f": "x"}
+    assert merge_patch(old, new) == {"b": {"d": None}, "e": [1, 2], "f": "x"}
+    assert merge_patch(new, new) == {}
+
+
+def test_observe_job_conditions_and_results() -> None:
+    body = {
+        "metadata": {
+            "name": "demo-sft-2",
+            "labels": {"rlhf.dev/stage": "sft", "rlhf.dev/attempt": "2", "rlhf.dev/run": "demo"},
+            "ownerReferences": [{"uid": "u", "controller": True}],
+        },
+        "spec": {"runPolicy": {"suspend": True}},
+        "status": {
+            "conditions": [
+                {"type": "Created", "status": "True"},
+                {"type": "Running", "status": "False"},
+                {"type": "Failed", "status": "True", "message": "OOMKilled"},
+            ]
+        },
+    }
+    seen = observe_job(body)
+    assert (seen.state, seen.message, seen.stage, seen.attempt, seen.suspended, seen.owner_uid) == (
+        "Failed",
+        "OOMKilled",
+        "sft",
+        2,
+        True,
+        "u",
+    )
+    assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "Succeeded"
+    assert job_state({})[0] == "Pending"
+    good = result("sft").termination_message()
+    assert parse_result(good)[0] == result("sft")
+    assert parse_result("Traceback (most recent call last): ...")[0] is None
+    pods = [
+        {
+            "metadata": {
+                "labels": {"training.kubeflow.org/job-name": "other", "training.kubeflow.org/replica-type": "master"}
+            },
+            "status": {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"message": "{}"}}}]},
+        },
+        {
+            "metadata": {
+                "labels": {
+                    "training.kubeflow.org/job-name": "demo-sft-1",
+                    "training.kubeflow.org/replica-type": "master",
+                }
+            },
+            "status": {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"message": good}}}]},
+        },
+    ]
+    assert result_from_pods(pods, "demo-sft-1", "pytorchjob") == (result("sft"), None)
+    assert result_from_pods(pods, "demo-sft-9", "pytorchjob")[0] is None

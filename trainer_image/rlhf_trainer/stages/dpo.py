@@ -1,0 +1,93 @@
+"""DPO stage: TRL DPOTrainer with LoRA; the reference is the same model with its adapter disabled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import set_seed
+from trl import DPOConfig, DPOTrainer
+
+from ..config import DPOStageConfig, TrainerJobConfig
+from ..data import load_stage_data
+from ..evaluate import task_accuracy
+from ..modeling import apply_lora, load_causal_lm, save_merged
+from ..result import StageResult
+from .common import (
+    ProgressCallback,
+    StageOutputs,
+    finish,
+    fit,
+    is_main_process,
+    run_stage,
+    trainer_arguments,
+)
+
+
+def _truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
+    """Keep the last max_tokens tokens of each prompt (the part next to the answer)."""
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return {}
+        return {"prompt": tokenizer.decode(ids[-max_tokens:])}
+
+    return dataset.map(cut)
+
+
+def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
+    section = cfg.dpo
+    assert isinstance(section, DPOStageConfig)
+    training = section.training
+    set_seed(section.seed)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    data = load_stage_data(section.dataset, "dpo", cfg.work_dir, section.seed)
+    if training.max_prompt_length is not None:
+        # TRL 1.16 dropped max_prompt_length; truncate here so the option keeps its meaning.
+        data.train = _truncate_prompts(data.train, tokenizer, training.max_prompt_length)
+        if data.eval is not None:
+            data.eval = _truncate_prompts(data.eval, tokenizer, training.max_prompt_length)
+    model = apply_lora(model, section.lora, "CAUSAL_LM")
+    args = DPOConfig(
+        **trainer_arguments(cfg, training, section.seed),
+        max_length=training.max_length,
+        beta=training.beta,
+        loss_type=[training.loss_type],
+        eval_strategy="no",
+    )
+    return DPOTrainer(
+        model=model,
+        ref_model=None,  # with LoRA: the adapter-disabled model is the reference
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("dpo")],
+    )
+
+
+def _body(cfg: TrainerJobConfig) -> StageOutputs:
+    section = cfg.dpo
+    assert isinstance(section, DPOStageConfig)
+    trainer = build_trainer(cfg)
+    metrics = fit(trainer, cfg)
+    outputs = StageOutputs(metrics=metrics)
+    if is_main_process():
+        accuracy = task_accuracy(
+            trainer.model,
+            trainer.processing_class,
+            section.dataset,
+            cfg.work_dir,
+            section.training.eval_max_new_tokens,
+        )
+        if accuracy is not None:
+            metrics["task_accuracy"] = accuracy
+        outputs.merged_path, outputs.adapter_path = save_merged(
+            trainer.model, trainer.processing_class, cfg.output_dir
+        )
+    finish(trainer)
+    return outputs
+
+
+def run(cfg: TrainerJobConfig) -> StageResult:
+    return run_stage(cfg, _body)
