@@ -48,7 +48,6 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     """One arrangement in this process; returns its figures."""
     import torch
     from peft import LoraConfig, get_peft_model
-
     from rlhf_trainer.config import PPOTrainingConfig
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import prompts_for_step, seed_everything
@@ -70,7 +69,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         reference = copy.deepcopy(base)
         value_lm = copy.deepcopy(base)
         value_lm.lm_head = torch.nn.Identity()  # a value model has a trunk, not an LM head
-        value_trunk = get_peft_model(value_lm, lora).get_base_model().get_decoder()
+        value_trunk = get_peft_model(value_lm, lora).get_base_model().get_decoder()  # type: ignore[operator]
     policy = get_peft_model(base, lora)
     model = ActorCritic(policy, ValueHead(args.hidden), reference=reference, value_trunk=value_trunk)
 
@@ -142,8 +141,21 @@ def run_parent(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
-    names = ("updates", "warmup", "batch_size", "mini_batch_size", "ppo_epochs", "new_tokens",
-             "prompt_tokens", "threads", "vocab", "hidden", "layers", "heads", "intermediate")
+    names = (
+        "updates",
+        "warmup",
+        "batch_size",
+        "mini_batch_size",
+        "ppo_epochs",
+        "new_tokens",
+        "prompt_tokens",
+        "threads",
+        "vocab",
+        "hidden",
+        "layers",
+        "heads",
+        "intermediate",
+    )
     out = []
     for name in names:
         out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

@@ -97,6 +97,7 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        decode: bool = True,
     ) -> dict[str, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -117,7 +118,8 @@ class KubeClient:
                 text = await response.text()
                 if response.status >= 400:
                     raise ApiError(response.status, _status_message(text))
-                return json.loads(text) if text else {}
+                # Creates do not need the echoed object: skip decoding it (large job manifests).
+                return json.loads(text) if text and decode else {}
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiError(0, f"{type(error).__name__}: {error}") from error
 
@@ -125,7 +127,7 @@ class KubeClient:
         """Create if absent; False when it already existed (409: deterministic names)."""
         namespace = (body.get("metadata") or {}).get("namespace")
         try:
-            await self._request("POST", object_path(api, namespace), body=body)
+            await self._request("POST", object_path(api, namespace), body=body, decode=False)
         except ApiError as error:
             if error.status == 409:
                 return False
@@ -137,6 +139,15 @@ class KubeClient:
     ) -> dict[str, Any]:
         path = object_path(api, namespace, name, subresource)
         return await self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def get(self, api: ApiRef, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._request("GET", object_path(api, namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
 
     async def list(self, api: ApiRef, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else None

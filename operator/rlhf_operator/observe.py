@@ -119,6 +119,11 @@ def master_pod_selector(job_name: str, launcher: str) -> dict[str, str]:
     return {JOB_NAME_POD_LABEL: job_name, REPLICA_TYPE_POD_LABEL: "master"}
 
 
+def master_pod_name(job_name: str) -> str:
+    """The training operator names replica pods `<job>-<replica type>-<index>`."""
+    return f"{job_name}-master-0"
+
+
 def label_selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in labels.items())
 

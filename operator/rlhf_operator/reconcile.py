@@ -12,6 +12,8 @@ the spec gives the stage's output (existingOutput); Suspended while spec.suspend
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -249,7 +251,12 @@ class _Step:
         seconds = max(0.0, seconds)
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
-    def launch(self, stage_plan: StagePlan, stage: StageStatus, attempt: int) -> None:
+    def launch(self, stage_plan: StagePlan, stage: StageStatus, attempt: int, with_config: bool = True) -> None:
+        """The stage's job for `attempt`, preceded by its trainer config (a ConfigMap per stage,
+        created when the stage starts; a retry reuses it; a re-created job re-ensures it)."""
+        if with_config:
+            configmap = manifests.build_stage_configmap(self.run, stage_plan, self.owner)
+            self.actions.append(Create(CONFIGMAPS, configmap))
         suspend = self.run.spec.suspend or self.run.spec.queue_name is not None
         job = manifests.build_stage_job(self.run, stage_plan, attempt, self.owner, self.settings, suspend)
         self.actions.append(Create(job_api(self.run), job))
@@ -267,6 +274,38 @@ class _Step:
                 f"stage {stage.name} attempt {attempt} started (job {stage.job_name})",
                 "StageRetried",
             )
+
+
+_PARSED: OrderedDict[tuple[str, ...], tuple[RLHFRun, list[StagePlan]]] = OrderedDict()
+_PARSED_MAX = 1024
+_PARSED_META = ("name", "namespace", "uid", "generation", "labels", "annotations")
+
+
+def _parsed(body: Mapping[str, Any], settings: OperatorSettings) -> tuple[RLHFRun, list[StagePlan]]:
+    """parse_run + plan, memoized on the spec and identifying metadata: validating the spec
+    on every watch event was the largest per-pass cost, and it only changes with the spec."""
+    meta = body.get("metadata") or {}
+    key: tuple[str, ...] | None = None
+    try:
+        key = (
+            json.dumps(
+                [body.get("apiVersion"), body.get("kind"), {k: meta.get(k) for k in _PARSED_META}, body.get("spec")],
+                sort_keys=True,
+            ),
+            settings.model_dump_json(),
+        )
+    except (TypeError, ValueError):
+        key = None  # not JSON (cannot come from the API): no memo
+    if key is not None and key in _PARSED:
+        _PARSED.move_to_end(key)
+        return _PARSED[key]
+    run = parse_run(body)
+    parsed = run, plan(run, run.spec.storage.mount_path, settings.trainer_image)
+    if key is not None:
+        _PARSED[key] = parsed
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return parsed
 
 
 def _invalid(body: Mapping[str, Any], status: RLHFRunStatus, error: RunInvalid, now: datetime) -> RLHFRunStatus:
@@ -305,7 +344,7 @@ def reconcile(
     now_text = rfc3339(now)
 
     try:
-        run = parse_run(body)
+        run, plans = _parsed(body, settings)
     except RunInvalid as error:
         new = _invalid(body, status, error, now)
         outcome = Outcome([], new, old_status)
@@ -321,7 +360,6 @@ def reconcile(
         status.message = None
 
     step = _Step(run, body, settings, now, manifests.owner_reference(body))
-    plans = plan(run, run.spec.storage.mount_path, settings.trainer_image)
 
     violation = _immutable_violation(run, status)
     if violation is not None:
@@ -340,7 +378,7 @@ def reconcile(
 
     if status.phase not in ("Succeeded", "Failed"):
         if status.volume_claim is None:
-            _set_up(step, plans)
+            _set_up(step)
             status.volume_claim = manifests.claim_name(run)
         _advance(step, plans, status, jobs)
 
@@ -379,14 +417,11 @@ def _stalled_without_failing(status: RLHFRunStatus, message: str, now: str, gene
     return conditions
 
 
-def _set_up(step: _Step, plans: list[StagePlan]) -> None:
-    """The run's volume and every runnable stage's trainer config, before the first job."""
+def _set_up(step: _Step) -> None:
+    """The run's volume (unless existingClaim), before anything mounts it."""
     pvc = manifests.build_pvc(step.run, step.owner)
     if pvc is not None:
         step.actions.append(Create(PVCS, pvc))
-    for stage_plan in plans:
-        if not stage_plan.skipped:
-            step.actions.append(Create(CONFIGMAPS, manifests.build_stage_configmap(step.run, stage_plan, step.owner)))
 
 
 def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
@@ -414,7 +449,7 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             if due is not None and due > step.now:
                 step.requeue((due - step.now).total_seconds())
                 return
-            step.launch(stage_plan, stage, stage.attempts + 1)
+            step.launch(stage_plan, stage, stage.attempts + 1, with_config=False)
             return
         # Running or Suspended: follow the job.
         name = stage.job_name or job_name(step.run.metadata.name, stage.name, max(1, stage.attempts))
@@ -451,7 +486,7 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
     due = parse_time(stage.retry_after)
     if due is None or due <= step.now:
-        step.launch(stage_plan, stage, stage.attempts + 1)
+        step.launch(stage_plan, stage, stage.attempts + 1, with_config=False)
     else:
         step.requeue((due - step.now).total_seconds())
 

@@ -21,7 +21,7 @@ import attrs
 import jsonpatch
 from kmock import KubernetesEmulator, RawHandler, action
 from kmock._internal import dsl, rendering
-from kmock._internal.k8s import KubernetesError
+from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
 from rlhf_operator.crd import crd
 
 CORE = ["v1/pods", "v1/persistentvolumeclaims", "v1/configmaps", "v1/events", "v1/namespaces"]
@@ -42,7 +42,6 @@ def _sees(view: dsl.View, request: rendering.Request) -> bool:
     return request in view  # slices, groups, exclusions: the history matters, scan it
 
 
-@attrs.define(kw_only=True)
 class _FastMatching(RawHandler):
     """RawHandler._handle with O(reactions) matching instead of O(reactions x history).
 
@@ -50,13 +49,23 @@ class _FastMatching(RawHandler):
     ever recorded: a GET costs ~8 ms after 250 requests (DESIGN.md). Same order and semantics.
     """
 
+    __slots__ = ()  # a plain (non-attrs) layer between kmock's slotted classes
+    _order_key: tuple[int, ...]
+    _order: list[Any]
+
+    def _ordered_payloads(self) -> list[Any]:
+        key = tuple(id(p) for p in self._payloads)
+        if key != self._order_key:  # reactions were added or replaced since last time
+            width = max((len(p.priorities) for p in self._payloads), default=0)
+            self._order = sorted(
+                self._payloads,
+                key=lambda p: tuple(-x for x in p.priorities) + (0,) * (width - len(p.priorities)),
+            )
+            self._order_key = key
+        return self._order
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        width = max((len(p.priorities) for p in self._payloads), default=0)
-        ordered = sorted(
-            self._payloads,
-            key=lambda payload: tuple(-p for p in payload.priorities) + (0,) * (width - len(payload.priorities)),
-        )
-        for payload in ordered:
+        for payload in self._ordered_payloads():
             if not payload._disabled.is_set() and _sees(payload._source, request):
                 try:
                     return await payload(request)
@@ -72,6 +81,8 @@ class Emulator(KubernetesEmulator, _FastMatching):
     """KubernetesEmulator that behaves enough like an API server for kopf."""
 
     history_limit: int | None = None  # keep at most this many recorded requests
+    _order_key: tuple[int, ...] = attrs.field(default=(), init=False)  # see _FastMatching
+    _order: list[Any] = attrs.field(factory=list, init=False)
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     # Every request, classified, even when the history is trimmed (for write accounting).
     # (verb, plural, subresource, name, agent): agent "operator" (ours), "kopf", or "test".
@@ -147,9 +158,25 @@ class Emulator(KubernetesEmulator, _FastMatching):
             if touches_spec:
                 patch_meta["generation"] = int(meta.get("generation") or 1) + 1
 
+    # The base class finds an object by scanning all objects; a dict lookup does the same.
+    def _stored(self, request: rendering.Request, namespace: str | None, name: str | None) -> Any:
+        obj = self._objects._objects.get((request.resource, namespace, name))
+        return obj
+
     async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
-        created = await super()._serve_create(request)
-        return rendering.Response(status=201, payload=created)
+        meta = (request.data or {}).get("metadata", {})
+        obj = self._stored(request, request.namespace or meta.get("namespace"), request.name or meta.get("name"))
+        return rendering.Response(status=201, payload=obj.raw)
+
+    async def _serve_update(self, request: rendering.Request) -> rendering.Payload:
+        obj = self._stored(request, request.namespace, request.name)
+        return obj.last.raw if obj is not None else await super()._serve_update(request)
+
+    async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj is None or obj.deleted:
+            raise KubernetesObjectNotFoundError()
+        return obj.raw
 
     # --- test conveniences -------------------------------------------------------------------
 

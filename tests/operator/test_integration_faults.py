@@ -82,6 +82,7 @@ async def test_run_completes_despite_faults(cluster: Cluster) -> None:
         await wait_for(lambda: cluster.stage("flaky", "sft").get("jobName") == "flaky-sft-1", what="sft-1")
         # A watch that expires mid-run.
         kmock[action.WATCH, resource(RLHFRUNS)] << broken_watch("expired", served)
+        await wait_for(lambda: served.count("expired") == 2, what="the run watch to expire")
         await cluster.finish_stage("flaky-sft-1", metrics={"loss": 0.125})
         await wait_for(lambda: cluster.stage("flaky", "reward").get("jobName") == "flaky-reward-1", what="reward-1")
         # Suspend/resume patches of the job fail once too.
@@ -90,6 +91,7 @@ async def test_run_completes_despite_faults(cluster: Cluster) -> None:
         await cluster.patch_run("flaky", {"spec": {"suspend": False}})
         await wait_for(lambda: cluster.status("flaky").get("phase") == "Running", what="resumed", timeout=20)
         kmock[action.WATCH, resource(PYTORCHJOBS)] << broken_watch("dropped", served)
+        await wait_for(lambda: served.count("dropped") == 2, what="the job watch to drop")
         await cluster.finish_stage("flaky-reward-1", metrics={"accuracy": 0.75})
         await wait_for(lambda: cluster.stage("flaky", "ppo").get("jobName") == "flaky-ppo-1", what="ppo-1")
         await cluster.finish_stage("flaky-ppo-1", metrics={"reward": 1.5})

@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-
 from rlhf_trainer.ppo.core import (
     AdaptiveKLController,
     FixedKLController,

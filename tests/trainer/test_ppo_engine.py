@@ -13,7 +13,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from peft import LoraConfig, get_peft_model
-
 from rlhf_trainer.config import PPOTrainingConfig
 from rlhf_trainer.ppo.checkpoint import latest_checkpoint
 from rlhf_trainer.ppo.core import logprobs_from_logits
@@ -35,9 +34,7 @@ def tokenizer():  # type: ignore[no-untyped-def]
 def build_model(tokenizer, seed: int = 0, init: float = 0.2) -> ActorCritic:  # type: ignore[no-untyped-def]
     torch.manual_seed(seed)
     base = tiny_llama(len(tokenizer), initializer_range=init)
-    policy = get_peft_model(
-        base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
-    )
+    policy = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
     return ActorCritic(policy, ValueHead(base.config.hidden_size))
 
 
@@ -93,9 +90,7 @@ def test_reference_logprobs_equal_base_model_exactly(tokenizer) -> None:  # type
     expected = expected[:, start - 1 : -1]
     targets = ids[:, start:]
     assert torch.equal(ref_logits, expected)
-    assert torch.equal(
-        logprobs_from_logits(ref_logits, targets), logprobs_from_logits(expected, targets)
-    )
+    assert torch.equal(logprobs_from_logits(ref_logits, targets), logprobs_from_logits(expected, targets))
     # The adapter is live outside the context manager (so the test above can fail).
     assert not torch.allclose(policy_logits, expected, atol=1e-3)
     assert values.shape == targets.shape
@@ -178,9 +173,7 @@ def test_prompt_schedule_is_a_function_of_the_step() -> None:
     assert prompts_for_step(PROMPTS, 0, 5, seed=1) == first
     epoch = [p for s in range(12) for p in prompts_for_step(PROMPTS, s, 1, seed=1)]
     assert sorted(epoch) == sorted(PROMPTS)
-    ranks = prompts_for_step(PROMPTS, 0, 2, 1, rank=0, world=2) + prompts_for_step(
-        PROMPTS, 0, 2, 1, rank=1, world=2
-    )
+    ranks = prompts_for_step(PROMPTS, 0, 2, 1, rank=0, world=2) + prompts_for_step(PROMPTS, 0, 2, 1, rank=1, world=2)
     assert ranks == prompts_for_step(PROMPTS, 0, 4, 1)
 
 

@@ -23,7 +23,6 @@ from .core import (
     gae,
     kl_penalized_rewards,
     logprobs_from_logits,
-    masked_mean,
     masked_whiten,
 )
 from .rollout import Rollout, SamplingSettings, sample_rollout
@@ -115,7 +114,9 @@ class PPOEngine:
         raw_scores = self.reward_fn(rollout.prompts, rollout.responses, rollout.response_token_ids)
         raw_scores = raw_scores.detach().float().reshape(-1).to(self.device)
         if raw_scores.shape[0] != len(rollout.prompts):
-            raise ValueError(f"reward function returned {raw_scores.shape[0]} scores for {len(rollout.prompts)} samples")
+            raise ValueError(
+                f"reward function returned {raw_scores.shape[0]} scores for {len(rollout.prompts)} samples"
+            )
         scores = raw_scores - self.cfg.reward_baseline
         if self.cfg.normalize_reward:
             self.reward_moments.update(dist.all_gather_cat(scores))
@@ -132,7 +133,13 @@ class PPOEngine:
     def update(self, exp: Experience) -> dict[str, float]:
         mask = exp.rollout.response_mask
         batch = mask.shape[0]
-        sums: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "value_clip_frac": 0.0}
+        sums: dict[str, float] = {
+            "policy_loss": 0.0,
+            "value_loss": 0.0,
+            "clip_frac": 0.0,
+            "approx_kl": 0.0,
+            "value_clip_frac": 0.0,
+        }
         n_updates = 0
         for _ in range(self.cfg.ppo_epochs):
             for rows in torch.randperm(batch).split(self.cfg.mini_batch_size):
@@ -141,9 +148,7 @@ class PPOEngine:
                 pg = clipped_policy_loss(
                     logprobs, exp.logprobs[rows], exp.advantages[rows], mb_mask, self.cfg.clip_range
                 )
-                vf = clipped_value_loss(
-                    values, exp.values[rows], exp.returns[rows], mb_mask, self.cfg.clip_range_value
-                )
+                vf = clipped_value_loss(values, exp.values[rows], exp.returns[rows], mb_mask, self.cfg.clip_range_value)
                 loss = pg.loss + self.cfg.vf_coef * vf.loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

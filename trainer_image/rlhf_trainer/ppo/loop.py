@@ -110,9 +110,7 @@ def train_loop(
     writer = _tensorboard(output_dir, tensorboard)
     try:
         for step in range(start, cfg.steps):
-            batch = prompts_for_step(
-                prompts, step, cfg.batch_size, seed, dist.rank(), dist.world_size()
-            )
+            batch = prompts_for_step(prompts, step, cfg.batch_size, seed, dist.rank(), dist.world_size())
             last_stats = engine.step(batch)
             done = step + 1
             if dist.rank() == 0 and (done % cfg.logging_steps == 0 or done == cfg.steps):

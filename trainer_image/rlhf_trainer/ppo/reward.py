@@ -34,9 +34,7 @@ class RewardModelScorer:
         return [p + r + (eos if eos and not r.endswith(eos) else "") for p, r in zip(prompts, responses, strict=True)]
 
     @torch.no_grad()
-    def __call__(
-        self, prompts: list[str], responses: list[str], response_token_ids: list[list[int]]
-    ) -> torch.Tensor:
+    def __call__(self, prompts: list[str], responses: list[str], response_token_ids: list[list[int]]) -> torch.Tensor:
         texts = self.texts(prompts, responses)
         scores = []
         for start in range(0, len(texts), self.batch_size):

@@ -57,9 +57,7 @@ def tokenize_prompts(
     return batch["input_ids"], batch["attention_mask"]
 
 
-def response_mask_for(
-    responses: torch.Tensor, lengths: list[int], eos_token_id: int | None
-) -> torch.Tensor:
+def response_mask_for(responses: torch.Tensor, lengths: list[int], eos_token_id: int | None) -> torch.Tensor:
     """1 up to min(sampled length, first eos inclusive) per row, 0 after."""
     batch, width = responses.shape
     limits = torch.tensor(lengths, dtype=torch.long).clamp(max=width)

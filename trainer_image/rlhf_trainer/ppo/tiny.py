@@ -21,9 +21,7 @@ def word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
     core.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
     tokenizer.padding_side = "left"
     return tokenizer
 

@@ -89,9 +89,7 @@ class ActorCritic(nn.Module):
         """
         positions = position_ids_for(attention_mask)
         trunk, lm_head = self._policy_parts
-        hidden = trunk(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-        ).last_hidden_state
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
         before_response = hidden[:, response_start - 1 : -1]
         logits = lm_head(before_response)
         if self.value_trunk is None:
@@ -109,9 +107,7 @@ class ActorCritic(nn.Module):
     ) -> torch.Tensor:
         positions = position_ids_for(attention_mask)
         with self._reference_weights() as (trunk, head):
-            hidden = trunk(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-            ).last_hidden_state
+            hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
             return head(hidden[:, response_start - 1 : -1])  # type: ignore[no-any-return]
 
     @contextlib.contextmanager

@@ -90,7 +90,7 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     out.mkdir(parents=True, exist_ok=True)
     (out / LOGS).mkdir(exist_ok=True)
     # The HF TensorBoard callback reads its directory from the environment.
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / LOGS))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
     try:
         outputs = body(cfg)

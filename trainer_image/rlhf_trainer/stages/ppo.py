@@ -17,7 +17,14 @@ from .. import progress
 from ..config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 from ..data import load_prompts
 from ..evaluate import task_accuracy
-from ..modeling import apply_lora, fix_bnb_cpu_layout, is_quantized, load_causal_lm, load_sequence_classifier, save_merged
+from ..modeling import (
+    apply_lora,
+    fix_bnb_cpu_layout,
+    is_quantized,
+    load_causal_lm,
+    load_sequence_classifier,
+    save_merged,
+)
 from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
@@ -41,9 +48,7 @@ def _accuracy(model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str
     """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth."""
     if dist.rank() != 0:
         return None
-    return task_accuracy(
-        model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens
-    )
+    return task_accuracy(model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens)
 
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
@@ -60,13 +65,15 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
 
     policy, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
     if not is_quantized(policy):
-        policy.to(device)
+        policy.to(device)  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     reward_model, reward_tokenizer = load_sequence_classifier(
         cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel"
     )
-    reward_model.to(device)
+    reward_model.to(device)  # type: ignore[arg-type]
     if reward_model.config.num_labels != 1:
-        raise StageError("rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels")
+        raise StageError(
+            "rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels"
+        )
 
     # Measured on the SFT weights, before any adapter exists (skipped when resuming).
     started = time.perf_counter()
@@ -86,9 +93,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     hidden_size = policy.config.get_text_config().hidden_size
     model = ActorCritic(policy, ValueHead(hidden_size).to(device), reference=reference)
 
-    scorer = RewardModelScorer(
-        reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device
-    )
+    scorer = RewardModelScorer(reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
     outcome = train_loop(
         engine,

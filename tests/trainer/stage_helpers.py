@@ -1,0 +1,48 @@
+"""Shared helpers for the stage tests: write a stage config, run `rlhf-train` in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf_trainer.__main__ import main
+from rlhf_trainer.result import StageResult, read_result
+
+TINY = {"maxSteps": 2, "batchSize": 2, "maxLength": 64, "loggingSteps": 1, "saveSteps": 2, "evalMaxNewTokens": 3}
+
+
+def write_config(
+    path: Path,
+    stage: str,
+    work_dir: str,
+    out: Path,
+    model: str = "builtin:tiny-llama",
+    dataset: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    **section: Any,
+) -> Path:
+    config = {
+        "stage": stage,
+        "runName": "test",
+        "model": {"name": model},
+        "outputDir": str(out),
+        "workDir": work_dir,
+        "reportTo": ["tensorboard"],
+        stage: {
+            "dataset": dataset or {"source": "builtin:arithmetic"},
+            "training": {**TINY, **(training or {})},
+            **section,
+        },
+    }
+    path.write_text(yaml.safe_dump(config) if path.suffix == ".yaml" else json.dumps(config))
+    return path
+
+
+def run_stage_cli(stage: str, config: Path) -> tuple[int, StageResult | None]:
+    code = main([stage, "--config", str(config)])
+    with open(config) as f:
+        out = (yaml.safe_load(f) or {}).get("outputDir")
+    return code, read_result(str(Path(out) / "result.json")) if out else None

@@ -1,0 +1,94 @@
+"""The PPO stage program on the builtin tiny model: outputs, metrics, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rlhf_trainer.config import TrainerJobConfig
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(work_dir, path): an untrained one-output classifier on the builtin tiny Llama."""
+    from rlhf_trainer.builtin import materialize_tiny_llama
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    work_dir = tmp_path_factory.mktemp("run")
+    base = materialize_tiny_llama(str(work_dir))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    path = work_dir / "reward" / "merged"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(work_dir), str(path)
+
+
+def job(work_dir: str, out: Path, reward_path: str, **training: Any) -> TrainerJobConfig:
+    settings = {
+        "steps": 2,
+        "batchSize": 4,
+        "miniBatchSize": 4,
+        "ppoEpochs": 1,
+        "minNewTokens": 2,
+        "maxNewTokens": 4,
+        "saveSteps": 1,
+        "evalMaxNewTokens": 4,
+        **training,
+    }
+    return TrainerJobConfig.model_validate(
+        {
+            "stage": "ppo",
+            "runName": "test",
+            "model": {"name": "builtin:tiny-llama"},
+            "rewardModel": {"name": reward_path},
+            "outputDir": str(out),
+            "workDir": work_dir,
+            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "lora": {"r": 4}, "training": settings},
+        }
+    )
+
+
+def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, str], tmp_path: Path) -> None:
+    from rlhf_trainer.stages import ppo
+    from transformers import AutoModelForCausalLM
+
+    work_dir, reward_path = reward_model_dir
+    out = tmp_path / "ppo"
+    result = ppo.run(job(work_dir, out, reward_path))
+    assert result.status == "succeeded", result.message
+    for key in ("reward_mean", "kl", "kl_coef", "task_accuracy", "task_accuracy_before"):
+        assert key in result.metrics, key
+    assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["status"] == "succeeded"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
+    assert any((out / "logs").iterdir())
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_path)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+    # Restarted with the same output dir and more steps: continues from step 2.
+    again = ppo.run(job(work_dir, out, reward_path, steps=3))
+    assert again.status == "succeeded", again.message
+    assert again.metrics["resumed_from_step"] == 2
+    # Measured before training in the first run and carried in the checkpoint.
+    assert again.metrics["task_accuracy_before"] == result.metrics["task_accuracy_before"]
+    assert (out / "checkpoints" / "step-3").is_dir()
+
+
+def test_missing_reward_model_fails_naming_the_field(reward_model_dir: tuple[str, str], tmp_path: Path) -> None:
+    from rlhf_trainer.stages import ppo
+
+    work_dir, _ = reward_model_dir
+    result = ppo.run(job(work_dir, tmp_path / "ppo", str(tmp_path / "no-such-model")))
+    assert result.status == "failed"
+    assert result.message is not None and result.message.startswith("rewardModel.name:")

