@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3, help="Measured PPO updates per arrangement.")
     parser.add_argument("--warmup", type=int, default=1, help="Unmeasured updates first.")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--mini-batch-size", type=int, default=8)
+    parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--ppo-epochs", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--prompt-tokens", type=int, default=24)

@@ -33,6 +33,7 @@ from .manifests_jobs import PYTORCHJOB_API, TRAINJOB_API
 from .naming import RUN_LABEL, label_value
 from .observe import (
     ObservedJob,
+    failure_message,
     label_selector,
     master_pod_name,
     master_pod_selector,
@@ -127,7 +128,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False  # our events are one per transition, posted by us
     settings.networking.error_backoffs = tuning.api_error_backoffs
     settings.watching.reconnect_backoff = tuning.watch_reconnect_backoff
-    settings.watching.server_timeout = 600  # periodic re-list: heals anything a watch missed
+    settings.watching.server_timeout = 600  # the API server ends each watch after 10 min; kopf re-watches
     settings.watching.client_timeout = tuning.watch_client_timeout
     settings.persistence.finalizer = "rlhf.dev/unused-finalizer"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = EventsOnlyDiffBase()
@@ -135,7 +136,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
 
     async def process(key: RunKey) -> float | None:
-        return await reconcile_run(runtime, key)
+        try:
+            return await reconcile_run(runtime, key)
+        except ApiError as error:
+            metrics.RECONCILE_ERRORS.labels(kind="api" if error.transient else "rejected").inc()
+            raise
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(kind="internal").inc()
+            raise
 
     runtime.queue = WorkQueue(
         process,
@@ -183,29 +191,45 @@ async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, 
     known = runtime.runs.get(key)
     if known is not None and (known.get("metadata") or {}).get("uid") != uid:
         forget_run(runtime, key, str((known.get("metadata") or {}).get("uid") or ""))  # recreated
-    cached = runtime.written.get(uid)
-    if cached is not None and cached[0] is not None and cached[0] == meta.get("resourceVersion"):
-        del runtime.written[uid]  # the watch caught up with our own write
     runtime.runs[key] = raw
     runtime.by_label[(key[0], label_value(key[1]))] = key
+    cached = runtime.written.get(uid)
+    if cached is not None and cached[0] is not None and cached[0] == meta.get("resourceVersion"):
+        # The watch caught up with our own status write: nothing new (a pass is a fixed point
+        # of its own output), so no pass either.
+        del runtime.written[uid]
+        return
     runtime.queue.add(key)
 
 
 @kopf.on.event(*PYTORCHJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def pytorchjob_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
-    _job_changed(_runtime(memo), namespace, labels, kwargs)
+async def pytorchjob_event(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    _job_changed(_runtime(memo), namespace, labels, body, kwargs)
 
 
 @kopf.on.event(*TRAINJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def trainjob_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any) -> None:
-    _job_changed(_runtime(memo), namespace, labels, kwargs)
+async def trainjob_event(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    _job_changed(_runtime(memo), namespace, labels, body, kwargs)
 
 
-def _job_changed(runtime: Runtime, namespace: str | None, labels: Mapping[str, str], kwargs: Mapping[str, Any]) -> None:
+def _job_changed(
+    runtime: Runtime, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, kwargs: Mapping[str, Any]
+) -> None:
     _capture_indexes(runtime, kwargs)
     key = runtime.by_label.get((namespace or "", labels[RUN_LABEL]))
-    if key is not None:
-        runtime.queue.add(key)
+    if key is None:
+        return
+    name = str((body.get("metadata") or {}).get("name"))
+    expected = runtime.expected.get(key, {})
+    if name in expected and observe_job(body).state == "Pending":
+        # Our own create reported back, as the last pass assumed it: nothing to do.
+        del expected[name]
+        return
+    runtime.queue.add(key)
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
@@ -252,8 +276,12 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     jobs = observed_jobs(runtime, key, uid)
     launcher = str((body.get("spec") or {}).get("launcher") or "pytorchjob")
     for name in results_needed(body.get("status"), jobs):
-        result, error = result_from_pods(await _master_pods(runtime, key[0], name, launcher), name, launcher)
-        jobs[name] = dataclasses.replace(jobs[name], result=result, result_error=error)
+        pods = await _master_pods(runtime, key[0], name, launcher)
+        result, error = result_from_pods(pods, name, launcher)
+        if jobs[name].state == "Succeeded":
+            jobs[name] = dataclasses.replace(jobs[name], result=result, result_error=error)
+        else:
+            jobs[name] = dataclasses.replace(jobs[name], message=failure_message(jobs[name].message, result, pods))
 
     outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings)
 
@@ -274,9 +302,8 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
     except ApiError as error:
-        metrics.RECONCILE_ERRORS.labels(kind="api" if error.transient else "rejected").inc()
         if error.status == 404 and key not in runtime.runs:
-            return None
+            return None  # deleted meanwhile
         raise
 
     for event in outcome.events:

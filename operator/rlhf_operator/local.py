@@ -57,13 +57,48 @@ def stage_command(stage: StagePlan, config_path: str, nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *trainer]
 
 
-def _format_progress(event: dict[str, object]) -> str:
+# Shown in the one-line summary when a stage ends; everything else is in result.json.
+SUMMARY_METRICS = (
+    "task_accuracy_before",
+    "task_accuracy",
+    "pair_accuracy",
+    "train_loss",
+    "eval_loss",
+    "reward_mean",
+    "kl",
+)
+# Per-step keys worth a terminal line; the full record goes to the stage log and TensorBoard.
+PROGRESS_KEYS = (
+    "loss",
+    "eval_loss",
+    "accuracy",
+    "eval_accuracy",
+    "rewards/margins",
+    "reward_mean",
+    "kl",
+    "kl_coef",
+    "policy_loss",
+    "value_loss",
+    "response_length",
+    "tokens_per_s",
+    "learning_rate",
+)
+
+
+def _format_progress(event: dict[str, object]) -> str | None:
     stage = event.pop("stage", "?")
+    kind = event.pop("event", None)
+    if kind == "done":
+        return None  # the executor prints its own summary from result.json
+    if kind is not None:
+        return f"[{stage}] {kind}" + "".join(f" {k}={v}" for k, v in event.items())
     step, total = event.pop("step", None), event.pop("max_steps", None)
     head = f"[{stage}]" + (f" step {step}/{total}" if total else f" step {step}" if step is not None else "")
     parts = []
-    for key, value in event.items():
-        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    for key in PROGRESS_KEYS:
+        value = event.get(key)
+        if value is not None:
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join([head, *parts])
 
 
@@ -161,8 +196,9 @@ class LocalRun:
                 for line in proc.stdout:
                     log.write(line)
                     event = progress.parse(line)
-                    if event is not None:
-                        self._say(_format_progress(event))
+                    shown = _format_progress(event) if event is not None else None
+                    if shown:
+                        self._say(shown)
                     elif line.strip():
                         tail.append(line.rstrip())
                 code = proc.wait()
@@ -186,7 +222,8 @@ class LocalRun:
 
 
 def _metrics_line(result: StageResult) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())) or "no metrics"
+    shown = [k for k in SUMMARY_METRICS if k in result.metrics]
+    return ", ".join(f"{k}={result.metrics[k]:.4g}" for k in shown) or "see result.json"
 
 
 def _duration(entry: StageStatus) -> str:

@@ -167,3 +167,15 @@ def result_from_pods(
             container = "pytorch" if launcher == "pytorchjob" else "node"
             return parse_result(termination_message(pod, container))
     return None, "no master pod found"
+
+
+def failure_message(condition_message: str, result: StageResult | None, pods: Sequence[Mapping[str, Any]]) -> str:
+    """Why a job failed: the job condition's message plus the trainer's own words (its failed
+    result, or the log tail the kubelet keeps with FallbackToLogsOnError), one line."""
+    detail = result.message if result is not None and result.message else None
+    if detail is None and pods:
+        text = termination_message(pods[0]) or ""
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else None
+    parts = [part for part in (condition_message, (detail or "")[:300]) if part]
+    return ": ".join(parts)

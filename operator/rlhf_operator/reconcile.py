@@ -7,6 +7,10 @@ the same status (idempotence), which is what makes restarts and repeated watch e
 
 Stage phases: Pending -> Running -> Succeeded | Retrying -> Running ... | Failed; Skipped when
 the spec gives the stage's output (existingOutput); Suspended while spec.suspend holds the job.
+
+Children: the PVC on the first pass (unless existingClaim), then per stage, when it starts, its
+trainer ConfigMap and its job (attempt N: a new job per retry, the ConfigMap is reused). Write
+budget of a 3-stage run: PVC 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 15.
 """
 
 from __future__ import annotations
@@ -173,12 +177,15 @@ def job_api(run: RLHFRun) -> ApiRef:
 
 
 def results_needed(status_raw: Any, jobs: Mapping[str, ObservedJob]) -> list[str]:
-    """Succeeded jobs whose stage has not recorded its result yet: read their master pod."""
+    """Finished jobs whose stage has not taken note yet: their master pod's termination message
+    is the stage result (Succeeded) or the trainer's last words (Failed)."""
     status = load_status(status_raw)
     needed = []
     for stage in status.stages:
         job = jobs.get(stage.job_name or "")
-        if job is not None and job.state == "Succeeded" and stage.phase != "Succeeded":
+        if job is None or stage.phase not in ("Running", "Suspended"):
+            continue
+        if job.state in ("Succeeded", "Failed"):
             needed.append(job.name)
     return needed
 
@@ -277,7 +284,7 @@ class _Step:
 
 
 _PARSED: OrderedDict[tuple[str, ...], tuple[RLHFRun, list[StagePlan]]] = OrderedDict()
-_PARSED_MAX = 1024
+_PARSED_MAX = 512
 _PARSED_META = ("name", "namespace", "uid", "generation", "labels", "annotations")
 
 

@@ -198,7 +198,9 @@ class Cluster:
         path = f"/apis/{group_version}/namespaces/{NAMESPACE}/{plural}/{job}/status"
         await self._call("PATCH", path, {"status": {"conditions": conditions}}, "application/merge-patch+json")
 
-    async def create_master_pod(self, job: str, result: StageResult | None, resource: str = PYTORCHJOBS) -> None:
+    async def create_master_pod(
+        self, job: str, result: StageResult | None, resource: str = PYTORCHJOBS, log_tail: str | None = None
+    ) -> None:
         trainjob = resource == TRAINJOBS
         labels = (
             {
@@ -212,6 +214,8 @@ class Cluster:
         terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed"}
         if result is not None:
             terminated["message"] = result.termination_message()
+        elif log_tail is not None:  # FallbackToLogsOnError: the log tail when the trainer died
+            terminated.update(message=log_tail, exitCode=1, reason="Error")
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -247,8 +251,12 @@ class Cluster:
         await self.create_master_pod(job, result, resource=resource)
         await self.set_job_condition(job, "Succeeded", "PyTorchJob succeeded", resource=resource)
 
-    async def fail_stage(self, job: str, message: str = "OOMKilled", resource: str = PYTORCHJOBS) -> None:
+    async def fail_stage(
+        self, job: str, message: str = "OOMKilled", resource: str = PYTORCHJOBS, log_tail: str | None = None
+    ) -> None:
         await self.set_job_condition(job, "Running", resource=resource)
+        if log_tail is not None:
+            await self.create_master_pod(job, None, resource=resource, log_tail=log_tail)
         await self.set_job_condition(job, "Failed", message, resource=resource)
 
 

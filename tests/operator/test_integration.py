@@ -11,11 +11,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from rlhf_operator import metrics
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for
 from .emulator import TRAINJOBS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+
 
 def operator_writes(cluster: Cluster) -> Counter[str]:
     """Writes by the operator, ours and kopf's (not the test's: run, job status, pods)."""
@@ -39,11 +41,16 @@ async def run_through(cluster: Cluster, name: str, stages: list[str], resource: 
     await wait_for(lambda: cluster.status(name).get("phase") == "Succeeded", what=f"{name} Succeeded")
 
 
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, operator: OperatorThread) -> None:
+    finished_before = sample("rlhf_stage_duration_seconds_count", stage="ppo", outcome="Succeeded")
     await cluster.apply(base_run("demo"))
     await wait_for(lambda: "demo-sft-1" in cluster.job_names(), what="first job")
     assert cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)[0]["metadata"]["name"] == "demo-data"
-    assert len(cluster.kmock.live("v1/configmaps", NAMESPACE)) == 3
+    assert [c["metadata"]["name"] for c in cluster.kmock.live("v1/configmaps", NAMESPACE)] == ["demo-sft-config"]
     await run_through(cluster, "demo", ["sft", "reward", "ppo"])
     await wait_for(lambda: len(events(cluster)) == 4, what="4 events")
     status = cluster.status("demo")
@@ -71,6 +78,9 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
         "create events": 4,
     }
     assert sum(writes.values()) <= 16
+    # Prometheus: the run by phase, the finished stages' durations.
+    assert sample("rlhf_runs", phase="Succeeded") == 1 and sample("rlhf_runs", phase="Running") == 0
+    assert sample("rlhf_stage_duration_seconds_count", stage="ppo", outcome="Succeeded") == finished_before + 1
     assert [e["reason"] for e in sorted(events(cluster), key=lambda e: int(e["metadata"]["resourceVersion"]))] == [
         "StageStarted",
         "StageStarted",
@@ -96,12 +106,12 @@ async def test_trainjob_launcher(cluster: Cluster, operator: OperatorThread) -> 
 async def test_stage_fails_then_succeeds_on_retry(cluster: Cluster, operator: OperatorThread) -> None:
     await cluster.apply(base_run("retry"))
     await wait_for(lambda: "retry-sft-1" in cluster.job_names(), what="sft-1")
-    await cluster.fail_stage("retry-sft-1", "pod OOMKilled")
+    await cluster.fail_stage("retry-sft-1", "pod OOMKilled", log_tail="Traceback ...\nRuntimeError: NaN loss\n")
     await wait_for(lambda: "retry-sft-2" in cluster.job_names(), what="sft-2 (retry)")
     await wait_for(lambda: cluster.stage("retry", "sft")["attempts"] == 2, what="status of the retry")
     sft = cluster.stage("retry", "sft")
     assert sft["attempts"] == 2 and sft["jobName"] == "retry-sft-2"
-    assert "pod OOMKilled" in sft["message"]
+    assert sft["message"] == "attempt 1 failed: pod OOMKilled: RuntimeError: NaN loss"
     await cluster.finish_stage("retry-sft-2")
     await wait_for(lambda: cluster.stage("retry", "reward").get("jobName") == "retry-reward-1", what="reward-1")
     assert cluster.stage("retry", "sft")["phase"] == "Succeeded"
@@ -181,7 +191,7 @@ async def test_deletion_follows_retention(cluster: Cluster, operator: OperatorTh
     await cluster.delete_run(name)
     removed = cluster.kmock.collect_garbage(uid)  # what Kubernetes' GC does with ownerReferences
     assert sorted(r.split("/")[0] for r in removed) == sorted(
-        ["ConfigMap"] * 3 + ["PyTorchJob"] + (["PersistentVolumeClaim"] if retention == "Delete" else [])
+        ["ConfigMap", "PyTorchJob"] + (["PersistentVolumeClaim"] if retention == "Delete" else [])
     )
     kept = [p["metadata"]["name"] for p in cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)]
     assert kept == ([f"{name}-data"] if retention == "Retain" else [])

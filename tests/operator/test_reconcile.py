@@ -110,16 +110,16 @@ EXPECTED: dict[tuple[str, str], tuple[str, list[str], list[bool]]] = {}
 for _state in JOB_STATES:
     EXPECTED[("Pending", _state)] = (
         "Running",
-        ["demo-data", "demo-sft-config", "demo-reward-config", "demo-ppo-config", "demo-sft-1"],
+        ["demo-data", "demo-sft-config", "demo-sft-1"],
         [],
     )
     EXPECTED[("Running", _state)] = ("Running", [], [])
     EXPECTED[("Suspended", _state)] = ("Suspended", [], [])
     EXPECTED[("Succeeded", _state)] = ("Succeeded", [], [])
     EXPECTED[("Failed", _state)] = ("Failed", [], [])
-EXPECTED[("Running", "Succeeded")] = ("Running", ["demo-reward-1"], [])
+EXPECTED[("Running", "Succeeded")] = ("Running", ["demo-reward-config", "demo-reward-1"], [])
 EXPECTED[("Running", "Failed")] = ("Running", ["demo-sft-2"], [])  # retryBackoffSeconds 0: at once
-EXPECTED[("Suspended", "Succeeded")] = ("Suspended", ["demo-reward-1"], [])
+EXPECTED[("Suspended", "Succeeded")] = ("Suspended", ["demo-reward-config", "demo-reward-1"], [])
 EXPECTED[("Suspended", "Failed")] = ("Suspended", ["demo-sft-2"], [])
 
 
@@ -150,8 +150,6 @@ def test_new_run_creates_volume_configs_first_job_and_reports_status() -> None:
     assert kinds == [
         ("persistentvolumeclaims", "demo-data"),
         ("configmaps", "demo-sft-config"),
-        ("configmaps", "demo-reward-config"),
-        ("configmaps", "demo-ppo-config"),
         ("pytorchjobs", "demo-sft-1"),
     ]
     status = after["status"]
@@ -189,18 +187,18 @@ def test_idempotent_same_input_twice() -> None:
         if observed:
             assert outcome.actions == [] and outcome.status_patch == {}
     # Unobserved job (e.g. deleted, or a restart before the watch reported it): recreated under
-    # the same name, without a status change or an event.
+    # the same name (with its config ensured), without a status change or an event.
     outcome, _ = step(body, {})
-    assert creates(outcome) == ["demo-sft-1"] and outcome.status_patch == {}
+    assert creates(outcome) == ["demo-sft-config", "demo-sft-1"] and outcome.status_patch == {}
     assert not [a for a in outcome.actions if isinstance(a, PostEvent)]
 
 
 def test_full_pipeline_passes_results_on_and_succeeds() -> None:
     first, body = step(body_of(base_run("demo")))
-    writes = len(first.actions) + 1  # PVC, 3 ConfigMaps, sft job, event + the status patch
-    for stage, following in (("sft", "demo-reward-1"), ("reward", "demo-ppo-1"), ("ppo", None)):
+    writes = len(first.actions) + 1  # PVC, sft ConfigMap, sft job, event + the status patch
+    for stage, following in (("sft", "reward"), ("reward", "ppo"), ("ppo", None)):
         outcome, body = step(body, job(f"demo-{stage}-1", "Succeeded", result=result(stage, loss=0.1)))
-        assert creates(outcome) == ([following] if following else [])
+        assert creates(outcome) == ([f"demo-{following}-config", f"demo-{following}-1"] if following else [])
         assert len([a for a in outcome.actions if isinstance(a, PostEvent)]) == 1
         writes += len(outcome.actions) + 1
     assert body["status"]["phase"] == "Succeeded"
@@ -208,7 +206,7 @@ def test_full_pipeline_passes_results_on_and_succeeds() -> None:
     assert condition(body, "Reconciling")["status"] == "False"
     assert stage_of(body, "reward")["metrics"] == {"loss": 0.1}
     assert stage_of(body, "ppo")["mergedPath"] == "/workspace/demo/ppo/merged"
-    assert writes == 7 + 3 + 3 + 2 <= 16  # per stage: status patch, event (and the next job)
+    assert writes == 5 + 4 + 4 + 2 <= 16  # per stage: status patch, event (and the next config + job)
 
 
 def test_result_missing_falls_back_to_planned_paths() -> None:
@@ -272,7 +270,7 @@ def test_skipped_stage_uses_existing_output() -> None:
     run["spec"]["sft"]["existingOutput"] = "/workspace/shared/sft-model"
     run["spec"]["pipeline"] = ["sft", "reward", "ppo"]
     outcome, body = step(body_of(run))
-    assert creates(outcome) == ["demo-data", "demo-reward-config", "demo-ppo-config", "demo-reward-1"]
+    assert creates(outcome) == ["demo-data", "demo-reward-config", "demo-reward-1"]
     sft = stage_of(body, "sft")
     assert sft["phase"] == "Skipped" and sft["mergedPath"] == "/workspace/shared/sft-model"
     assert body["status"]["currentStage"] == "reward"
@@ -282,8 +280,8 @@ def test_dpo_pipeline() -> None:
     outcome, body = step(body_of(dpo_run("demo")))
     assert creates(outcome)[-1] == "demo-sft-1"
     outcome, body = step(body, job("demo-sft-1", "Succeeded", result=result("sft")))
-    assert creates(outcome) == ["demo-dpo-1"]
-    dpo_job = next(a for a in outcome.actions if isinstance(a, Create))
+    assert creates(outcome) == ["demo-dpo-config", "demo-dpo-1"]
+    dpo_job = [a for a in outcome.actions if isinstance(a, Create)][-1]
     assert dpo_job.body["metadata"]["labels"]["rlhf.dev/stage"] == "dpo"
     outcome, body = step(body, job("demo-dpo-1", "Succeeded", result=result("dpo")))
     assert body["status"]["phase"] == "Succeeded"
@@ -376,7 +374,7 @@ def test_existing_claim_and_retention_delete() -> None:
     outcome, _ = step(body_of(base_run("demo", storage={"retention": "Delete"})))
     pvc = next(a for a in outcome.actions if isinstance(a, Create) and a.api == PVCS)
     assert pvc.body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert [a.api for a in outcome.actions if isinstance(a, Create)].count(CONFIGMAPS) == 3
+    assert [a.api for a in outcome.actions if isinstance(a, Create)].count(CONFIGMAPS) == 1
 
 
 def test_restarting_job_is_reported_once() -> None:
@@ -450,3 +448,29 @@ def test_observe_job_conditions_and_results() -> None:
     ]
     assert result_from_pods(pods, "demo-sft-1", "pytorchjob") == (result("sft"), None)
     assert result_from_pods(pods, "demo-sft-9", "pytorchjob")[0] is None
+
+
+def test_first_pass_fits_the_write_budget_with_existing_claim() -> None:
+    outcome, _ = step(body_of(base_run("demo", storage={"existingClaim": "shared"})))
+    # No PVC: the sft config, its job, one status patch and one event.
+    assert creates(outcome) == ["demo-sft-config", "demo-sft-1"]
+    assert len(outcome.events) == 1 and outcome.status_patch
+
+
+def test_failure_message_takes_the_trainers_last_words() -> None:
+    from rlhf_operator.observe import failure_message
+
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "pytorch",
+                    "state": {"terminated": {"message": "Traceback ...\n  x\nRuntimeError: CUDA out of memory\n"}},
+                }
+            ]
+        }
+    }
+    assert failure_message("PyTorchJob failed", None, [pod]) == "PyTorchJob failed: RuntimeError: CUDA out of memory"
+    failed = StageResult(stage="sft", status="failed", output_path="/o", message="dataset: no rows")
+    assert failure_message("", failed, []) == "dataset: no rows"
+    assert failure_message("OOMKilled", None, []) == "OOMKilled"

@@ -32,7 +32,7 @@ def write_config(
         "workDir": work_dir,
         "reportTo": ["tensorboard"],
         stage: {
-            "dataset": dataset or {"source": "builtin:arithmetic"},
+            "dataset": dataset or {"source": "builtin:arithmetic", "maxSamples": 64},
             "training": {**TINY, **(training or {})},
             **section,
         },

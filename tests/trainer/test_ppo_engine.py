@@ -246,3 +246,18 @@ def test_reward_goes_up_on_a_learnable_task(tokenizer, tmp_path: Path) -> None: 
     start, end = sum(history[:3]) / 3, sum(history[-3:]) / 3
     assert end > start + 0.25, history
     assert any((tmp_path / "logs").iterdir())  # TensorBoard events were written
+
+
+def test_full_fine_tuning_keeps_a_frozen_reference_copy(tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    policy = tiny_llama(len(tokenizer), initializer_range=0.2)
+    reference = copy.deepcopy(policy)
+    with pytest.raises(ValueError, match="frozen copy"):
+        ActorCritic(policy, ValueHead(policy.config.hidden_size))
+    model = ActorCritic(policy, ValueHead(policy.config.hidden_size), reference=reference)
+    assert not any(p.requires_grad for p in reference.parameters())
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    engine = PPOEngine(model, tokenizer, favourite_token_reward(tokenizer), config(steps=1))
+    train_loop(engine, PROMPTS, tmp_path, seed=0, tensorboard=False)
+    assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())
+    assert not torch.equal(before["model.embed_tokens.weight"], policy.model.embed_tokens.weight)

@@ -92,3 +92,24 @@ def test_missing_reward_model_fails_naming_the_field(reward_model_dir: tuple[str
     result = ppo.run(job(work_dir, tmp_path / "ppo", str(tmp_path / "no-such-model")))
     assert result.status == "failed"
     assert result.message is not None and result.message.startswith("rewardModel.name:")
+
+
+@pytest.mark.parametrize("mode", ["4bit-nf4", "8bit"])
+def test_stage_runs_on_a_quantized_base(
+    reward_model_dir: tuple[str, str], tmp_path: Path, mode: str
+) -> None:
+    from rlhf_trainer.stages import ppo
+
+    work_dir, reward_path = reward_model_dir
+    cfg = job(work_dir, tmp_path / "ppo", reward_path, steps=1)
+    assert cfg.ppo is not None
+    # A prompt file instead of the builtin task: no held-out evaluation, so the test stays short.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?"}) + "\n" for i in range(8)))
+    cfg.ppo.dataset.source = str(prompts)
+    cfg.ppo.quantization.mode = mode  # type: ignore[assignment]
+    cfg.ppo.quantization.compute_dtype = "float32"
+    result = ppo.run(cfg)
+    assert result.status == "succeeded", result.message
+    assert result.metrics["kl_coef"] > 0
+    assert result.merged_path is not None and Path(result.merged_path, "config.json").is_file()

@@ -200,7 +200,7 @@ class ProgressCallback(TrainerCallback):
 _RESERVED = ("step", "max_steps", "stage")
 
 
-def fit(trainer: Any, cfg: TrainerJobConfig) -> dict[str, float]:
+def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str, float]:
     """trainer.train(), resuming from the latest checkpoint of this output dir when present;
     then a final evaluation when the trainer has eval data. Returns numeric metrics."""
     resume = resume_point(cfg)
@@ -214,7 +214,7 @@ def fit(trainer: Any, cfg: TrainerJobConfig) -> dict[str, float]:
     for key in ("train_runtime", "train_samples_per_second"):
         if key in result.metrics:
             metrics[key] = float(result.metrics[key])
-    if trainer.eval_dataset is not None:
+    if evaluate and trainer.eval_dataset is not None:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float):
                 metrics[key] = float(value)

@@ -55,7 +55,8 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
         model=model,
         args=args,
         train_dataset=data.train,
-        eval_dataset=data.eval,
+        # Held-out pairs are scored once, exactly, by pair_accuracy after training.
+        eval_dataset=None,
         processing_class=tokenizer,
         callbacks=[ProgressCallback("reward")],
     )
