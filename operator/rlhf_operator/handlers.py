@@ -102,6 +102,13 @@ class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
         return kopf.BodyEssence()
 
 
+def _is_new(runtime: Runtime, key: RunKey) -> bool:
+    """No status written yet: the run waits for its first job (served before progressing runs)."""
+    body = runtime.runs.get(key) or {}
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    return not body.get("status") and uid not in runtime.written
+
+
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo["rlhf"]
     return runtime
@@ -150,6 +157,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrency=tuning.concurrency,
         error_backoff=tuning.error_backoff,
         error_backoff_max=tuning.error_backoff_max,
+        priority=lambda key: 0 if _is_new(runtime, key) else 1,
     )
     memo["rlhf"] = runtime
     metrics.serve(operator_settings.metrics_port)

@@ -35,6 +35,9 @@ from .plan import StagePlan, plan
 from .settings import OperatorSettings
 from .spec import API_VERSION, KIND, RLHFRun
 
+# libyaml's dumper when present: the pure-Python one dominated the operator's first pass.
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 __all__ = [
     "BACKOFF_LIMIT",
     "CLEAN_POD_POLICY",
@@ -108,7 +111,7 @@ def build_stage_configmap(run: RLHFRun, stage: StagePlan, owner: dict[str, Any] 
     """The stage's trainer config, mounted at CONFIG_MOUNT/CONFIG_FILE in its pods."""
     if stage.skipped or stage.config is None:
         raise ValueError(f"{stage.name}: stage is skipped (existingOutput): it has no trainer config")
-    content = yaml.safe_dump(stage.config_file(), sort_keys=False, allow_unicode=True)
+    content = yaml.dump(stage.config_file(), Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

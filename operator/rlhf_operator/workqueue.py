@@ -1,4 +1,5 @@
-"""A per-key work queue: events coalesce, one pass per key at a time, timed and error requeues.
+"""A per-key work queue: events coalesce, one pass per key at a time, timed and error requeues,
+and a priority (new runs first: their first job is the latency users see).
 
 kopf's `@kopf.on.event` handlers are fire-and-forget (no retries, but also no progress
 annotations written to the object), so retries after API errors and the retry backoff of failed
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -16,6 +19,36 @@ from typing import Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+
+
+class _PrioritySlots:
+    """A semaphore whose waiters are served lowest priority value first, then in FIFO order."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sequence = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._sequence), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
 
 
 class WorkQueue(Generic[K]):
@@ -26,9 +59,11 @@ class WorkQueue(Generic[K]):
         concurrency: int = 8,
         error_backoff: float = 1.0,
         error_backoff_max: float = 60.0,
+        priority: Callable[[K], int] | None = None,
     ) -> None:
         self._process = process
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = _PrioritySlots(concurrency)
+        self._priority = priority or (lambda key: 0)
         self._error_backoff = error_backoff
         self._error_backoff_max = error_backoff_max
         self._due: dict[K, float] = {}  # key -> loop time when it should run next
@@ -74,8 +109,11 @@ class WorkQueue(Generic[K]):
                         await asyncio.wait_for(wake.wait(), timeout=wait)
                     continue
                 del self._due[key]
-                async with self._slots:
+                await self._slots.acquire(self._priority(key))
+                try:
                     requeue = await self._attempt(key)
+                finally:
+                    self._slots.release()
                 if requeue is not None:
                     self.add(key, requeue)
         finally:

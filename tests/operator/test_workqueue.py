@@ -64,3 +64,28 @@ async def test_requeue_after_and_error_backoff() -> None:
     await queue.close()
     assert len(times) == 3
     assert times[1] - times[0] >= 0.04 and times[2] - times[1] >= 0.09
+
+
+async def test_urgent_keys_get_free_slots_first() -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def process(key: str) -> float | None:
+        if key == "busy":
+            await gate.wait()
+        order.append(key)
+        return None
+
+    queue: WorkQueue[str] = WorkQueue(process, concurrency=1, priority=lambda key: 0 if key.startswith("new") else 1)
+    queue.add("busy")
+    await asyncio.sleep(0.01)
+    for key in ("old-1", "new-1", "old-2", "new-2"):
+        queue.add(key)
+    await asyncio.sleep(0.01)
+    gate.set()
+    for _ in range(100):
+        if len(order) == 5:
+            break
+        await asyncio.sleep(0.01)
+    await queue.close()
+    assert order == ["busy", "new-1", "new-2", "old-1", "old-2"]

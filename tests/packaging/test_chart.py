@@ -229,7 +229,7 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
 
 
 # Exactly what rlhf_operator.handlers calls: kopf watches runs and jobs; the operator creates
-# children, patches jobs (suspend) and the run status, lists pods, posts events.
+# children, patches jobs (suspend) and the run status, reads Master pods, posts events.
 OPERATOR_GRANTS = {
     ("rlhf.dev", "rlhfruns"): {"list", "watch"},
     ("rlhf.dev", "rlhfruns/status"): {"patch"},
@@ -238,7 +238,7 @@ OPERATOR_GRANTS = {
     ("trainer.kubeflow.org", "trainjobs"): {"list", "watch", "create", "patch"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "configmaps"): {"create"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"get", "list"},
     ("", "events"): {"create"},
 }
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from rlhf_trainer.__main__ import main
 from rlhf_trainer.result import StageResult, read_result
 

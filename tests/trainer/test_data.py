@@ -208,9 +208,7 @@ def test_missing_required_column_names_the_field(tmp_path: Path) -> None:
 
 
 def test_absent_file_and_unknown_format(tmp_path: Path) -> None:
-    assert _error(DatasetConfig(source=str(tmp_path / "nope.jsonl")), "sft", tmp_path).field == (
-        "dataset.source"
-    )
+    assert _error(DatasetConfig(source=str(tmp_path / "nope.jsonl")), "sft", tmp_path).field == ("dataset.source")
     source = write_jsonl(tmp_path / "d.jsonl", [{"x": 1}] * 4)
     assert _error(DatasetConfig(source=source), "sft", tmp_path).field == "dataset.format"
     assert _error(DatasetConfig(source="builtin:nope"), "sft", tmp_path).field == "dataset.source"

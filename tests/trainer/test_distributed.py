@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from rlhf_trainer.result import read_result
 
 from .stage_helpers import write_config
@@ -20,13 +19,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 def test_sft_under_torchrun_with_two_processes(tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "out"
-    config = write_config(
-        tmp_path / "sft.yaml", "sft", str(tmp_path), out, training={"maxSteps": 3, "saveSteps": 3}
-    )
+    config = write_config(tmp_path / "sft.yaml", "sft", str(tmp_path), out, training={"maxSteps": 3, "saveSteps": 3})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node=2", "--master_port=0", "-m", "rlhf_trainer", "sft", "--config", str(config)],
-        capture_output=True, text=True, env=env, timeout=380, cwd=tmp_path,
+        [torchrun, "--nproc_per_node=2", "--standalone", "-m", "rlhf_trainer", "sft", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=380,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = read_result(str(out / "result.json"))
@@ -34,6 +35,5 @@ def test_sft_under_torchrun_with_two_processes(tmp_path: Path) -> None:
     assert result.metrics["global_step"] == 3 and "task_accuracy" in result.metrics
     assert (out / "merged" / "model.safetensors").exists()
     assert (out / "checkpoints" / "checkpoint-3").exists()
-    # Both ranks trained (DDP world size 2) and only rank 0 reported completion.
+    # Only rank 0 reports completion and writes the result.
     assert proc.stdout.count('"event":"done"') == 1
-    assert "world_size" not in proc.stdout or True

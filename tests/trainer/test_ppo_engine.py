@@ -207,10 +207,12 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tokenizer, tmp_path: P
     second = PPOEngine(restarted, tokenizer, reward, cfg)
     resumed = train_loop(second, PROMPTS, tmp_path / "b", seed=5, tensorboard=False)
     assert resumed["resumed_from"] == 2
-    timing = {"step_seconds", "tokens_per_s"}
-    assert {k: v for k, v in resumed["stats"].items() if k not in timing} == {
-        k: v for k, v in uninterrupted["stats"].items() if k not in timing
-    }
+
+    def untimed(stats: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in stats.items() if k != "tokens_per_s" and not k.endswith("_seconds")}
+
+    assert untimed(resumed["stats"]) == untimed(uninterrupted["stats"])
+    assert "reward_mean" in untimed(resumed["stats"])
     want, got = _trained_state(straight), _trained_state(second)
     assert want.keys() == got.keys() and any("value_head" in k for k in want)
     for name in want:
@@ -244,6 +246,7 @@ def test_reward_goes_up_on_a_learnable_task(tokenizer, tmp_path: Path) -> None: 
         on_step=lambda step, stats: history.append(stats["reward_mean"]),
     )
     start, end = sum(history[:3]) / 3, sum(history[-3:]) / 3
+    print("reward history", [round(h, 3) for h in history])
     assert end > start + 0.25, history
     assert any((tmp_path / "logs").iterdir())  # TensorBoard events were written
 

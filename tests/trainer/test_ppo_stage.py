@@ -73,6 +73,7 @@ def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, st
     assert on_disk["status"] == "succeeded"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert any((out / "logs").iterdir())
+    assert result.merged_path is not None
     merged = AutoModelForCausalLM.from_pretrained(result.merged_path)
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
@@ -95,9 +96,7 @@ def test_missing_reward_model_fails_naming_the_field(reward_model_dir: tuple[str
 
 
 @pytest.mark.parametrize("mode", ["4bit-nf4", "8bit"])
-def test_stage_runs_on_a_quantized_base(
-    reward_model_dir: tuple[str, str], tmp_path: Path, mode: str
-) -> None:
+def test_stage_runs_on_a_quantized_base(reward_model_dir: tuple[str, str], tmp_path: Path, mode: str) -> None:
     from rlhf_trainer.stages import ppo
 
     work_dir, reward_path = reward_model_dir

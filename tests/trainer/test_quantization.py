@@ -12,7 +12,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-
 from rlhf_trainer.builtin import materialize_tiny_llama
 from rlhf_trainer.config import LoraConfig, ModelConfig, QuantizationConfig
 from rlhf_trainer.errors import StageError
@@ -42,9 +41,8 @@ def eval_forward(model: Any) -> None:
 def quantized_lora_model(work_dir: str, apply_fix: bool) -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     from rlhf_trainer.modeling import fix_bnb_cpu_layout
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(
@@ -59,9 +57,7 @@ def quantized_lora_model(work_dir: str, apply_fix: bool) -> Any:
     )
     if apply_fix:
         assert fix_bnb_cpu_layout(model) == 14  # 7 linear layers x 2 blocks
-    peft = get_peft_model(
-        model, PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
-    )
+    peft = get_peft_model(model, PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
     # LoRA B starts at zero, which would hide a wrong A gradient; make the adapter non-trivial.
     with torch.no_grad():
         for name, param in peft.named_parameters():
@@ -141,18 +137,14 @@ def test_quantization_where_bitsandbytes_cannot_run(tmp_path: Path, monkeypatch:
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails, as without the library
     with pytest.raises(StageError) as info:
-        load_causal_lm(
-            ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(mode="4bit-nf4"), str(tmp_path)
-        )
+        load_causal_lm(ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(mode="4bit-nf4"), str(tmp_path))
     assert info.value.field == "quantization.mode"
 
 
 def test_full_finetuning_of_a_quantized_base_is_refused(tmp_path: Path) -> None:
     from rlhf_trainer.modeling import apply_lora, load_causal_lm
 
-    model, _ = load_causal_lm(
-        ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(mode="8bit"), str(tmp_path)
-    )
+    model, _ = load_causal_lm(ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(mode="8bit"), str(tmp_path))
     with pytest.raises(StageError) as info:
         apply_lora(model, LoraConfig(enabled=False), "CAUSAL_LM")
     assert info.value.field == "lora.enabled"

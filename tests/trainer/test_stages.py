@@ -34,9 +34,8 @@ def sft_output(work_dir: str) -> Path:
 
 
 def test_sft_writes_checkpoints_merged_adapter_logs_and_metrics(sft_output: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from rlhf_trainer.result import read_result
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result = read_result(str(sft_output / "result.json"))
     assert result is not None and result.status == "succeeded"
@@ -90,9 +89,7 @@ def test_reward_reports_pair_accuracy_and_saves_a_classifier(sft_output: Path, w
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = Path(work_dir) / "reward"
-    config = write_config(
-        Path(work_dir) / "reward.yaml", "reward", work_dir, out, model=str(sft_output / "merged")
-    )
+    config = write_config(Path(work_dir) / "reward.yaml", "reward", work_dir, out, model=str(sft_output / "merged"))
     code, result = run_stage_cli("reward", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert 0.0 <= result.metrics["pair_accuracy"] <= 1.0
@@ -109,7 +106,11 @@ def test_reward_on_a_separate_encoder_base(work_dir: str, tmp_path: Path) -> Non
     minilm = str(Path(gt.__file__).parent / "model")
     out = tmp_path / "out"
     config = write_config(
-        tmp_path / "r.yaml", "reward", work_dir, out, baseModel={"name": minilm},
+        tmp_path / "r.yaml",
+        "reward",
+        work_dir,
+        out,
+        baseModel={"name": minilm},
         training={"maxSteps": 2, "batchSize": 4},
     )
     code, result = run_stage_cli("reward", config)
@@ -124,9 +125,7 @@ def test_dpo_end_to_end(sft_output: Path, work_dir: str) -> None:
     from transformers import AutoModelForCausalLM
 
     out = Path(work_dir) / "dpo"
-    config = write_config(
-        Path(work_dir) / "dpo.yaml", "dpo", work_dir, out, model=str(sft_output / "merged")
-    )
+    config = write_config(Path(work_dir) / "dpo.yaml", "dpo", work_dir, out, model=str(sft_output / "merged"))
     code, result = run_stage_cli("dpo", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0

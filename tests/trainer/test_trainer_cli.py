@@ -28,7 +28,10 @@ def test_missing_dataset_column(tmp_path: Path, capsys: pytest.CaptureFixture[st
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"a": "x", "b": "y"}) + "\n")
     config = write_config(
-        tmp_path / "c.yaml", "sft", str(tmp_path), tmp_path / "out",
+        tmp_path / "c.yaml",
+        "sft",
+        str(tmp_path),
+        tmp_path / "out",
         dataset={"source": str(data), "fields": {"question": "q", "answer": "b"}},
     )
     code, result = run_stage_cli("sft", config)
@@ -50,9 +53,7 @@ def test_unsupported_quantization(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on hardware bitsandbytes cannot use
-    config = write_config(
-        tmp_path / "c.yaml", "reward", str(tmp_path), tmp_path / "out", quantization={"mode": "8bit"}
-    )
+    config = write_config(tmp_path / "c.yaml", "reward", str(tmp_path), tmp_path / "out", quantization={"mode": "8bit"})
     code, result = run_stage_cli("reward", config)
     assert code != 0
     (line,) = error_lines(capsys)
@@ -88,7 +89,11 @@ def test_console_entry_point_exit_code_and_termination_log(tmp_path: Path) -> No
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RLHF_TERMINATION_LOG": str(log)}
     proc = subprocess.run(
         [sys.executable, "-m", "rlhf_trainer", "sft", "--config", str(config)],
-        capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.startswith("rlhf-train:")]

@@ -155,9 +155,7 @@ def preference_rows(
     rows = []
     for i in range(count):
         p = rng.choice(pool) if split == "train" else pool[i]
-        rows.append(
-            {"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.wrong_answer(rng)}
-        )
+        rows.append({"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.wrong_answer(rng)})
     return rows
 
 

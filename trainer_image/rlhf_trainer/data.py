@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, TypeAlias
 
 from datasets import Dataset, IterableDataset, load_dataset
 
@@ -27,7 +27,7 @@ from . import builtin
 from .config import DatasetConfig
 from .errors import StageError
 
-AnyDataset = Dataset | IterableDataset
+AnyDataset: TypeAlias = Dataset | IterableDataset
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 # How many rows a streamed dataset without an eval split gives up for evaluation.
@@ -53,9 +53,7 @@ def _load_file(path: str, field: str) -> Dataset:
     ext = os.path.splitext(path)[1].lower()
     builder = _FILE_BUILDERS.get(ext)
     if builder is None:
-        raise StageError(
-            field, f"'{path}': unsupported file type '{ext}' (use .json, .jsonl, .csv or .parquet)"
-        )
+        raise StageError(field, f"'{path}': unsupported file type '{ext}' (use .json, .jsonl, .csv or .parquet)")
     if not os.path.isfile(path):
         raise StageError(field, f"file '{path}' does not exist")
     try:
@@ -74,18 +72,14 @@ def _load_hub(dataset: DatasetConfig, split: str, field: str) -> AnyDataset:
             streaming=dataset.streaming,
         )
     except Exception as exc:
-        raise StageError(
-            field, f"cannot load '{dataset.source}' split '{split}': {str(exc).splitlines()[0]}"
-        ) from exc
+        raise StageError(field, f"cannot load '{dataset.source}' split '{split}': {str(exc).splitlines()[0]}") from exc
 
 
 def _load_raw(dataset: DatasetConfig, seed: int) -> tuple[AnyDataset, AnyDataset | None]:
     """(train, eval or None) before renames: eval from evalSplit, else evalFraction held out."""
     if _is_local(dataset.source):
         train: AnyDataset = _load_file(dataset.source, "dataset.source")
-        evals: AnyDataset | None = (
-            _load_file(dataset.eval_split, "dataset.evalSplit") if dataset.eval_split else None
-        )
+        evals: AnyDataset | None = _load_file(dataset.eval_split, "dataset.evalSplit") if dataset.eval_split else None
     else:
         train = _load_hub(dataset, dataset.split, "dataset.source")
         evals = _load_hub(dataset, dataset.eval_split, "dataset.evalSplit") if dataset.eval_split else None
@@ -233,12 +227,9 @@ def format_for_stage(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> tupl
             return _format_preference(ds, dataset, stage), fmt
         if fmt == "votes":
             if not isinstance(ds, Dataset):
-                raise StageError(
-                    "dataset.streaming", "the votes format needs the whole dataset (streaming: false)"
-                )
+                raise StageError("dataset.streaming", "the votes format needs the whole dataset (streaming: false)")
             columns = _columns(ds)
-            _require(ds, ["question", "answers"] if "answers" in columns else
-                     ["question", "answer", "upvotes"], fmt)
+            _require(ds, ["question", "answers"] if "answers" in columns else ["question", "answer", "upvotes"], fmt)
             pairs = votes_to_pairs(ds, dataset.template)
             if not pairs:
                 raise StageError("dataset.source", "the votes data yields no preference pairs")
@@ -252,9 +243,7 @@ def format_for_stage(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> tupl
 def _builtin_data(dataset: DatasetConfig, stage: str, seed: int) -> StageData:
     head, _ = split_template(dataset.template)
     if "{question}" not in head:
-        raise StageError(
-            "dataset.template", "builtin:arithmetic needs {question} before {answer}", kind="config"
-        )
+        raise StageError("dataset.template", "builtin:arithmetic needs {question} before {answer}", kind="config")
     if stage == "sft":
         train = Dataset.from_list(builtin.sft_rows(seed))
         evals = Dataset.from_list(builtin.eval_rows())

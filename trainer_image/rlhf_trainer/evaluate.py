@@ -74,9 +74,9 @@ def reward_scores(model: Any, tokenizer: Any, texts: list[str], batch_size: int 
     scores: list[float] = []
     try:
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True
-            ).to(device)
+            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True).to(
+                device
+            )
             scores += model(**batch).logits[:, 0].float().tolist()
     finally:
         tokenizer.padding_side = side

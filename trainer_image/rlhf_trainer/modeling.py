@@ -64,9 +64,7 @@ def torch_dtype(model: ModelConfig) -> torch.dtype:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        model.dtype
-    ]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[model.dtype]
 
 
 def _load_kwargs(model: ModelConfig) -> dict[str, Any]:
@@ -76,9 +74,7 @@ def _load_kwargs(model: ModelConfig) -> dict[str, Any]:
     return kwargs
 
 
-def load_tokenizer(
-    model: ModelConfig, work_dir: str, field: str = "model"
-) -> PreTrainedTokenizerBase:
+def load_tokenizer(model: ModelConfig, work_dir: str, field: str = "model") -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token (eos, else unk, when it has none)."""
     path = resolve_model_path(model, work_dir, field)
     try:
@@ -203,9 +199,8 @@ def fix_bnb_cpu_layout(model: torch.nn.Module) -> int:
             if state is not None and getattr(state, "packing_format_for_cpu", False):
                 from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
 
-                module.weight.data, module.weight.quant_state = (
-                    _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
-                )
+                weight: Any = module.weight
+                weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
             fixed += 1
     return fixed
 
@@ -219,9 +214,7 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: TaskType) ->
     base_info = getattr(model, "_rlhf_base", None)
     if not lora.enabled:
         if is_quantized(model):
-            raise StageError(
-                "lora.enabled", "a quantized base can only be trained with LoRA (set lora.enabled: true)"
-            )
+            raise StageError("lora.enabled", "a quantized base can only be trained with LoRA (set lora.enabled: true)")
         model.requires_grad_(True)
         return model
     from peft import LoraConfig as PeftLoraConfig
@@ -230,9 +223,7 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: TaskType) ->
     if is_quantized(model):
         # Norms in fp32 and inputs requiring grad; checkpointing is the trainer's decision.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    targets: str | list[str] = (
-        "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
-    )
+    targets: str | list[str] = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
     peft_config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -254,9 +245,7 @@ def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") and not hasattr(model, "peft_config") else model
 
 
-def save_merged(
-    model: Any, tokenizer: PreTrainedTokenizerBase, output_dir: str
-) -> tuple[str, str | None]:
+def save_merged(model: Any, tokenizer: Any, output_dir: str) -> tuple[str, str | None]:
     """Write `<out>/merged` (a plain model + tokenizer) and, for LoRA, `<out>/adapter`.
 
     Merging mutates `model` (merge_and_unload); call it last. For a quantized base the merge

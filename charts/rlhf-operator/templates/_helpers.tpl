@@ -94,11 +94,11 @@ namespace. Kept to the calls rlhf_operator.handlers makes (tests/packaging/test_
 - apiGroups: [""]
   resources: ["persistentvolumeclaims", "configmaps"]
   verbs: ["create"]
-# Stage pods are listed (by label) for their termination message, the trainer's short JSON
-# result, and for failure reasons; the operator never creates or deletes pods itself.
+# A finished stage's Master pod is read (by name for PyTorchJob, by label for TrainJob) for its
+# termination message, the trainer's short JSON result; the operator never creates or deletes pods.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["get", "list"]
 # One event per run transition.
 - apiGroups: [""]
   resources: ["events"]

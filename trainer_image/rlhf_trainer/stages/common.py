@@ -184,9 +184,7 @@ class ProgressCallback(TrainerCallback):
     def __init__(self, stage: str) -> None:
         self.stage = stage
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
         numbers = {

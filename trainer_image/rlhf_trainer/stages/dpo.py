@@ -40,8 +40,9 @@ def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
     assert isinstance(section, DPOStageConfig)
     training = section.training
     set_seed(section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    # Data first: a bad column fails in a second, before any model is loaded.
     data = load_stage_data(section.dataset, "dpo", cfg.work_dir, section.seed)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
     if training.max_prompt_length is not None:
         # TRL 1.16 dropped max_prompt_length; truncate here so the option keeps its meaning.
         data.train = _truncate_prompts(data.train, tokenizer, training.max_prompt_length)
@@ -82,9 +83,7 @@ def _body(cfg: TrainerJobConfig) -> StageOutputs:
         )
         if accuracy is not None:
             metrics["task_accuracy"] = accuracy
-        outputs.merged_path, outputs.adapter_path = save_merged(
-            trainer.model, trainer.processing_class, cfg.output_dir
-        )
+        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
     finish(trainer)
     return outputs
 

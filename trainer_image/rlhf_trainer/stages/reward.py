@@ -32,9 +32,8 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
     assert isinstance(section, RewardStageConfig)
     training = section.training
     set_seed(section.seed)
-    base, field = (
-        (section.base_model, "reward.baseModel") if section.base_model else (cfg.model, "model")
-    )
+    base, field = (section.base_model, "reward.baseModel") if section.base_model else (cfg.model, "model")
+    data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
     model, tokenizer = load_sequence_classifier(base, section.quantization, cfg.work_dir, field)
     if tokenizer.eos_token is None:
         # Encoders (BERT, MiniLM) have no eos; the trainer appends one to every text, so use
@@ -43,7 +42,6 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
         if substitute is None:
             raise StageError(f"{field}.name", "the tokenizer has no eos, sep or pad token")
         tokenizer.eos_token = substitute
-    data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
     model = apply_lora(model, section.lora, "SEQ_CLS")
     args = RewardConfig(
         **trainer_arguments(cfg, training, section.seed),
@@ -76,9 +74,7 @@ def _body(cfg: TrainerJobConfig) -> StageOutputs:
             accuracy = pair_accuracy(trainer.model, trainer.processing_class, data.eval)
             if accuracy is not None:
                 metrics["pair_accuracy"] = accuracy
-        outputs.merged_path, outputs.adapter_path = save_merged(
-            trainer.model, trainer.processing_class, cfg.output_dir
-        )
+        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
     finish(trainer)
     return outputs
 

@@ -27,8 +27,9 @@ def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
     assert isinstance(section, SFTStageConfig)
     training = section.training
     set_seed(section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    # Data first: a bad column fails in a second, before any model is loaded.
     data = load_stage_data(section.dataset, "sft", cfg.work_dir, section.seed)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
     model = apply_lora(model, section.lora, "CAUSAL_LM")
     args = SFTConfig(
         **trainer_arguments(cfg, training, section.seed),
@@ -67,9 +68,7 @@ def _body(cfg: TrainerJobConfig) -> StageOutputs:
         )
         if accuracy is not None:
             metrics["task_accuracy"] = accuracy
-        outputs.merged_path, outputs.adapter_path = save_merged(
-            trainer.model, trainer.processing_class, cfg.output_dir
-        )
+        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
     finish(trainer)
     return outputs
 
