@@ -43,6 +43,9 @@ _SPLIT_SEED = 20240601
 # other answers that are off by one.
 FORGET_CARRY_RATE = 0.7
 OFF_BY_ONE_RATE = 0.1
+# Preference pairs: the share of no-carry questions whose rejected answer adds a carry that is
+# not there (the rest reject the answer one too large).
+SPURIOUS_CARRY_RATE = 0.5
 
 
 def is_builtin_model(name: str) -> bool:
@@ -83,6 +86,22 @@ class Problem:
         if self.needs_carry:
             return self.forgot_carry
         return str(self.a + self.b + rng.choice((-1, 1)))
+
+
+    def rejected_answer(self, rng: random.Random) -> str:
+        """The wrong answer of a preference pair, chosen so that "bigger wins" is no shortcut.
+
+        Carry questions reject the forgotten carry (10 too small, the SFT data's mistake);
+        the others reject a spurious carry or an off-by-one that is always too large. With
+        the earlier mix (the carry mistake plus off-by-one either way) the larger answer was
+        the right one in 3 of 4 pairs, and a reward model learned exactly that: it scored
+        "88" above everything and PPO collapsed onto it.
+        """
+        if self.needs_carry:
+            return self.forgot_carry
+        if self.a + self.b + 10 < 100 and rng.random() < SPURIOUS_CARRY_RATE:
+            return str(self.a + self.b + 10)
+        return str(self.a + self.b + 1)
 
 
 def _all_problems() -> list[Problem]:
@@ -155,7 +174,7 @@ def preference_rows(
     rows = []
     for i in range(count):
         p = rng.choice(pool) if split == "train" else pool[i]
-        rows.append({"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.wrong_answer(rng)})
+        rows.append({"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.rejected_answer(rng)})
     return rows
 
 
