@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 from rlhf_operator import metrics
+from rlhf_operator.manifests import render
+from rlhf_operator.settings import OperatorSettings
+from rlhf_operator.validation import parse_run
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for
 from .emulator import TRAINJOBS
@@ -78,6 +81,20 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
         "create events": 4,
     }
     assert sum(writes.values()) <= 16
+    # `rlhf render` shows exactly what the operator created (ownerReferences aside: render has no uid).
+    rendered = render(parse_run(base_run("demo")), OperatorSettings(metrics_port=0), namespace=NAMESPACE)
+    created = [
+        *cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE),
+        *cluster.kmock.live("v1/configmaps", NAMESPACE),
+        *cluster.jobs(),
+    ]
+    assert {(o["kind"], o["metadata"]["name"]) for o in rendered} == {
+        (o.get("kind"), o["metadata"]["name"]) for o in created
+    }
+    by_name = {o["metadata"]["name"]: o for o in created}
+    for obj in rendered:
+        assert by_name[obj["metadata"]["name"]].get("spec", {}) == obj.get("spec", {}), obj["metadata"]["name"]
+        assert by_name[obj["metadata"]["name"]].get("data") == obj.get("data")
     # Prometheus: the run by phase, the finished stages' durations.
     assert sample("rlhf_runs", phase="Succeeded") == 1 and sample("rlhf_runs", phase="Running") == 0
     assert sample("rlhf_stage_duration_seconds_count", stage="ppo", outcome="Succeeded") == finished_before + 1
