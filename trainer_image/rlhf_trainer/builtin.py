@@ -43,9 +43,10 @@ _SPLIT_SEED = 20240601
 # other answers that are off by one.
 FORGET_CARRY_RATE = 0.7
 OFF_BY_ONE_RATE = 0.1
-# Preference pairs: the share of no-carry questions whose rejected answer adds a carry that is
-# not there (the rest reject the answer one too large).
-SPURIOUS_CARRY_RATE = 0.5
+# Preference pairs: the share whose rejected answer is a random near miss (within
+# NEAR_MISS_SPAN of the sum) rather than a typical mistake.
+RANDOM_NEAR_MISS_RATE = 0.5
+NEAR_MISS_SPAN = 12
 
 
 def is_builtin_model(name: str) -> bool:
@@ -89,19 +90,24 @@ class Problem:
 
 
     def rejected_answer(self, rng: random.Random) -> str:
-        """The wrong answer of a preference pair, chosen so that "bigger wins" is no shortcut.
+        """The wrong answer of a preference pair: a typical mistake or a random near miss.
 
-        Carry questions reject the forgotten carry (10 too small, the SFT data's mistake);
-        the others reject a spurious carry or an off-by-one that is always too large. With
-        the earlier mix (the carry mistake plus off-by-one either way) the larger answer was
-        the right one in 3 of 4 pairs, and a reward model learned exactly that: it scored
-        "88" above everything and PPO collapsed onto it.
+        Carry questions reject the forgotten carry (the SFT data's mistake), the others a
+        spurious carry or an answer one too large; a share of pairs rejects a random near miss
+        instead (either side). Measured: with only the two systematic mistakes (larger answer
+        right in 3 of 4 pairs) the reward model learned "bigger wins" and PPO collapsed onto
+        "88"; with only a fixed set of mistakes it scored unseen wrong answers (+2, +5) highly
+        and PPO drifted onto them. Random near misses teach it that only the sum is right.
         """
+        total = self.a + self.b
+        if rng.random() < RANDOM_NEAR_MISS_RATE:
+            choices = [total + d for d in range(-NEAR_MISS_SPAN, NEAR_MISS_SPAN + 1) if d and 10 <= total + d < 100]
+            return str(rng.choice(choices))
         if self.needs_carry:
             return self.forgot_carry
-        if self.a + self.b + 10 < 100 and rng.random() < SPURIOUS_CARRY_RATE:
-            return str(self.a + self.b + 10)
-        return str(self.a + self.b + 1)
+        if total + 10 < 100 and rng.random() < 0.5:
+            return str(total + 10)
+        return str(total + 1)
 
 
 def _all_problems() -> list[Problem]:

@@ -219,6 +219,21 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
     return metrics
 
 
+def train_evaluate_merge(
+    trainer: Any, cfg: TrainerJobConfig, evaluate: Callable[[Any, Any], dict[str, float]]
+) -> StageOutputs:
+    """The Trainer-based stages' body: fit (resuming), then on rank 0 the stage's own held-out
+    metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it."""
+    from ..modeling import save_merged  # torch-heavy: imported only where a stage runs
+
+    outputs = StageOutputs(metrics=fit(trainer, cfg))
+    if is_main_process():
+        outputs.metrics.update(evaluate(trainer.model, trainer.processing_class))
+        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
+    finish(trainer)
+    return outputs
+
+
 def _step_of(checkpoint: str) -> int:
     match = _CHECKPOINT_RE.match(Path(checkpoint).name)
     return int(match.group(1)) if match else 0

@@ -6,6 +6,8 @@ encoder such as DeBERTa or MiniLM), which brings its own tokenizer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import set_seed
 from trl import RewardConfig, RewardTrainer
 
@@ -13,15 +15,13 @@ from ..config import RewardStageConfig, TrainerJobConfig
 from ..data import StageData, load_stage_data
 from ..errors import StageError
 from ..evaluate import pair_accuracy
-from ..modeling import apply_lora, load_sequence_classifier, save_merged
+from ..modeling import apply_lora, load_sequence_classifier
 from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,
-    finish,
-    fit,
-    is_main_process,
     run_stage,
+    train_evaluate_merge,
     trainer_arguments,
 )
 
@@ -65,18 +65,16 @@ def _body(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.reward
     assert isinstance(section, RewardStageConfig)
     trainer, data = build_trainer(cfg)
-    metrics = fit(trainer, cfg)
-    outputs = StageOutputs(metrics=metrics)
-    if is_main_process():
-        if data.eval is not None:
-            # Exact held-out pair accuracy over all eval pairs (the trainer's eval_accuracy
-            # is a mean of per-batch means).
-            accuracy = pair_accuracy(trainer.model, trainer.processing_class, data.eval)
-            if accuracy is not None:
-                metrics["pair_accuracy"] = accuracy
-        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
-    finish(trainer)
-    return outputs
+
+    def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
+        if data.eval is None:
+            return {}
+        # Exact held-out pair accuracy over all eval pairs (the trainer's eval_accuracy
+        # is a mean of per-batch means).
+        accuracy = pair_accuracy(model, tokenizer, data.eval)
+        return {} if accuracy is None else {"pair_accuracy": accuracy}
+
+    return train_evaluate_merge(trainer, cfg, evaluate)
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:

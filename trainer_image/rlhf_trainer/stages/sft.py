@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ..config import SFTStageConfig, TrainerJobConfig
 from ..data import load_stage_data
 from ..evaluate import task_accuracy
-from ..modeling import apply_lora, load_causal_lm, save_merged
+from ..modeling import apply_lora, load_causal_lm
 from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,
-    finish,
-    fit,
-    is_main_process,
     run_stage,
+    train_evaluate_merge,
     trainer_arguments,
 )
 
@@ -55,22 +55,12 @@ def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
 def _body(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.sft
     assert isinstance(section, SFTStageConfig)
-    trainer = build_trainer(cfg)
-    metrics = fit(trainer, cfg)
-    outputs = StageOutputs(metrics=metrics)
-    if is_main_process():
-        accuracy = task_accuracy(
-            trainer.model,
-            trainer.processing_class,
-            section.dataset,
-            cfg.work_dir,
-            section.training.eval_max_new_tokens,
-        )
-        if accuracy is not None:
-            metrics["task_accuracy"] = accuracy
-        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
-    finish(trainer)
-    return outputs
+
+    def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
+        accuracy = task_accuracy(model, tokenizer, section.dataset, cfg.work_dir, section.training.eval_max_new_tokens)
+        return {} if accuracy is None else {"task_accuracy": accuracy}
+
+    return train_evaluate_merge(build_trainer(cfg), cfg, evaluate)
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:
