@@ -31,3 +31,14 @@ def minimal() -> dict[str, Any]:
 def load_example(name: str) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
     return document
+
+
+def spec_with(**changes: Any) -> dict[str, Any]:
+    """MINIMAL with spec fields replaced; a None value removes the field."""
+    document = copy.deepcopy(MINIMAL)
+    for key, value in changes.items():
+        if value is None:
+            document["spec"].pop(key, None)
+        else:
+            document["spec"][key] = value
+    return document

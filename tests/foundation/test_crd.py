@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import cel
@@ -12,7 +11,7 @@ import yaml
 from rlhf_operator.crd import CRD_PATH, crd, crd_yaml
 from rlhf_operator.validation import RunInvalid, parse_run
 
-from .conftest import EXAMPLES, MINIMAL, REPO
+from .conftest import EXAMPLES, REPO, spec_with
 
 
 def _version() -> dict[str, Any]:
@@ -75,29 +74,19 @@ def test_examples_valid_against_crd_and_models(path: Any) -> None:
         assert cel.evaluate(rule["rule"], {"self": document["spec"]}) is True, rule["message"]
 
 
-def _spec(**changes: Any) -> dict[str, Any]:
-    document = copy.deepcopy(MINIMAL)
-    for key, value in changes.items():
-        if value is None:
-            document["spec"].pop(key, None)
-        else:
-            document["spec"][key] = value
-    return document
-
-
 DPO = {"dataset": {"source": "d"}}
 CEL_CASES = [
-    _spec(),
-    _spec(pipeline=["sft", "ppo"]),
-    _spec(pipeline=["ppo"]),
-    _spec(pipeline=["ppo"], sft={"existingOutput": "/s"}, reward={"existingOutput": "/r"}),
-    _spec(pipeline=["sft", "reward", "dpo"], dpo=DPO),
-    _spec(pipeline=["sft", "dpo"], dpo=DPO, reward=None, ppo=None),
-    _spec(pipeline=["reward", "sft"]),
-    _spec(reward=None),
-    _spec(sft={"lora": {"r": 4}}),
-    _spec(sft={"existingOutput": "/s"}),
-    _spec(pipeline=["sft", "sft"], reward=None, ppo=None),
+    spec_with(),
+    spec_with(pipeline=["sft", "ppo"]),
+    spec_with(pipeline=["ppo"]),
+    spec_with(pipeline=["ppo"], sft={"existingOutput": "/s"}, reward={"existingOutput": "/r"}),
+    spec_with(pipeline=["sft", "reward", "dpo"], dpo=DPO),
+    spec_with(pipeline=["sft", "dpo"], dpo=DPO, reward=None, ppo=None),
+    spec_with(pipeline=["reward", "sft"]),
+    spec_with(reward=None),
+    spec_with(sft={"lora": {"r": 4}}),
+    spec_with(sft={"existingOutput": "/s"}),
+    spec_with(pipeline=["sft", "sft"], reward=None, ppo=None),
 ]
 
 

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 from rlhf_operator.spec import RLHFRun
 from rlhf_operator.validation import RunInvalid, parse_run
 
-from .conftest import MINIMAL
-
-
-def with_spec(**changes: Any) -> dict[str, Any]:
-    document = copy.deepcopy(MINIMAL)
-    for key, value in changes.items():
-        if value is None:
-            document["spec"].pop(key, None)
-        else:
-            document["spec"][key] = value
-    return document
+from .conftest import MINIMAL, spec_with
 
 
 def test_defaults() -> None:
@@ -33,41 +22,41 @@ def test_defaults() -> None:
 
 
 ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
-    ("wrong enum", with_spec(launcher="job"), "spec.launcher:"),
-    ("missing model", with_spec(model=None), "spec.model: Field required"),
-    ("ppo without reward", with_spec(pipeline=["sft", "ppo"]), "spec.pipeline: ppo needs a reward model"),
-    ("ppo alone", with_spec(pipeline=["ppo"]), "spec.pipeline: ppo needs an SFT model"),
-    ("dpo after reward", with_spec(pipeline=["sft", "reward", "dpo"]), "spec.pipeline:"),
-    ("unordered", with_spec(pipeline=["reward", "sft"]), "spec.pipeline:"),
-    ("duplicate stage", with_spec(pipeline=["sft", "sft"]), "spec.pipeline:"),
-    ("unknown stage", with_spec(pipeline=["sft", "rlhf"]), "spec.pipeline[1]:"),
+    ("wrong enum", spec_with(launcher="job"), "spec.launcher:"),
+    ("missing model", spec_with(model=None), "spec.model: Field required"),
+    ("ppo without reward", spec_with(pipeline=["sft", "ppo"]), "spec.pipeline: ppo needs a reward model"),
+    ("ppo alone", spec_with(pipeline=["ppo"]), "spec.pipeline: ppo needs an SFT model"),
+    ("dpo after reward", spec_with(pipeline=["sft", "reward", "dpo"]), "spec.pipeline:"),
+    ("unordered", spec_with(pipeline=["reward", "sft"]), "spec.pipeline:"),
+    ("duplicate stage", spec_with(pipeline=["sft", "sft"]), "spec.pipeline:"),
+    ("unknown stage", spec_with(pipeline=["sft", "rlhf"]), "spec.pipeline[1]:"),
     (
         "negative lora rank",
-        with_spec(sft={"dataset": {"source": "d"}, "lora": {"r": -4}}),
+        spec_with(sft={"dataset": {"source": "d"}, "lora": {"r": -4}}),
         "spec.sft.lora.r: Input should be greater than or equal to 1",
     ),
     (
         "literal secret",
-        with_spec(secrets={"hfToken": "hf_abcdefghijklmnopqrstuvwxyz012345"}),
+        spec_with(secrets={"hfToken": "hf_abcdefghijklmnopqrstuvwxyz012345"}),
         "spec.secrets.hfToken: must be a reference to a Secret",
     ),
-    ("unknown field", with_spec(gpus=8), "spec.gpus: Extra inputs are not permitted"),
-    ("stage section missing", with_spec(reward=None), "spec.reward: the pipeline runs 'reward'"),
+    ("unknown field", spec_with(gpus=8), "spec.gpus: Extra inputs are not permitted"),
+    ("stage section missing", spec_with(reward=None), "spec.reward: the pipeline runs 'reward'"),
     (
         "dataset missing",
-        with_spec(sft={"lora": {"r": 8}}),
+        spec_with(sft={"lora": {"r": 8}}),
         "spec.sft.dataset: required unless sft.existingOutput is set",
     ),
     (
         "ppo batch sizes",
-        with_spec(ppo={"dataset": {"source": "d"}, "training": {"batchSize": 4, "miniBatchSize": 8}}),
+        spec_with(ppo={"dataset": {"source": "d"}, "training": {"batchSize": 4, "miniBatchSize": 8}}),
         "spec.ppo.training: miniBatchSize must not exceed batchSize",
     ),
-    ("bad quantity", with_spec(storage={"size": "lots"}), "spec.storage.size:"),
-    ("wandb without key", with_spec(wandbProject="p"), "spec.wandbProject: needs secrets.wandbApiKey"),
+    ("bad quantity", spec_with(storage={"size": "lots"}), "spec.storage.size:"),
+    ("wandb without key", spec_with(wandbProject="p"), "spec.wandbProject: needs secrets.wandbApiKey"),
     (
         "bad accelerator",
-        with_spec(placement={"nodePool": {"accelerator": "tpu"}}),
+        spec_with(placement={"nodePool": {"accelerator": "tpu"}}),
         "spec.placement.nodePool.accelerator:",
     ),
 ]
@@ -81,7 +70,7 @@ def test_errors_name_the_field(document: dict[str, Any], expected: str) -> None:
 
 
 def test_every_error_is_reported_at_once() -> None:
-    document = with_spec(launcher="job", secrets={"hfToken": "literal"}, model=None)
+    document = spec_with(launcher="job", secrets={"hfToken": "literal"}, model=None)
     with pytest.raises(RunInvalid) as caught:
         parse_run(document)
     assert len(caught.value.errors) == 3
@@ -89,7 +78,7 @@ def test_every_error_is_reported_at_once() -> None:
 
 @pytest.mark.parametrize("pipeline", [["sft", "reward", "ppo"], ["sft", "dpo"], ["dpo"], ["sft"], ["sft", "reward"]])
 def test_allowed_pipelines(pipeline: list[str]) -> None:
-    document = with_spec(pipeline=pipeline)
+    document = spec_with(pipeline=pipeline)
     document["spec"]["dpo"] = {"dataset": {"source": "d", "format": "preference"}}
     for stage in ("sft", "reward", "ppo", "dpo"):
         if stage not in pipeline:
@@ -98,7 +87,7 @@ def test_allowed_pipelines(pipeline: list[str]) -> None:
 
 
 def test_stage_skipped_by_existing_output() -> None:
-    document = with_spec(pipeline=["reward", "ppo"])
+    document = spec_with(pipeline=["reward", "ppo"])
     document["spec"]["sft"] = {"existingOutput": "/workspace/old/sft/merged"}
     run = RLHFRun.model_validate(document)
     assert run.spec.provided("sft") and not run.spec.provided("reward")

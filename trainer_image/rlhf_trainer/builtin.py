@@ -88,7 +88,6 @@ class Problem:
             return self.forgot_carry
         return str(self.a + self.b + rng.choice((-1, 1)))
 
-
     def rejected_answer(self, rng: random.Random) -> str:
         """The wrong answer of a preference pair: a typical mistake or a random near miss.
 

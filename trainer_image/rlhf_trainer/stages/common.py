@@ -234,6 +234,20 @@ def train_evaluate_merge(
     return outputs
 
 
+def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[str, float]]:
+    """`evaluate` for the policy stages: held-out task_accuracy, when the dataset has ground truth."""
+    from ..evaluate import task_accuracy
+
+    section = cfg.section
+
+    def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
+        max_new_tokens = getattr(section.training, "eval_max_new_tokens", 8)
+        accuracy = task_accuracy(model, tokenizer, section.dataset, cfg.work_dir, max_new_tokens)
+        return {} if accuracy is None else {"task_accuracy": accuracy}
+
+    return evaluate
+
+
 def _step_of(checkpoint: str) -> int:
     match = _CHECKPOINT_RE.match(Path(checkpoint).name)
     return int(match.group(1)) if match else 0

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ..config import SFTStageConfig, TrainerJobConfig
 from ..data import load_stage_data
-from ..evaluate import task_accuracy
 from ..modeling import apply_lora, load_causal_lm
 from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,
     run_stage,
+    task_accuracy_metrics,
     train_evaluate_merge,
     trainer_arguments,
 )
@@ -53,14 +51,7 @@ def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
 
 
 def _body(cfg: TrainerJobConfig) -> StageOutputs:
-    section = cfg.sft
-    assert isinstance(section, SFTStageConfig)
-
-    def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        accuracy = task_accuracy(model, tokenizer, section.dataset, cfg.work_dir, section.training.eval_max_new_tokens)
-        return {} if accuracy is None else {"task_accuracy": accuracy}
-
-    return train_evaluate_merge(build_trainer(cfg), cfg, evaluate)
+    return train_evaluate_merge(build_trainer(cfg), cfg, task_accuracy_metrics(cfg))
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:
