@@ -66,10 +66,13 @@ def test_preference_rows_prefer_the_correct_answer() -> None:
 def test_preference_rows_have_no_bigger_answer_shortcut() -> None:
     # A reward model that learned "the larger answer wins" was exploited by PPO (it scored
     # "88" highest); the larger answer must be the chosen one in about half the pairs only.
-    rows = builtin.preference_rows(3, n=2000)
-    larger_chosen = sum(int(r["chosen"]) > int(r["rejected"]) for r in rows) / len(rows)
-    assert 0.4 < larger_chosen < 0.6
-    assert len({int(r["rejected"]) - int(r["chosen"]) for r in rows}) > 10
+    for stage in ("reward", "dpo"):
+        rows = builtin.preference_rows(3, n=2000, stage=stage)
+        larger_chosen = sum(int(r["chosen"]) > int(r["rejected"]) for r in rows) / len(rows)
+        assert 0.4 < larger_chosen < 0.6, stage
+    # DPO's pairs also reject random near misses on either side.
+    dpo_rows = builtin.preference_rows(3, n=2000, stage="dpo")
+    assert len({int(r["rejected"]) - int(r["chosen"]) for r in dpo_rows}) > 10
 
 
 def test_tokenizer_digits_are_single_tokens_and_the_boundary_is_stable(tmp_path: Path) -> None:

@@ -44,8 +44,11 @@ _SPLIT_SEED = 20240601
 FORGET_CARRY_RATE = 0.7
 OFF_BY_ONE_RATE = 0.1
 # Preference pairs: the share whose rejected answer is a random near miss (within
-# NEAR_MISS_SPAN of the sum) rather than a typical mistake.
-RANDOM_NEAR_MISS_RATE = 0.5
+# NEAR_MISS_SPAN of the sum) rather than a typical mistake, per stage. Measured (one seed):
+# the reward model reached pair accuracy 0.99 with 0.0 and 0.85 with 0.2 (0.66 with 0.5), and
+# PPO with a strong KL stays among the typical answers; DPO on the same SFT model reached
+# task accuracy 0.53 with 0.5 but fell below SFT (0.40) with 0.0.
+RANDOM_NEAR_MISS_RATE = {"reward": 0.0, "dpo": 0.5}
 NEAR_MISS_SPAN = 12
 
 
@@ -88,7 +91,7 @@ class Problem:
             return self.forgot_carry
         return str(self.a + self.b + rng.choice((-1, 1)))
 
-    def rejected_answer(self, rng: random.Random) -> str:
+    def rejected_answer(self, rng: random.Random, near_miss_rate: float = 0.0) -> str:
         """The wrong answer of a preference pair: a typical mistake or a random near miss.
 
         Carry questions reject the forgotten carry (the SFT data's mistake), the others a
@@ -99,7 +102,7 @@ class Problem:
         and PPO drifted onto them. Random near misses teach it that only the sum is right.
         """
         total = self.a + self.b
-        if rng.random() < RANDOM_NEAR_MISS_RATE:
+        if rng.random() < near_miss_rate:
             choices = [total + d for d in range(-NEAR_MISS_SPAN, NEAR_MISS_SPAN + 1) if d and 10 <= total + d < 100]
             return str(rng.choice(choices))
         if self.needs_carry:
@@ -165,12 +168,14 @@ def sft_rows(seed: int, n: int = 2400) -> list[dict[str, str]]:
 
 
 def preference_rows(
-    seed: int, template: str = DEFAULT_TEMPLATE, split: str = "train", n: int = 2000
+    seed: int, template: str = DEFAULT_TEMPLATE, split: str = "train", n: int = 2000, stage: str = "reward"
 ) -> list[dict[str, str]]:
     """prompt/chosen/rejected: the correct answer is preferred to a plausible wrong one.
 
     split="eval" draws from the held-out problems (for the reward model's pair accuracy).
+    stage ("reward" or "dpo") picks the mix of rejected answers (RANDOM_NEAR_MISS_RATE).
     """
+    near_miss_rate = RANDOM_NEAR_MISS_RATE[stage]
     rng = random.Random(seed * 7919 + 2)
     train, held_out = _split_problems()
     pool = train if split == "train" else held_out
@@ -179,7 +184,9 @@ def preference_rows(
     rows = []
     for i in range(count):
         p = rng.choice(pool) if split == "train" else pool[i]
-        rows.append({"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.rejected_answer(rng)})
+        rows.append(
+            {"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.rejected_answer(rng, near_miss_rate)}
+        )
     return rows
 
 

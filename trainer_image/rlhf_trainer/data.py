@@ -254,10 +254,10 @@ def _builtin_data(dataset: DatasetConfig, stage: str, seed: int) -> StageData:
         evals, _ = format_for_stage(evals, plain, stage)
         return StageData(train, evals, fmt)
     if stage in ("reward", "dpo"):
-        rows = builtin.preference_rows(seed, dataset.template, "train")
+        rows = builtin.preference_rows(seed, dataset.template, "train", stage=stage)
         if dataset.max_samples is not None:
             rows = rows[: dataset.max_samples]
-        evals = Dataset.from_list(builtin.preference_rows(seed, dataset.template, "eval"))
+        evals = Dataset.from_list(builtin.preference_rows(seed, dataset.template, "eval", stage=stage))
         return StageData(Dataset.from_list(rows), evals, "preference")
     raise StageError("stage", f"builtin:arithmetic has no {stage} training data (use load_prompts)")
 
