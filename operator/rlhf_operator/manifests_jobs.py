@@ -13,10 +13,9 @@ from .manifests_pod import (
     container_security_context,
     image_pull_policy,
     job_labels,
-    node_selector,
     object_meta,
     pod_security_context,
-    tolerations,
+    scheduling,
     trainer_command,
     trainer_env,
     volume_mounts,
@@ -84,14 +83,7 @@ def _pod_spec(run: RLHFRun, stage: StagePlan, settings: OperatorSettings) -> dic
         "volumes": volumes(run, stage),
         "securityContext": pod_security_context(),
     }
-    selector = node_selector(placement, settings)
-    if selector:
-        pod["nodeSelector"] = selector
-    if placement.affinity:
-        pod["affinity"] = placement.affinity
-    pod_tolerations = tolerations(placement, settings)
-    if pod_tolerations:
-        pod["tolerations"] = pod_tolerations
+    pod.update(scheduling(placement, settings))
     if placement.priority_class_name:
         pod["priorityClassName"] = placement.priority_class_name
     return pod
@@ -172,14 +164,7 @@ def build_trainjob(
         "volumes": volumes(run, stage),
         "securityContext": pod_security_context(),
     }
-    selector = node_selector(placement, settings)
-    if selector:
-        pod_spec["nodeSelector"] = selector
-    if placement.affinity:
-        pod_spec["affinity"] = placement.affinity
-    pod_tolerations = tolerations(placement, settings)
-    if pod_tolerations:
-        pod_spec["tolerations"] = pod_tolerations
+    pod_spec.update(scheduling(placement, settings))
 
     trainer: dict[str, Any] = {
         "image": placement.image,

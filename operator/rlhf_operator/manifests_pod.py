@@ -176,5 +176,15 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
+def scheduling(placement: ResolvedPlacement, settings: OperatorSettings) -> dict[str, Any]:
+    """The node pool as pod spec fields: nodeSelector, affinity, tolerations (only those set)."""
+    fields: dict[str, Any] = {
+        "nodeSelector": node_selector(placement, settings),
+        "affinity": placement.affinity,
+        "tolerations": tolerations(placement, settings),
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 def image_pull_policy(placement: ResolvedPlacement, settings: OperatorSettings) -> str | None:
     return placement.image_pull_policy or settings.trainer_image_pull_policy
