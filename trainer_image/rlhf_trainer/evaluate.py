@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -11,18 +13,26 @@ from .config import DatasetConfig
 from .data import split_template
 
 
+@contextmanager
+def _inference(model: Any, tokenizer: Any, padding_side: str) -> Iterator[Any]:
+    """Eval mode and the given padding side for a while; both restored after. Yields the device."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = padding_side
+    try:
+        yield next(model.parameters()).device
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+
+
 @torch.no_grad()
 def generate_answers(
     model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64
 ) -> list[str]:
     """Greedy completions for prompts (left padding so every row ends at its prompt)."""
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
     outputs: list[str] = []
-    try:
+    with _inference(model, tokenizer, "left") as device:
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(
                 prompts[start : start + batch_size],
@@ -38,9 +48,6 @@ def generate_answers(
             )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     return outputs
 
 
@@ -66,21 +73,13 @@ def task_accuracy(
 @torch.no_grad()
 def reward_scores(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64) -> list[float]:
     """One scalar per text from a one-output sequence classifier (right padding)."""
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    device = next(model.parameters()).device
     scores: list[float] = []
-    try:
+    with _inference(model, tokenizer, "right") as device:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True).to(
                 device
             )
             scores += model(**batch).logits[:, 0].float().tolist()
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     return scores
 
 
