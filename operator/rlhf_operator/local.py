@@ -99,7 +99,7 @@ def _format_progress(event: dict[str, object]) -> str | None:
         value = event.get(key)
         if value is not None:
             parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
-    return " ".join([head, *parts])
+    return " ".join([head, *parts]) if parts else None  # e.g. the trainer's end-of-run summary
 
 
 class LocalRun:
