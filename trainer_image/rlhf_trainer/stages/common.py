@@ -234,6 +234,22 @@ def train_evaluate_merge(
     return outputs
 
 
+def load_policy(cfg: TrainerJobConfig) -> tuple[Any, Any, Any]:
+    """(data, model, tokenizer) for the causal-LM stages (SFT, DPO), seeded; LoRA not yet applied.
+
+    Data first: a bad column fails in a second, before any model is loaded."""
+    from transformers import set_seed
+
+    from ..data import load_stage_data
+    from ..modeling import load_causal_lm
+
+    section = cfg.section
+    set_seed(section.seed)
+    data = load_stage_data(section.dataset, cfg.stage, cfg.work_dir, section.seed)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    return data, model, tokenizer
+
+
 def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[str, float]]:
     """`evaluate` for the policy stages: held-out task_accuracy, when the dataset has ground truth."""
     from ..evaluate import task_accuracy

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import set_seed
 from trl import DPOConfig, DPOTrainer
 
 from ..config import DPOStageConfig, TrainerJobConfig
-from ..data import load_stage_data
-from ..modeling import apply_lora, load_causal_lm
+from ..modeling import apply_lora
 from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,
+    load_policy,
     run_stage,
     task_accuracy_metrics,
     train_evaluate_merge,
@@ -37,10 +36,7 @@ def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
     section = cfg.dpo
     assert isinstance(section, DPOStageConfig)
     training = section.training
-    set_seed(section.seed)
-    # Data first: a bad column fails in a second, before any model is loaded.
-    data = load_stage_data(section.dataset, "dpo", cfg.work_dir, section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    data, model, tokenizer = load_policy(cfg)
     if training.max_prompt_length is not None:
         # TRL 1.16 dropped max_prompt_length; truncate here so the option keeps its meaning.
         data.train = _truncate_prompts(data.train, tokenizer, training.max_prompt_length)

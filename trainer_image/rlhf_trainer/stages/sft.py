@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ..config import SFTStageConfig, TrainerJobConfig
-from ..data import load_stage_data
-from ..modeling import apply_lora, load_causal_lm
+from ..modeling import apply_lora
 from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,
+    load_policy,
     run_stage,
     task_accuracy_metrics,
     train_evaluate_merge,
@@ -24,10 +23,7 @@ def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
     section = cfg.sft
     assert isinstance(section, SFTStageConfig)
     training = section.training
-    set_seed(section.seed)
-    # Data first: a bad column fails in a second, before any model is loaded.
-    data = load_stage_data(section.dataset, "sft", cfg.work_dir, section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    data, model, tokenizer = load_policy(cfg)
     model = apply_lora(model, section.lora, "CAUSAL_LM")
     args = SFTConfig(
         **trainer_arguments(cfg, training, section.seed),
