@@ -48,7 +48,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     """One arrangement in this process; returns its figures."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from rlhf_trainer.config import PPOTrainingConfig
+    from rlhf_api.stage_config import PPOTrainingConfig
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import prompts_for_step, seed_everything
     from rlhf_trainer.ppo.tiny import SPECIAL_TOKENS, tiny_llama, word_tokenizer

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from .validation import RunInvalid, parse_run
+from rlhf_api.validation import RunInvalid, parse_run
 
 
 def _load(path: str) -> Any:

@@ -11,9 +11,8 @@ import json
 from typing import Any
 
 import yaml
-
-from .spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
-from .status import RLHFRunStatus
+from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
+from rlhf_api.status import RLHFRunStatus
 
 CRD_PATH = "crds/rlhf.dev_rlhfruns.yaml"
 _DROP = {"title", "default", "$defs", "discriminator"}

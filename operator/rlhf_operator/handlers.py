@@ -26,11 +26,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from rlhf_api.naming import RUN_LABEL, label_value
+from rlhf_api.spec import GROUP, PLURAL, VERSION
+from rlhf_api.status import RLHFRunStatus, RunPhase
 
 from . import metrics
 from .k8s import ApiError, Connection, KubeClient
 from .manifests_jobs import PYTORCHJOB_API, TRAINJOB_API
-from .naming import RUN_LABEL, label_value
 from .observe import (
     ObservedJob,
     failure_message,
@@ -53,8 +55,6 @@ from .reconcile import (
     results_needed,
 )
 from .settings import OperatorSettings
-from .spec import GROUP, PLURAL, VERSION
-from .status import RLHFRunStatus, RunPhase
 
 logger = logging.getLogger(__name__)
 

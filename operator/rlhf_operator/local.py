@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
-from rlhf_trainer import layout, progress
-from rlhf_trainer.result import StageResult, read_result
+from rlhf_api import layout, progress
+from rlhf_api.result import StageResult, read_result
+from rlhf_api.spec import RLHFRun
+from rlhf_api.status import RLHFRunStatus, StageStatus, kstatus_conditions
 
 from .plan import StagePlan, plan, run_root
-from .spec import RLHFRun
-from .status import RLHFRunStatus, StageStatus, kstatus_conditions
 
 REPORT = "report.json"
 STAGE_LOG = "stage.log"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
+from rlhf_api.naming import configmap_name, labels, pvc_name
+from rlhf_api.spec import API_VERSION, KIND, RLHFRun
 
 from .manifests_jobs import (
     BACKOFF_LIMIT,
@@ -30,10 +32,8 @@ from .manifests_pod import (
     object_meta,
     trainer_command,
 )
-from .naming import configmap_name, labels, pvc_name
 from .plan import StagePlan, plan
 from .settings import OperatorSettings
-from .spec import API_VERSION, KIND, RLHFRun
 
 # libyaml's dumper when present: the pure-Python one dominated the operator's first pass.
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from rlhf_api.naming import MANAGED_BY, job_name, labels
+from rlhf_api.spec import RLHFRun
+
 from .manifests_pod import (
     container_resources,
     container_security_context,
@@ -21,10 +24,8 @@ from .manifests_pod import (
     volume_mounts,
     volumes,
 )
-from .naming import MANAGED_BY, job_name, labels
 from .plan import StagePlan
 from .settings import OperatorSettings
-from .spec import RLHFRun
 
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs")
 PYTORCHJOB_KIND = "PyTorchJob"

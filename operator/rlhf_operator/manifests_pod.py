@@ -10,10 +10,11 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from .naming import RUN_NAME_ANNOTATION, configmap_name, labels, pvc_name
+from rlhf_api.naming import RUN_NAME_ANNOTATION, configmap_name, labels, pvc_name
+from rlhf_api.spec import RLHFRun
+
 from .plan import ResolvedPlacement, StagePlan
 from .settings import OperatorSettings
-from .spec import RLHFRun
 
 CONFIG_MOUNT = "/etc/rlhf"
 CONFIG_FILE = "config.yaml"

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from .status import RunPhase
+from rlhf_api.status import RunPhase
 
 PHASES: tuple[RunPhase, ...] = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 

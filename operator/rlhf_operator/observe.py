@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from rlhf_trainer.result import StageResult
-
-from .naming import ATTEMPT_LABEL, RUN_LABEL, STAGE_LABEL
+from rlhf_api.naming import ATTEMPT_LABEL, RUN_LABEL, STAGE_LABEL
+from rlhf_api.result import StageResult
 
 JobState = Literal["Pending", "Created", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 JOB_STATES: tuple[JobState, ...] = (

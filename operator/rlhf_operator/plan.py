@@ -10,8 +10,9 @@ import posixpath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from rlhf_trainer import layout
-from rlhf_trainer.config import (
+from rlhf_api import layout
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.stage_config import (
     DPOStageConfig,
     ModelConfig,
     PPOStageConfig,
@@ -20,8 +21,6 @@ from rlhf_trainer.config import (
     StageName,
     TrainerJobConfig,
 )
-
-from .spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
 DEFAULT_SHM_SIZE = "16Gi"

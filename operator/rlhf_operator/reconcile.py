@@ -24,15 +24,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from rlhf_api.naming import job_name
+from rlhf_api.spec import API_VERSION, KIND, RLHFRun
+from rlhf_api.status import RLHFRunStatus, RunPhase, StageStatus, kstatus_conditions
+from rlhf_api.validation import RunInvalid, parse_run
 
 from . import manifests
-from .naming import job_name
 from .observe import ObservedJob
 from .plan import StagePlan, plan
 from .settings import OperatorSettings
-from .spec import API_VERSION, KIND, RLHFRun
-from .status import RLHFRunStatus, RunPhase, StageStatus, kstatus_conditions
-from .validation import RunInvalid, parse_run
 
 EVENT_SOURCE = "rlhf-operator"
 EventType = Literal["Normal", "Warning"]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
+from rlhf_api.result import StageResult, write_result
+from rlhf_api.validation import parse_run
 from rlhf_operator import cli, local
 from rlhf_operator.crd import crd_yaml
-from rlhf_operator.validation import parse_run
-from rlhf_trainer.result import StageResult, write_result
 
 from .conftest import EXAMPLES, MINIMAL
 
@@ -71,9 +71,9 @@ def _fake_trainer(tmp_path: Path, fail_stage: str | None) -> Path:
     script.write_text(
         f"""
 import sys, yaml
-from rlhf_trainer.config import TrainerJobConfig
-from rlhf_trainer.progress import emit
-from rlhf_trainer.result import StageResult, write_result
+from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.progress import emit
+from rlhf_api.result import StageResult, write_result
 stage, config = sys.argv[-3], sys.argv[-1]
 cfg = TrainerJobConfig.model_validate(yaml.safe_load(open(config)))
 emit(stage, step=1, max_steps=1, loss=0.5)

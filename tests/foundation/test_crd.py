@@ -8,8 +8,8 @@ import cel
 import jsonschema
 import pytest
 import yaml
+from rlhf_api.validation import RunInvalid, parse_run
 from rlhf_operator.crd import CRD_PATH, crd, crd_yaml
-from rlhf_operator.validation import RunInvalid, parse_run
 
 from .conftest import EXAMPLES, REPO, spec_with
 

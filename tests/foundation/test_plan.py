@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.validation import parse_run
 from rlhf_operator.plan import GPU_TAINT_TOLERATION, plan
-from rlhf_operator.validation import parse_run
-from rlhf_trainer.config import TrainerJobConfig
 
 from .conftest import MINIMAL, load_example
 

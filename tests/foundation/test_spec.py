@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rlhf_operator.spec import RLHFRun
-from rlhf_operator.validation import RunInvalid, parse_run
+from rlhf_api.spec import RLHFRun
+from rlhf_api.validation import RunInvalid, parse_run
 
 from .conftest import MINIMAL, spec_with
 

@@ -15,10 +15,10 @@ from typing import Any
 import kopf
 import pytest
 import pytest_asyncio
+from rlhf_api.result import StageResult
 from rlhf_operator import handlers  # registers the operator's handlers
 from rlhf_operator.k8s import Connection
 from rlhf_operator.settings import OperatorSettings
-from rlhf_trainer.result import StageResult
 
 from .emulator import PYTORCHJOBS, RLHFRUNS, TRAINJOBS, Emulator
 

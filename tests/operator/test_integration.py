@@ -11,10 +11,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from rlhf_api.validation import parse_run
 from rlhf_operator import metrics
 from rlhf_operator.manifests import render
 from rlhf_operator.settings import OperatorSettings
-from rlhf_operator.validation import parse_run
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for
 from .emulator import TRAINJOBS

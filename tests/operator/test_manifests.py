@@ -17,6 +17,16 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
+from rlhf_api.naming import (
+    ATTEMPT_LABEL,
+    MANAGED_BY_LABEL,
+    RUN_LABEL,
+    RUN_NAME_ANNOTATION,
+    STAGE_LABEL,
+    labels,
+)
+from rlhf_api.spec import RLHFRun
+from rlhf_api.stage_config import TrainerJobConfig
 from rlhf_operator import manifests
 from rlhf_operator.manifests import (
     CONFIG_FILE,
@@ -30,18 +40,8 @@ from rlhf_operator.manifests import (
     render,
     stage_plans,
 )
-from rlhf_operator.naming import (
-    ATTEMPT_LABEL,
-    MANAGED_BY_LABEL,
-    RUN_LABEL,
-    RUN_NAME_ANNOTATION,
-    STAGE_LABEL,
-    labels,
-)
 from rlhf_operator.plan import GPU_TAINT_TOLERATION
 from rlhf_operator.settings import OperatorSettings
-from rlhf_operator.spec import RLHFRun
-from rlhf_trainer.config import TrainerJobConfig
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from rlhf_operator.naming import (
+from rlhf_api.naming import (
     ATTEMPT_LABEL,
     MANAGED_BY_LABEL,
     MAX_JOB_NAME_LENGTH,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from rlhf_api.result import StageResult
 from rlhf_operator.observe import JOB_STATES, ObservedJob, job_state, observe_job, parse_result, result_from_pods
 from rlhf_operator.reconcile import (
     CONFIGMAPS,
@@ -20,7 +21,6 @@ from rlhf_operator.reconcile import (
     results_needed,
 )
 from rlhf_operator.settings import OperatorSettings
-from rlhf_trainer.result import StageResult
 
 from .conftest import base_run, dpo_run
 

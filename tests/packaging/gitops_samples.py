@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_operator.status import RLHFRunStatus, RunPhase, StageStatus, kstatus_conditions
+from rlhf_api.status import RLHFRunStatus, RunPhase, StageStatus, kstatus_conditions
 
 T0 = "2026-01-01T00:00:00Z"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rlhf_api.result import StageResult, read_result
 from rlhf_trainer.__main__ import main
-from rlhf_trainer.result import StageResult, read_result
 
 TINY = {"maxSteps": 2, "batchSize": 2, "maxLength": 64, "loggingSteps": 1, "saveSteps": 2, "evalMaxNewTokens": 3}
 

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlhf_trainer.config import DatasetConfig
+from rlhf_api.stage_config import DatasetConfig
 from rlhf_trainer.data import (
     load_prompts,
     load_stage_data,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rlhf_trainer.result import read_result
+from rlhf_api.result import read_result
 
 from .stage_helpers import write_config
 

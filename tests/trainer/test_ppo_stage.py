@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlhf_trainer.config import TrainerJobConfig
+from rlhf_api.stage_config import TrainerJobConfig
 
 pytestmark = pytest.mark.timeout(300)
 

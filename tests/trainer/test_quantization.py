@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
 from rlhf_trainer.builtin import materialize_tiny_llama
-from rlhf_trainer.config import LoraConfig, ModelConfig, QuantizationConfig
 from rlhf_trainer.errors import StageError
 
 from .stage_helpers import run_stage_cli, write_config

@@ -34,7 +34,7 @@ def sft_output(work_dir: str) -> Path:
 
 
 def test_sft_writes_checkpoints_merged_adapter_logs_and_metrics(sft_output: Path) -> None:
-    from rlhf_trainer.result import read_result
+    from rlhf_api.result import read_result
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result = read_result(str(sft_output / "result.json"))

@@ -12,8 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from rlhf_api.result import read_result
 from rlhf_trainer.__main__ import main
-from rlhf_trainer.result import read_result
 
 from .stage_helpers import run_stage_cli, write_config
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import STAGES, TrainerJobConfig
-from .layout import result_path
-from .result import StageResult, write_result
+from rlhf_api.layout import result_path
+from rlhf_api.result import StageResult, write_result
+from rlhf_api.stage_config import STAGES, TrainerJobConfig
 
 PROG = "rlhf-train"
 

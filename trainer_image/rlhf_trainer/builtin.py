@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .layout import CACHE
+from rlhf_api.layout import CACHE
 
 BUILTIN_MODEL = "builtin:tiny-llama"
 BUILTIN_DATASET = "builtin:arithmetic"

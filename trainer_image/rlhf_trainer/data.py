@@ -22,9 +22,9 @@ from itertools import combinations
 from typing import Any, TypeAlias
 
 from datasets import Dataset, IterableDataset, load_dataset
+from rlhf_api.stage_config import DatasetConfig
 
 from . import builtin
-from .config import DatasetConfig
 from .errors import StageError
 
 AnyDataset: TypeAlias = Dataset | IterableDataset

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from rlhf_api.stage_config import DatasetConfig
 
 from . import builtin
-from .config import DatasetConfig
 from .data import split_template
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from rlhf_api.layout import ADAPTER, MERGED
+from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -25,9 +27,7 @@ from transformers import (
 )
 
 from . import builtin
-from .config import LoraConfig, ModelConfig, QuantizationConfig
 from .errors import StageError
-from .layout import ADAPTER, MERGED
 
 TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
 # Written next to a saved adapter: how its base was loaded, so the merge can reload it.

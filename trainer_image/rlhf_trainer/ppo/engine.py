@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rlhf_api.stage_config import PPOTrainingConfig
 from transformers import PreTrainedTokenizerBase
 
-from ..config import PPOTrainingConfig
 from . import distributed as dist
 from .core import (
     AdaptiveKLController,

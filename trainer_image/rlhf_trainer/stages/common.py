@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rlhf_api import progress
+from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
+from rlhf_api.result import StageResult, write_result
+from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
 from transformers import TrainerCallback
 
-from .. import progress
-from ..config import TrainerJobConfig, TrainingConfig
 from ..errors import StageError
-from ..layout import CHECKPOINTS, LOGS, result_path
-from ..result import StageResult, write_result
 
 __all__ = [
     "ProgressCallback",

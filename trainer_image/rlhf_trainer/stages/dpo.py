@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlhf_api.result import StageResult
+from rlhf_api.stage_config import DPOStageConfig, TrainerJobConfig
 from trl import DPOConfig, DPOTrainer
 
-from ..config import DPOStageConfig, TrainerJobConfig
 from ..modeling import apply_lora
-from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,

@@ -12,9 +12,10 @@ import time
 from typing import Any
 
 import torch
+from rlhf_api import progress
+from rlhf_api.result import StageResult
+from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
-from .. import progress
-from ..config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 from ..data import load_prompts
 from ..evaluate import task_accuracy
 from ..modeling import (
@@ -30,7 +31,6 @@ from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
 from ..ppo.reward import RewardModelScorer
 from ..ppo.value_head import ActorCritic, ValueHead
-from ..result import StageResult
 from .common import StageError, StageOutputs, run_stage
 
 
@@ -129,7 +129,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
 
 
 def _has_checkpoint(output_dir: str) -> bool:
-    from .. import layout
+    from rlhf_api import layout
+
     from ..ppo.checkpoint import latest_checkpoint
 
     return latest_checkpoint(f"{output_dir}/{layout.CHECKPOINTS}") is not None

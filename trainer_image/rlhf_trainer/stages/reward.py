@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlhf_api.result import StageResult
+from rlhf_api.stage_config import RewardStageConfig, TrainerJobConfig
 from transformers import set_seed
 from trl import RewardConfig, RewardTrainer
 
-from ..config import RewardStageConfig, TrainerJobConfig
 from ..data import StageData, load_stage_data
 from ..errors import StageError
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier
-from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,

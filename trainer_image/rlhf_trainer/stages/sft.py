@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from rlhf_api.result import StageResult
+from rlhf_api.stage_config import SFTStageConfig, TrainerJobConfig
 from trl import SFTConfig, SFTTrainer
 
-from ..config import SFTStageConfig, TrainerJobConfig
 from ..modeling import apply_lora
-from ..result import StageResult
 from .common import (
     ProgressCallback,
     StageOutputs,

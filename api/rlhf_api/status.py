@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from rlhf_trainer.config import CamelModel, StageName
+
+from .camel_model import CamelModel
+from .stage_config import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]

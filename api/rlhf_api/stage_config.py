@@ -1,7 +1,7 @@
 """Stage configuration: the file `rlhf-train <stage> --config FILE` reads.
 
-Import-light on purpose (pydantic only): the operator's RLHFRun spec composes these
-models, so the operator image can validate and render trainer configs without torch.
+Part of the torch-free contract: the RLHFRun spec composes these models, so the operator can
+validate and render trainer configs without torch, and the trainer reads the same models.
 Field names are camelCase in files (Kubernetes style) and snake_case in Python.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
+
+from .camel_model import CamelModel
 
 StageName = Literal["sft", "reward", "ppo", "dpo"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
@@ -19,21 +20,6 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
-
-
-class CamelModel(BaseModel):
-    """Base for every schema model: camelCase in files, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-    )
-
-    def to_file_dict(self) -> dict[str, Any]:
-        """The camelCase dict written to YAML/JSON, without unset optional fields."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class ModelConfig(CamelModel):

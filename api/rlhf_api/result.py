@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .config import CamelModel, StageName
+from .camel_model import CamelModel
+from .stage_config import StageName
 
 TERMINATION_LOG_ENV = "RLHF_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"

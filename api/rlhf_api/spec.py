@@ -1,6 +1,6 @@
 """The RLHFRun custom resource: the one schema source. crds/ is generated from these models.
 
-Stage sections reuse the trainer's config models (rlhf_trainer.config), so what a user writes
+Stage sections reuse the trainer's config models (rlhf_api.stage_config), so what a user writes
 under `spec.sft` is exactly what the SFT program reads; placement and retries are added here.
 """
 
@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from rlhf_trainer.config import (
+
+from .camel_model import CamelModel
+from .stage_config import (
     STAGES,
-    CamelModel,
     DatasetConfig,
     DPOStageConfig,
     ModelConfig,

@@ -1,0 +1,23 @@
+"""The base of every contract model: camelCase in files (Kubernetes style), snake_case in Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    """Base for every schema model: camelCase in files, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """The camelCase dict written to YAML/JSON, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
