@@ -30,14 +30,62 @@ class StageResult(CamelModel):
     message: str | None = Field(default=None, description="Why the stage failed, one line.")
     started_at: str | None = None
     finished_at: str | None = None
+    steps: int | None = Field(default=None, ge=0, description="Optimizer (or PPO) steps done in total.")
+    planned_steps: int | None = Field(default=None, ge=0, description="Steps the stage was set to train.")
+    resumed_from_step: int | None = Field(
+        default=None, ge=0, description="The checkpoint step this attempt resumed from (None: started fresh)."
+    )
+    preempted: bool = Field(default=False, description="Stopped by SIGTERM after saving a checkpoint.")
 
     def termination_message(self) -> str:
-        """Compact JSON that fits the kubelet's 4 KiB limit (metrics dropped first if needed)."""
-        text = json.dumps(self.to_file_dict(), separators=(",", ":"))
+        """Compact JSON within the kubelet's 4096-byte limit, always valid JSON.
+
+        Cut by bytes, not characters (a message in UTF-8 may be longer in bytes): metrics are
+        dropped from the end first, then the message is shortened, then the paths.
+        """
+        data = self.to_file_dict()
+        text = _compact(data)
         if len(text.encode()) <= TERMINATION_LIMIT:
             return text
-        slim = self.model_copy(update={"metrics": {}, "message": (self.message or "")[:1024] or None})
-        return json.dumps(slim.to_file_dict(), separators=(",", ":"))[:TERMINATION_LIMIT]
+        metrics = dict(data.pop("metrics", {}))
+        message = data.pop("message", None)
+        base = _compact(data)
+        if len(base.encode()) > TERMINATION_LIMIT:  # absurdly long paths: keep what identifies the stage
+            data = {k: data[k] for k in ("stage", "status", "preempted", "steps", "plannedSteps") if k in data}
+            base = _compact(data)
+        if message:
+            room = TERMINATION_LIMIT - len(base.encode()) - len(',"message":""') - 16
+            data["message"] = _cut_bytes(message, room)
+        kept: dict[str, float] = {}
+        for key, value in metrics.items():
+            trial = _compact({**data, "metrics": {**kept, key: value}})
+            if len(trial.encode()) > TERMINATION_LIMIT:
+                break
+            kept[key] = value
+        if kept:
+            data["metrics"] = kept
+        return _compact(data)
+
+
+def _compact(data: dict[str, object]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """The longest prefix of text whose JSON-escaped UTF-8 form fits in `limit` bytes."""
+    if limit <= 0:
+        return ""
+    encoded = json.dumps(text, ensure_ascii=False)[1:-1].encode()
+    if len(encoded) <= limit:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # binary search on characters: escaping makes bytes per character vary
+        mid = (low + high + 1) // 2
+        if len(json.dumps(text[:mid], ensure_ascii=False)[1:-1].encode()) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low]
 
 
 def write_result(result: StageResult, path: str) -> None:

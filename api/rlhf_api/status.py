@@ -45,6 +45,9 @@ class StageStatus(CamelModel):
     output_path: str | None = Field(default=None, description="The stage's output directory on the volume.")
     merged_path: str | None = Field(default=None, description="The stage's merged model on the volume.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics from the stage's result.")
+    resumed_from_step: int | None = Field(
+        default=None, ge=0, description="The checkpoint step the last attempt resumed from (unset: it started fresh)."
+    )
     message: str | None = Field(default=None, description="Why the stage failed or was retried.")
 
 

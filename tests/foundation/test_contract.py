@@ -11,8 +11,10 @@ import subprocess
 import sys
 from types import ModuleType
 
+import pytest
 import rlhf_api
 import rlhf_operator
+from rlhf_api.result import TERMINATION_LIMIT, StageResult
 
 HEAVY = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "kopf")
 
@@ -43,3 +45,27 @@ def test_operator_never_imports_the_trainer_or_torch() -> None:
     loaded = _imported_after(_modules(rlhf_operator))
     assert "rlhf_trainer" not in loaded
     assert not loaded & {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+
+
+@pytest.mark.parametrize(
+    ("message", "metrics"),
+    [
+        ("é" * 5000, {}),  # 2 bytes per character: a character cut would overflow the byte limit
+        ('"quoted" \\ and \n newlines ' * 400, {}),  # JSON escaping makes it longer still
+        ("short", {f"metric_{i}": float(i) / 3 for i in range(400)}),
+        ("日本語" * 2000, {f"m{i}": 1.0 for i in range(100)}),
+    ],
+)
+def test_termination_message_is_valid_json_within_4096_bytes(message: str, metrics: dict[str, float]) -> None:
+    result = StageResult(stage="sft", status="failed", output_path="/w/run/sft", message=message, metrics=metrics)
+    text = result.termination_message()
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    parsed = StageResult.model_validate_json(text)
+    assert parsed.stage == "sft" and parsed.status == "failed"
+    assert parsed.message and message.startswith(parsed.message)
+    assert all(metrics[k] == v for k, v in parsed.metrics.items())
+
+
+def test_termination_message_unchanged_when_it_fits() -> None:
+    result = StageResult(stage="ppo", status="succeeded", output_path="/w/r/ppo", metrics={"kl": 0.5}, steps=3)
+    assert StageResult.model_validate_json(result.termination_message()) == result

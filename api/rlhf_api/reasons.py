@@ -1,0 +1,56 @@
+"""Reasons: the CamelCase words in RLHFRun conditions and events, as named constants.
+
+Alert rules, Argo CD health checks and Flux expressions match on these strings, so they are
+part of the API: renaming one is a breaking change. docs/gitops.md lists them for those authors.
+Each constant says when it appears and whether its event is Normal or Warning.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- run-level: the reason of the Ready / Reconciling / Stalled conditions ---------------------
+PENDING: Final = "Pending"  # nothing started yet (Normal)
+STAGE_RUNNING: Final = "StageRunning"  # a stage's job is running (Normal)
+SUCCEEDED: Final = "Succeeded"  # every stage finished: Ready=True (Normal)
+FAILED: Final = "Failed"  # the run stopped for good: Stalled=True (Warning)
+SUSPENDED: Final = "Suspended"  # spec.suspend holds the running stage's job (Normal)
+INVALID_SPEC: Final = "InvalidSpec"  # the spec does not validate; fix it and the run carries on (Warning)
+SPEC_CHANGE_REJECTED: Final = "SpecChangeRejected"  # an immutable field changed; the change is ignored (Warning)
+
+# --- stage transitions: event reasons (also the run condition's reason while they hold) --------
+STAGE_STARTED: Final = "StageStarted"  # a stage's first job was created (Normal)
+STAGE_RETRIED: Final = "StageRetried"  # a stage's next attempt (a new job) was created (Normal)
+STAGE_SKIPPED: Final = "StageSkipped"  # existingOutput given: the stage is not run (Normal)
+STAGE_SUCCEEDED: Final = "StageSucceeded"  # a stage's job succeeded and its result was read (Normal)
+STAGE_RETRYING: Final = "StageRetrying"  # an attempt failed; the next starts after the backoff (Warning)
+STAGE_FAILED: Final = "StageFailed"  # an attempt failed and no retries are left (Warning)
+STAGE_RESTARTING: Final = "StageRestarting"  # the launcher restarts the job's pods in place (Warning)
+STAGE_JOB_DELETED: Final = "StageJobDeleted"  # the running stage's job was deleted: a failed attempt (Warning)
+STAGE_RESULT_UNREADABLE: Final = "StageResultUnreadable"  # succeeded, but its result could not be read (Warning)
+RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
+PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
+
+# --- non-kstatus condition types ----------------------------------------------------------------
+RESULTS_READ: Final = "ResultsRead"  # condition type: False while some succeeded stage's result is unknown
+
+ALL: Final = (
+    PENDING,
+    STAGE_RUNNING,
+    SUCCEEDED,
+    FAILED,
+    SUSPENDED,
+    INVALID_SPEC,
+    SPEC_CHANGE_REJECTED,
+    STAGE_STARTED,
+    STAGE_RETRIED,
+    STAGE_SKIPPED,
+    STAGE_SUCCEEDED,
+    STAGE_RETRYING,
+    STAGE_FAILED,
+    STAGE_RESTARTING,
+    STAGE_JOB_DELETED,
+    STAGE_RESULT_UNREADABLE,
+    RESUMED,
+    PROGRESSING,
+)
