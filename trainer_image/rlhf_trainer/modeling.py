@@ -276,6 +276,16 @@ def save_merged(model: Any, tokenizer: Any, output_dir: str) -> tuple[str, str |
     return merged_path, adapter_path
 
 
+def saved_base(adapter_dir: str) -> dict[str, Any] | None:
+    """How the base of an adapter written by save_merged was loaded ({path, quant, ...}), or None."""
+    try:
+        with open(Path(adapter_dir) / _BASE_INFO) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("path") else None
+
+
 def _merge_into_full_precision(model: Any, adapter_path: str, base_info: dict[str, Any]) -> Any:
     from peft import PeftModel
 

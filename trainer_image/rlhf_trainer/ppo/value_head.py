@@ -160,8 +160,12 @@ class ActorCritic(nn.Module):
             with self.policy.disable_adapter():
                 yield self._policy_parts
         elif isinstance(self.reference, PeftModel):  # the frozen copy also hosts the reward adapter
-            with self.reference.disable_adapter():
-                yield split_causal_lm(self.reference)
+            try:
+                with self.reference.disable_adapter():
+                    yield split_causal_lm(self.reference)
+            finally:
+                # peft marks an adapter trainable again when it re-enables it.
+                self.reference.requires_grad_(False)
         else:
             yield split_causal_lm(self.reference)
 
