@@ -119,22 +119,24 @@ def _decode(
     eos_id: int | None,
 ) -> _Sampled:
     """KV-cached ancestral sampling; a row stops at eos or its length (later slots: pad)."""
-    batch = prompt_ids.shape[0]
+    batch, prompt_width = prompt_ids.shape
+    steps = int(lengths.max())
     filters = warpers(sampling)
     trunk, _ = model._policy_parts
     cache = DynamicCache(config=getattr(trunk, "config", None))
-    mask = prompt_mask
+    # The whole attention mask up front (each step attends to one more column), no per-step cat.
+    mask = torch.cat([prompt_mask, torch.ones_like(prompt_mask[:, :1]).expand(batch, steps)], dim=1)
     positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.policy_hidden(prompt_ids, mask, positions, cache=cache)[:, -1:]
+    hidden = model.policy_hidden(prompt_ids, prompt_mask, positions, cache=cache)[:, -1:]
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    pad = torch.full((batch,), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     tokens, logprobs, values, entropy = [], [], [], []
-    for step in range(int(lengths.max())):
+    for step in range(steps):
         logits, value = model.heads(hidden, sampling.temperature)
         logits = logits[:, -1].float()
         filtered = filters(prompt_ids, logits) if filters else logits  # type: ignore[arg-type]
-        token = torch.multinomial(F.softmax(filtered, dim=-1), 1).squeeze(-1)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
+        token = torch.where(done, pad, torch.multinomial(F.softmax(filtered, dim=-1), 1).squeeze(-1))
         tokens.append(token)
         logprobs.append(logprobs_from_logits(logits, token))
         values.append(value[:, -1])
@@ -144,8 +146,8 @@ def _decode(
             done = done | (token == eos_id)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        hidden = model.policy_hidden(token.unsqueeze(-1), mask, next_position, cache=cache)
+        width = prompt_width + step + 1
+        hidden = model.policy_hidden(token.unsqueeze(-1), mask[:, : width + 1], next_position, cache=cache)
         next_position = next_position + 1
     del cache  # the KV cache is freed here, before scoring and the update
     return _Sampled(*(torch.stack(t, dim=1) for t in (tokens, logprobs, values, entropy)))
