@@ -70,7 +70,7 @@ def main() -> int:
             row: dict[str, Any] = {"seed": seed, "phase": report["phase"], "wall": outcome["wall"]}
             for stage in report["stages"]:
                 row[f"{stage['name']}_s"] = _seconds(stage)
-                for metric in ("task_accuracy", "pair_accuracy", "task_accuracy_before"):
+                for metric in ("task_accuracy", "pair_accuracy", "task_accuracy_before", "reward_on_shared_base"):
                     if metric in stage.get("metrics", {}):
                         row[f"{stage['name']}.{metric}"] = stage["metrics"][metric]
             rows.append(row)
