@@ -85,6 +85,12 @@ def test_sft_resumes_from_the_latest_checkpoint(work_dir: str, tmp_path: Path) -
     assert result.metrics["global_step"] == 6
     assert (result.steps, result.planned_steps, result.resumed_from_step) == (6, 6, 4)
     assert (out / "checkpoints" / "checkpoint-6").exists()
+    # Rerun once more (a retry after a crash in the merge): the last checkpoint is complete,
+    # nothing is trained again.
+    code, result = run_stage_cli("sft", second)
+    assert code == 0 and result is not None
+    assert (result.steps, result.planned_steps, result.resumed_from_step) == (6, 6, 6)
+    assert "train_loss" not in result.metrics and not (out / "checkpoints" / "checkpoint-7").exists()
 
 
 def test_reward_reports_pair_accuracy_and_saves_a_classifier(sft_output: Path, work_dir: str) -> None:

@@ -224,6 +224,21 @@ class PreemptionCallback(TrainerCallback):
         return control
 
 
+class _Finished(Exception):
+    """The checkpoint resumed from already reached the planned steps (raised before the loop)."""
+
+
+class _StopIfFinished(TrainerCallback):
+    """Resumed at or past max_steps in the middle of an epoch, transformers 5.23 trains one step
+    more than planned (measured: a rerun from checkpoint-4 of 4 trained and saved step 5, so a
+    retried stage would not equal an uninterrupted one). By on_train_begin the checkpoint's
+    model, optimizer and state are loaded: stop there instead."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if 0 < state.max_steps <= state.global_step:
+            raise _Finished()
+
+
 class ProgressCallback(TrainerCallback):
     """Turns the Trainer's log events into progress lines (main process only)."""
 
@@ -252,20 +267,26 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
         progress.emit(cfg.stage, event="resume", checkpoint=resume)
     stop = PreemptionCallback()
     trainer.add_callback(stop)
-    with preemption.training():
-        result = trainer.train(resume_from_checkpoint=resume)
+    trainer.add_callback(_StopIfFinished())
+    result = None
+    try:
+        with preemption.training():
+            result = trainer.train(resume_from_checkpoint=resume)
+    except _Finished:
+        pass  # resumed from the last step's checkpoint: the model is loaded, nothing left to train
     # A signal during the last step's save ends training normally: that checkpoint is the stop.
     if stop.stopped_at is not None or preemption.stop_agreed():
         finish(trainer)  # every rank's part of the checkpoint (its RNG state) is on disk
         state = trainer.state
         raise Preempted(state.global_step, state.max_steps, _step_of(resume) if resume else None)
-    metrics: dict[str, float] = {"train_loss": float(result.training_loss)}
-    metrics["global_step"] = float(trainer.state.global_step)
+    metrics: dict[str, float] = {"global_step": float(trainer.state.global_step)}
     if resume:
         metrics["resumed_from_step"] = float(_step_of(resume))
-    for key in ("train_runtime", "train_samples_per_second"):
-        if key in result.metrics:
-            metrics[key] = float(result.metrics[key])
+    if result is not None:
+        metrics["train_loss"] = float(result.training_loss)
+        for key in ("train_runtime", "train_samples_per_second"):
+            if key in result.metrics:
+                metrics[key] = float(result.metrics[key])
     if evaluate and trainer.eval_dataset is not None:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float):
