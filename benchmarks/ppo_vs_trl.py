@@ -119,8 +119,10 @@ def build_assets(case: Case) -> Path:
         return root
     import torch
     from peft import get_peft_model
-    from rlhf_trainer.ppo.tiny import SPECIAL_TOKENS, tiny_llama, word_tokenizer
     from transformers import AutoModelForSequenceClassification
+
+    sys.path.insert(0, str(REPO))  # the repo root: tests.support
+    from tests.support.tiny_models import SPECIAL_TOKENS, tiny_llama, word_tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     tokenizer = word_tokenizer([f"t{i}" for i in range(case.vocab - len(SPECIAL_TOKENS))])

@@ -17,8 +17,9 @@ from rlhf_api.stage_config import PPOTrainingConfig
 from rlhf_trainer.ppo.core import entropy_from_logits, logprobs_from_logits
 from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.rollout import SamplingSettings, sample_rollout
-from rlhf_trainer.ppo.tiny import tiny_llama, word_tokenizer
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
+
+from tests.support.tiny_models import tiny_llama, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(20)]
 PROMPTS = [" ".join(WORDS[i : i + 1 + i % 4]) for i in range(8)]

@@ -14,9 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from rlhf_api.layout import result_path
 from rlhf_api.result import StageResult, write_result
-from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
+from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig, StageInput, TrainerJobConfig
 from rlhf_trainer.builtin import materialize_tiny_llama
-from rlhf_trainer.modeling import apply_lora, load_causal_lm, load_sequence_classifier, save_merged
+from rlhf_trainer.modeling import (
+    BaseWeights,
+    apply_lora,
+    load_causal_lm,
+    load_sequence_classifier,
+    save_merged,
+)
 from rlhf_trainer.ppo.reward import REWARD_ADAPTER, AdapterScore, classifier_score, load_reward_adapter
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
@@ -42,7 +48,9 @@ def reward_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]
     model = apply_lora(model, LoraConfig(r=4, alpha=8), "SEQ_CLS")
     _perturb(model, 1)
     out = Path(work_dir) / "reward"
-    merged, adapter = save_merged(model, tokenizer, str(out))
+    merged, adapter = save_merged(
+        model, tokenizer, str(out), BaseWeights(ModelConfig(name=base), QuantizationConfig(), work_dir)
+    )
     write_result(
         StageResult(stage="reward", status="succeeded", output_path=str(out), merged_path=merged, adapter_path=adapter),
         result_path(str(out)),
@@ -122,16 +130,29 @@ def test_shared_base_is_detected_only_for_the_policys_own_weights(
     adapter = str(Path(merged).parent / "adapter")
     assert shared_reward_adapter(_job(work_dir, tmp_path, merged)) == adapter
     assert shared_reward_adapter(_job(work_dir, tmp_path, merged, model=base)) == adapter
-    # Another base, another quantization, or a merged model without that stage's result: no.
+    # Another base: no.
     other = tmp_path / "other-base"
     other.mkdir()
     (other / "config.json").write_text("{}")
     assert shared_reward_adapter(_job(work_dir, tmp_path, merged, model=str(other))) is None
-    assert shared_reward_adapter(_job(work_dir, tmp_path, merged, quantization={"mode": "8bit"})) is None
     copied = tmp_path / "copied" / "merged"
     copied.parent.mkdir()
     os.symlink(merged, copied, target_is_directory=True)  # the same files, but no result.json beside
     assert shared_reward_adapter(_job(work_dir, tmp_path, str(copied))) == adapter  # realpath: the same dir
+    # A reward stage without an adapter (full fine-tuning), or one that failed: no.
+    for name, fields in (("full-ft", {"adapter_path": None}), ("failed", {"status": "failed"})):
+        out = tmp_path / name
+        (out / "merged").mkdir(parents=True)
+        result = {"stage": "reward", "status": "succeeded", "output_path": str(out), "adapter_path": adapter}
+        result |= {"merged_path": str(out / "merged"), **fields}
+        write_result(StageResult(**result), result_path(str(out)))
+        assert shared_reward_adapter(_job(work_dir, tmp_path, str(out / "merged"))) is None, name
+    # The run's inputs name the reward stage's directory: its result must be about this merged model.
+    job = _job(work_dir, tmp_path, str(tmp_path / "full-ft" / "merged"))
+    job.inputs = [StageInput(stage="reward", output_dir=str(Path(merged).parent), role="rewardModel")]
+    assert shared_reward_adapter(job) is None
+    job.reward_model = ModelConfig(name=merged)
+    assert shared_reward_adapter(job) == adapter
 
 
 @pytest.mark.slow

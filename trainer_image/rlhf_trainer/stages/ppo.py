@@ -16,10 +16,12 @@ import time
 from typing import Any
 
 import torch
+from peft import LoraConfig
 from rlhf_api import layout, progress
 from rlhf_api.result import StageResult, read_result
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
+from .. import preemption
 from ..data import load_prompts
 from ..evaluate import task_accuracy
 from ..modeling import (
@@ -30,7 +32,6 @@ from ..modeling import (
     load_sequence_classifier,
     resolve_model_path,
     save_merged,
-    saved_base,
 )
 from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
@@ -44,7 +45,7 @@ from ..ppo.reward import (
     load_reward_adapter,
 )
 from ..ppo.value_head import ActorCritic, ValueHead
-from .common import StageError, StageOutputs, run_stage
+from .common import StageError, StageOutputs, run_stage, trained_base
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:
@@ -123,14 +124,19 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     scoring_batch = training.rollout_batch_size or training.batch_size
     scorer = RewardModelScorer(score, reward_tokenizer, batch_size=scoring_batch, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
-    outcome = train_loop(
-        engine,
-        prompts,
-        cfg.output_dir,
-        seed=section.seed,
-        extra_state={"task_accuracy_before": accuracy_before},
-        tensorboard="tensorboard" in cfg.report_to,
-    )
+    with preemption.training():
+        outcome = train_loop(
+            engine,
+            prompts,
+            cfg.output_dir,
+            seed=section.seed,
+            extra_state={"task_accuracy_before": accuracy_before},
+            tensorboard="tensorboard" in cfg.report_to,
+        )
+    # Past the end of the last step (its checkpoint saved): a SIGTERM now stops at that step.
+    steps_done = max(training.steps, outcome["resumed_from"] or 0)
+    if preemption.stop_agreed():
+        raise preemption.Preempted(steps_done, training.steps, outcome["resumed_from"])
     stats, extra = outcome["stats"], outcome["extra"]
     accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir)
 
@@ -153,37 +159,44 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     if reward_adapter is not None and reference is None:
         policy.delete_adapter(REWARD_ADAPTER)  # the outputs hold the policy alone
     if dist.rank() == 0:
-        merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir)
+        merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir, trained_base(cfg))
         progress.emit("ppo", event="merged", path=merged_path)
     dist.barrier()
-    return StageOutputs(merged_path=merged_path, adapter_path=adapter_path, metrics=metrics)
+    return StageOutputs(
+        merged_path=merged_path,
+        adapter_path=adapter_path,
+        metrics=metrics,
+        steps=steps_done,
+        planned_steps=training.steps,
+        resumed_from_step=outcome["resumed_from"],
+    )
 
 
 def shared_reward_adapter(cfg: TrainerJobConfig) -> str | None:
     """The reward stage's LoRA adapter dir, when it can score on the policy's own base weights.
 
-    Only when the reward stage's result says it wrote both the merged model PPO was given and a
-    LoRA adapter, and that adapter was trained on the very weights (same path, same
-    quantization) the policy starts from; anything else keeps the separate reward model.
+    Only when the reward stage of this run (the input with role rewardModel; else the stage
+    whose output directory holds the merged reward model) succeeded, wrote the merged model PPO
+    was given and a LoRA adapter, and that adapter was trained on the very weights (peft's
+    base_model_name_or_path, the same directory) the policy starts from. The adapter then scores
+    on the base as PPO loaded it. Anything else keeps the separate reward model.
     """
-    section = cfg.ppo
-    assert section is not None and cfg.reward_model is not None
+    assert cfg.reward_model is not None
     reward_merged = os.path.realpath(cfg.reward_model.name)
-    result = read_result(layout.result_path(os.path.dirname(reward_merged)))
+    inputs = [i.output_dir for i in cfg.inputs if i.role == "rewardModel"]
+    result = read_result(layout.result_path(inputs[0] if inputs else os.path.dirname(reward_merged)))
     if result is None or result.stage != "reward" or result.status != "succeeded" or not result.adapter_path:
         return None
     if result.merged_path is None or os.path.realpath(result.merged_path) != reward_merged:
         return None
-    base = saved_base(result.adapter_path)
-    if base is None or base.get("quant", "none") != section.quantization.mode:
-        return None
     try:
+        trained_on = LoraConfig.from_pretrained(result.adapter_path).base_model_name_or_path
         policy_path = resolve_model_path(cfg.model, cfg.work_dir)
-    except StageError:
+    except (OSError, ValueError, StageError):
         return None
-    if not os.path.isdir(policy_path) or os.path.realpath(base["path"]) != os.path.realpath(policy_path):
+    if not trained_on or not os.path.isdir(policy_path):
         return None
-    return result.adapter_path
+    return result.adapter_path if os.path.realpath(trained_on) == os.path.realpath(policy_path) else None
 
 
 def _has_checkpoint(output_dir: str) -> bool:
