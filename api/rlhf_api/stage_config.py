@@ -202,8 +202,8 @@ class PPOTrainingConfig(CamelModel):
         ge=1,
         le=65536,
         description=(
-            "Samples generated and scored at a time (KV cache, reference and reward passes scale with "
-            "it). Unset: the whole batch at once."
+            "Samples generated and scored by the reward model at a time (the KV cache and the reward "
+            "pass scale with it; the reference pass runs per micro-batch). Unset: the whole batch at once."
         ),
     )
     gradient_checkpointing: bool = Field(

@@ -104,7 +104,9 @@ class PPOEngine:
         return logits, logprobs_from_logits(logits, ids[:, rollout.response_start :]), values
 
     def _chunks(self, batch: int) -> tuple[torch.Tensor, ...]:
-        return torch.arange(batch, device=self.device).split(self.rollout_batch_size)
+        """Rows for the no-grad passes over the rollout: micro-batches, so that they never hold
+        more than a training pass does (their [rows, R, V] logits included)."""
+        return torch.arange(batch, device=self.device).split(self.micro_batch_size)
 
     @torch.no_grad()
     def old_policy(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
