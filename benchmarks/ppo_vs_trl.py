@@ -22,9 +22,10 @@ Same batch: B prompts of P tokens, exactly N new tokens (no stop token), M mini-
 E PPO epochs, one thread per process. Printed per side: s/update (warm-up updates excluded),
 generated tokens/s, peak RSS (the child's ru_maxrss from wait4) and RSS above imports (peak
 minus the RSS after the side's imports), the machine's 1-minute load before and after every
-run, and the ours/TRL ratios of the medians. Targets (printed, not asserted): time per update
-<= 0.5x TRL's; with the reward adapter on the shared base, RSS above imports <= 0.35x TRL's
-and, on the large model, peak RSS <= 0.5x.
+run, and the ours/TRL ratios of the medians. CPU seconds per update (process time, one thread)
+are printed beside wall time: on a loaded machine they are the steadier of the two.
+Targets (printed, not asserted): time per update <= 0.5x TRL's; with the reward adapter on
+the shared base, RSS above imports <= 0.35x TRL's and, on the large model, peak RSS <= 0.5x.
 """
 
 from __future__ import annotations
@@ -214,15 +215,16 @@ def child_ours(case: Case, assets: Path, reward_kind: str, threads: int) -> dict
     no_eos.eos_token = None  # every response gets exactly new_tokens tokens, as on TRL's side
     engine = PPOEngine(model, no_eos, scorer, cfg)
     prompts = prompts_for(case)
-    times, phases = [], []
+    times, cpu_times, phases = [], [], []
     for step in range(cfg.steps):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         stats = engine.step(prompts_for_step(prompts, step, cfg.batch_size, seed=0))
         if step >= case.warmup:
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
             phases.append({k: stats[k] for k in ("rollout_seconds", "experience_seconds", "update_seconds")})
     phase = {k: statistics.mean(p[k] for p in phases) for k in phases[0]}
-    return {"times": times, "baseline_rss_mib": baseline, "phases": phase}
+    return {"times": times, "cpu_times": cpu_times, "baseline_rss_mib": baseline, "phases": phase}
 
 
 def child_trl(case: Case, assets: Path, threads: int) -> dict[str, Any]:
@@ -242,14 +244,14 @@ def child_trl(case: Case, assets: Path, threads: int) -> dict[str, Any]:
     reward_model = AutoModelForSequenceClassification.from_pretrained(assets / "reward", num_labels=1)
     prompts = prompts_for(case)
     dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in prompts]})
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     class Timer(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
 
     with tempfile.TemporaryDirectory() as out:
         args = PPOConfig(
@@ -290,8 +292,8 @@ def child_trl(case: Case, assets: Path, threads: int) -> dict[str, Any]:
             callbacks=[Timer()],
         )
         trainer.train()
-    durations = [b - a for a, b in itertools.pairwise(stamps)]
-    return {"times": durations[case.warmup :], "baseline_rss_mib": baseline}
+    durations = [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(stamps)][case.warmup :]
+    return {"times": [d[0] for d in durations], "cpu_times": [d[1] for d in durations], "baseline_rss_mib": baseline}
 
 
 # -- parent ----------------------------------------------------------------------------------------
@@ -321,6 +323,7 @@ def run_side(side: str, case: Case, assets: Path, args: argparse.Namespace, trl_
     figures["peak_rss_mib"] = usage.ru_maxrss / 1024.0
     figures["above_imports_mib"] = figures["peak_rss_mib"] - figures["baseline_rss_mib"]
     figures["s_per_update"] = statistics.median(figures["times"])
+    figures["cpu_s_per_update"] = statistics.median(figures["cpu_times"])
     figures["tokens_per_s"] = case.batch * case.new_tokens / figures["s_per_update"]
     figures["load"] = [load_before, loadavg()]
     return figures
@@ -333,7 +336,8 @@ def summarize(case: Case, runs: dict[str, list[dict[str, Any]]], reward_kind: st
         f"+ {case.new_tokens} new tokens), {case.mini_batches} mini-batches, {case.epochs} epochs; "
         f"ours' reward model: {reward_kind}"
     )
-    header = f"{'side':<6}{'s/update':>24}{'tokens/s':>10}{'peak RSS MiB':>20}{'above imports MiB':>22}"
+    header = f"{'side':<6}{'s/update':>24}{'CPU s/update':>14}{'tokens/s':>10}{'peak RSS MiB':>20}"
+    header += f"{'above imports MiB':>22}"
     header += "  load (1-min, before/after)"
     print(header)
     medians: dict[str, dict[str, float]] = {}
@@ -343,7 +347,9 @@ def summarize(case: Case, runs: dict[str, list[dict[str, Any]]], reward_kind: st
         per_run = [r["s_per_update"] for r in results]
         peak = [r["peak_rss_mib"] for r in results]
         above = [r["above_imports_mib"] for r in results]
+        cpu = [r["cpu_s_per_update"] for r in results]
         medians[side] = {
+            "cpu": statistics.median(cpu),
             "s": statistics.median(per_run),
             "peak": statistics.median(peak),
             "above": statistics.median(above),
@@ -351,6 +357,7 @@ def summarize(case: Case, runs: dict[str, list[dict[str, Any]]], reward_kind: st
         loads = " ".join(f"{a:.1f}/{b:.1f}" for a, b in (r["load"] for r in results))
         print(
             f"{side:<6}{medians[side]['s']:>8.2f} ({min(per_run):.2f}-{max(per_run):.2f}){'':>4}"
+            f"{medians[side]['cpu']:>14.2f}"
             f"{case.batch * case.new_tokens / medians[side]['s']:>10.1f}"
             f"{medians[side]['peak']:>10.0f} ({min(peak):.0f}-{max(peak):.0f})"
             f"{medians[side]['above']:>11.0f} ({min(above):.0f}-{max(above):.0f})  {loads}"
@@ -361,7 +368,8 @@ def summarize(case: Case, runs: dict[str, list[dict[str, Any]]], reward_kind: st
     if set(medians) == set(SIDES):
         ours, trl = medians["ours"], medians["trl"]
         print(
-            f"ours/TRL: time per update {ours['s'] / trl['s']:.2f} (target <= 0.5), "
+            f"ours/TRL: time per update {ours['s'] / trl['s']:.2f} "
+            f"(target <= 0.5; CPU time {ours['cpu'] / trl['cpu']:.2f}), "
             f"peak RSS {ours['peak'] / trl['peak']:.2f}"
             + (" (target <= 0.5)" if case.name.startswith("large") else "")
             + f", RSS above imports {ours['above'] / trl['above']:.2f}"
@@ -411,7 +419,8 @@ def main() -> int:
                 figures = run_side(side, case, assets, args, trl_python)
                 runs[side].append(figures)
                 print(
-                    f"  {case.name} rep {rep + 1} {side}: {figures['s_per_update']:.2f} s/update, "
+                    f"  {case.name} rep {rep + 1} {side}: {figures['s_per_update']:.2f} s/update "
+                    f"({figures['cpu_s_per_update']:.2f} CPU s), "
                     f"peak {figures['peak_rss_mib']:.0f} MiB, above imports {figures['above_imports_mib']:.0f} MiB, "
                     f"load {figures['load'][0]:.1f}->{figures['load'][1]:.1f}",
                     flush=True,
