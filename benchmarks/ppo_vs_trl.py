@@ -156,6 +156,16 @@ def lora_config(task_type: str) -> Any:
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type=task_type)
 
 
+def build_assets_apart(case: Case) -> Path:
+    """build_assets in a process of its own: a child's ru_maxrss starts from its parent's RSS at
+    fork (Linux keeps the high-water mark across exec), so the parent must stay small."""
+    command = [sys.executable, __file__, "--build-assets", json.dumps(asdict(case))]
+    out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if out.returncode != 0:
+        raise SystemExit(f"building the models failed:\n{out.stderr[-3000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def prompts_for(case: Case) -> list[str]:
     words = [f"t{i}" for i in range(case.vocab - 3)]
     return [" ".join(words[(7 * i + 13 * j) % len(words)] for j in range(case.prompt_tokens)) for i in range(64)]
@@ -388,11 +398,15 @@ def main() -> int:
     parser.add_argument("--ours-tree", default=str(REPO), help="Checkout whose engine runs as 'ours'.")
     parser.add_argument("--json", help="Also write every run's figures to this file.")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--build-assets", help=argparse.SUPPRESS)
     parser.add_argument("--case-json", help=argparse.SUPPRESS)
     parser.add_argument("--assets", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.build_assets:
+        print(build_assets(Case(**json.loads(args.build_assets))))
+        return 0
     if args.child:
         case = Case(**json.loads(args.case_json))
         if args.child == "ours":
@@ -411,7 +425,7 @@ def main() -> int:
         case = CASES[name]
         if args.updates:
             case = Case(**{**asdict(case), "updates": args.updates})
-        assets = build_assets(case)
+        assets = build_assets_apart(case)
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in args.sides}
         for rep in range(args.reps):
             order = args.sides if rep % 2 == 0 else list(reversed(args.sides))
