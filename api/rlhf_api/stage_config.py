@@ -17,6 +17,9 @@ StageName = Literal["sft", "reward", "ppo", "dpo"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
+# parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
+Strategy = Literal["ddp", "fsdp"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -45,7 +48,11 @@ class ModelConfig(CamelModel):
     )
     dtype: Dtype = Field(
         default="auto",
-        description="Weight dtype when loading: auto picks bfloat16 on GPUs that support it, else float32.",
+        description=(
+            "Weight and compute dtype: auto is bfloat16 on GPUs with native bf16 (A100, H100, L4), "
+            "float16 mixed precision on older GPUs (SFT, reward, DPO; float32 for PPO) and float32 on CPU. "
+            "float16 trains with loss scaling; bfloat16 needs a GPU with native bf16. See docs/gpu.md."
+        ),
     )
 
 
@@ -287,6 +294,12 @@ class TrainerJobConfig(CamelModel):
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
+    strategy: Strategy = Field(
+        default="ddp", description="ddp: a model copy per process; fsdp: sharded over all processes (FSDP2)."
+    )
+    fsdp_offload: bool = Field(
+        default=False, description="fsdp only: keep the shards of parameters, gradients and optimizer state on the CPU."
+    )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None
     ppo: PPOStageConfig | None = None
@@ -299,6 +312,8 @@ class TrainerJobConfig(CamelModel):
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
         if self.stage == "ppo" and self.reward_model is None:
             raise ValueError("rewardModel is required for the ppo stage")
+        if self.fsdp_offload and self.strategy != "fsdp":
+            raise ValueError("fsdpOffload needs strategy fsdp")
         return self
 
     @property

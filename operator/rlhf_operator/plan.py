@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
 from rlhf_api.stage_config import (
     DPOStageConfig,
     ModelConfig,
@@ -149,6 +149,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             else:  # ppo, dpo: the policy starts from the SFT model
                 start = _as_model(sft_model, spec.model) if sft_model else spec.model
             reward_path = merged_of("reward") if stage == "ppo" else None
+            strategy, fsdp_offload = stage_strategy(spec, stage)
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
             config = TrainerJobConfig.model_validate(
                 {
@@ -159,6 +160,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
+                    "strategy": strategy,
+                    "fsdp_offload": fsdp_offload,
                     stage: section.model_dump(include=set(trainer_fields)),
                 }
             )

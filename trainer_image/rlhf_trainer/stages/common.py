@@ -45,10 +45,6 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def is_main_process() -> bool:
     """Rank 0 of a torchrun/accelerate launch (or the only process)."""
     return rank() == 0
@@ -138,12 +134,16 @@ def exit_code(result: StageResult) -> int:
 def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int) -> dict[str, Any]:
     """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO).
 
-    On CPU: use_cpu and no bf16 (TRL defaults to bf16, which is slow and lossy there), and no
-    activation checkpointing unless asked (TRL turns it on by default).
+    Device, precision and sharding come from `placement` (on CPU: use_cpu, no mixed precision,
+    gloo). Activation checkpointing only when asked (TRL turns it on by default).
     """
-    import torch
+    from .. import placement
 
-    on_gpu = torch.cuda.is_available()
+    hw = placement.hardware()
+    section = cfg.section
+    model = getattr(section, "base_model", None) or cfg.model  # the reward stage may start elsewhere
+    field = "reward.baseModel.dtype" if model is not cfg.model else "model.dtype"
+    prec = placement.precision(model.dtype, hw, "trl", not section.lora.enabled, field)
     return {
         "output_dir": checkpoints_dir(cfg.output_dir),
         "seed": seed,
@@ -157,19 +157,17 @@ def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int
         "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         "weight_decay": training.weight_decay,
         "lr_scheduler_type": training.lr_scheduler,
-        "gradient_checkpointing": training.gradient_checkpointing,
         "logging_steps": training.logging_steps,
         "save_strategy": "steps",
         "save_steps": training.save_steps,
         "save_total_limit": training.save_total_limit,
         "report_to": [r for r in cfg.report_to if r != "wandb" or os.environ.get("WANDB_API_KEY")],
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "ddp_backend": None if on_gpu else ("gloo" if world_size() > 1 else None),
-        "ddp_find_unused_parameters": False if world_size() > 1 else None,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "remove_unused_columns": True,
+        "include_num_input_tokens_seen": "non_padding",  # train_tokens_per_second in the metrics
+        **placement.trainer_kwargs(hw, prec, cfg.strategy, cfg.fsdp_offload, training.gradient_checkpointing),
+        **placement.accelerate_fsdp_on_cpu(hw, cfg.strategy),  # a no-op except fsdp on CPU processes
     }
 
 
@@ -212,6 +210,9 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
     for key in ("train_runtime", "train_samples_per_second"):
         if key in result.metrics:
             metrics[key] = float(result.metrics[key])
+    tokens, runtime = trainer.state.num_input_tokens_seen, result.metrics.get("train_runtime")
+    if tokens and runtime:  # all processes' tokens (include_num_input_tokens_seen); this session's only
+        metrics["train_tokens_per_second"] = float(tokens - trainer._initial_num_input_tokens_seen) / runtime
     if evaluate and trainer.eval_dataset is not None:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float):
@@ -224,12 +225,16 @@ def train_evaluate_merge(
 ) -> StageOutputs:
     """The Trainer-based stages' body: fit (resuming), then on rank 0 the stage's own held-out
     metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it."""
-    from ..modeling import save_merged  # torch-heavy: imported only where a stage runs
+    from .. import sharding  # torch-heavy: imported only where a stage runs
+    from ..modeling import save_merged
 
     outputs = StageOutputs(metrics=fit(trainer, cfg))
+    model = trainer.model
+    if sharding.is_sharded(model):  # fsdp: every rank helps gather the weights for rank 0's copy
+        model = sharding.unsharded_copy(model, is_main=is_main_process())
     if is_main_process():
-        outputs.metrics.update(evaluate(trainer.model, trainer.processing_class))
-        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
+        outputs.metrics.update(evaluate(model, trainer.processing_class))
+        outputs.merged_path, outputs.adapter_path = save_merged(model, trainer.processing_class, cfg.output_dir)
     finish(trainer)
     return outputs
 
@@ -242,11 +247,12 @@ def load_policy(cfg: TrainerJobConfig) -> tuple[Any, Any, Any]:
 
     from ..data import load_stage_data
     from ..modeling import load_causal_lm
+    from ..placement import Loading
 
     section = cfg.section
     set_seed(section.seed)
     data = load_stage_data(section.dataset, cfg.stage, cfg.work_dir, section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=Loading.for_job(cfg))
     return data, model, tokenizer
 
 

@@ -17,6 +17,7 @@ from ..data import StageData, load_stage_data
 from ..errors import StageError
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier
+from ..placement import Loading
 from .common import (
     ProgressCallback,
     StageOutputs,
@@ -34,7 +35,9 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
     set_seed(section.seed)
     base, field = (section.base_model, "reward.baseModel") if section.base_model else (cfg.model, "model")
     data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
-    model, tokenizer = load_sequence_classifier(base, section.quantization, cfg.work_dir, field)
+    model, tokenizer = load_sequence_classifier(
+        base, section.quantization, cfg.work_dir, field, loading=Loading.for_job(cfg)
+    )
     if tokenizer.eos_token is None:
         # Encoders (BERT, MiniLM) have no eos; the trainer appends one to every text, so use
         # the separator, which such models already expect at the end.

@@ -1,0 +1,281 @@
+"""Where this process trains and how its models load: one set of rules for every stage.
+
+Pure decisions over a `Hardware` value (what the process sees: GPUs, bf16, its rank), so the
+CPU tests cover the GPU cases; `hardware()` and `init_distributed()` are the only I/O.
+
+The rules (DESIGN.md, "GPU placement"):
+- torchrun starts one process per GPU; each process uses `cuda:LOCAL_RANK` and must select it
+  (`torch.cuda.set_device`) before joining the process group, or every process lands on cuda:0.
+- bitsandbytes 8-bit/4-bit weights cannot move after loading: each rank loads its copy onto its
+  own GPU (`device_map={"": LOCAL_RANK}`). `device_map="auto"` (one model spread over all GPUs)
+  is never used: under a launcher every process would spread its copy over every GPU.
+- fsdp: an unquantized model loads on the CPU and FSDP2 moves each rank's shards to its GPU
+  (a whole copy per GPU is what fsdp exists to avoid); 8-bit cannot be sharded; 4-bit can when
+  its packed weights are stored in the compute dtype (`bnb_4bit_quant_storage`).
+- Precision: see `precision()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rlhf_api.stage_config import Dtype, Strategy, TrainerJobConfig
+
+from .errors import StageError
+
+Quantization = Literal["none", "8bit", "4bit-nf4"]
+# Which trainer runs the stage: the TRL/HF Trainer (SFT, reward, DPO) or the PPO engine.
+TrainerKind = Literal["trl", "ppo"]
+Amp = Literal["no", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What one process sees. `bf16` is native bfloat16 support (Ampere and newer), not emulation."""
+
+    cuda: bool = False
+    gpu_count: int = 0
+    bf16: bool = False
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def hardware() -> Hardware:
+    """This process's Hardware, from torch and the launcher's environment (LOCAL_RANK, WORLD_SIZE)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Hardware(
+        cuda=cuda,
+        gpu_count=torch.cuda.device_count() if cuda else 0,
+        # Emulated bf16 (e.g. on a T4) is correct but many times slower: only native counts.
+        bf16=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )
+
+
+# --------------------------------------------------------------------------- devices and groups
+
+
+def device(hw: Hardware) -> str:
+    """The device this process computes on: cuda:LOCAL_RANK on a GPU node, else cpu."""
+    if not hw.cuda:
+        return "cpu"
+    if hw.local_rank >= hw.gpu_count:
+        raise StageError(
+            "placement.gpusPerWorker",
+            f"process LOCAL_RANK={hw.local_rank} has no GPU of its own ({hw.gpu_count} visible): "
+            "start one process per GPU (nprocPerNode = gpusPerWorker)",
+        )
+    return f"cuda:{hw.local_rank}"
+
+
+def backend(hw: Hardware, strategy: Strategy = "ddp", offload: bool = False) -> str:
+    """The process-group backend: nccl between GPUs, gloo on CPU. FSDP with CPU offload moves
+    shards between host and GPU, so it needs gloo for the CPU tensors beside nccl."""
+    if not hw.cuda:
+        return "gloo"
+    return "cuda:nccl,cpu:gloo" if strategy == "fsdp" and offload else "nccl"
+
+
+def init_distributed(strategy: Strategy = "ddp", offload: bool = False) -> Hardware:
+    """Select this rank's GPU, then join the process group torchrun describes (once).
+
+    The order matters: `set_device` before `init_process_group`, or NCCL binds every rank to cuda:0.
+    """
+    import torch
+    import torch.distributed as dist
+
+    hw = hardware()
+    if hw.cuda:
+        torch.cuda.set_device(device(hw))
+    if hw.distributed and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend=backend(hw, strategy, offload))
+    return hw
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How weights are loaded and which mixed precision the trainer runs under."""
+
+    load_dtype: Literal["float32", "bfloat16", "float16"]
+    amp: Amp
+
+
+def precision(
+    requested: Dtype, hw: Hardware, trainer: TrainerKind, full_finetune: bool, field: str = "model.dtype"
+) -> Precision:
+    """The precision table (docs/gpu.md):
+
+    | device             | model.dtype     | TRL stages                          | PPO engine        |
+    | CPU                | auto, float32   | fp32                                | fp32              |
+    | CPU                | bfloat16        | bf16 weights                        | bf16 weights      |
+    | CPU                | float16         | error                               | error             |
+    | GPU with bf16      | auto, bfloat16  | bf16 weights, bf16 autocast         | bf16 weights      |
+    | GPU without bf16   | auto            | as float16                          | fp32              |
+    | GPU without bf16   | bfloat16        | error                               | error             |
+    | any GPU            | float16         | LoRA: fp16 base, fp32 adapters;     | error             |
+    |                    |                 | full: fp32 master weights; both     |                   |
+    |                    |                 | fp16 autocast + GradScaler          |                   |
+    | any GPU            | float32         | fp32                                | fp32              |
+
+    fp16 needs loss scaling and fp32 trainable weights (the GradScaler refuses fp16 gradients);
+    the HF Trainer does both, the PPO engine scales no losses, so PPO refuses fp16.
+    """
+    if requested == "float32":
+        return Precision("float32", "no")
+    if not hw.cuda:
+        if requested == "float16":
+            raise StageError(field, "float16 needs a GPU; use float32 (or bfloat16) on CPU")
+        return Precision("bfloat16", "no") if requested == "bfloat16" else Precision("float32", "no")
+    if requested == "bfloat16" or (requested == "auto" and hw.bf16):
+        if not hw.bf16:
+            raise StageError(field, "bfloat16 is not native on this GPU (it predates Ampere): use float16 or auto")
+        return Precision("bfloat16", "bf16")
+    # float16 asked, or auto on a GPU without bf16
+    if trainer == "ppo":
+        if requested == "auto":
+            return Precision("float32", "no")
+        raise StageError(
+            field,
+            "the PPO engine does not train in float16 (no loss scaling): use bfloat16 on GPUs that have it, "
+            "else float32 or auto",
+        )
+    return Precision("float32" if full_finetune else "float16", "fp16")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_kwargs(
+    hw: Hardware,
+    quantization: Quantization,
+    compute_dtype: str,
+    prec: Precision,
+    strategy: Strategy = "ddp",
+) -> dict[str, Any]:
+    """`from_pretrained` placement kwargs: `dtype` (a name), `device_map` when the model loads
+    straight onto this rank's GPU, and `bnb` (BitsAndBytesConfig kwargs) for a quantized base."""
+    if strategy == "fsdp" and quantization == "8bit":
+        raise StageError(
+            "quantization.mode", "8bit weights cannot be sharded under placement.strategy fsdp (use 4bit-nf4 or ddp)"
+        )
+    if quantization != "none" and hw.cuda and not hw.bf16 and compute_dtype == "bfloat16":
+        raise StageError("quantization.computeDtype", "bfloat16 is not native on this GPU: use float32")
+    kwargs: dict[str, Any] = {"dtype": prec.load_dtype}
+    if quantization != "none":
+        # Non-quantized parts (norms, embeddings) stay in fp32 on CPU: bf16 there is slow and lossy.
+        kwargs["dtype"] = prec.load_dtype if hw.cuda else "float32"
+        kwargs["bnb"] = _bnb_kwargs(quantization, compute_dtype, strategy)
+    if hw.cuda and (strategy == "ddp" or quantization != "none"):
+        # Quantized weights are made on the GPU and cannot move; under ddp every rank wants its
+        # whole copy there anyway. An unquantized fsdp model stays on the CPU until sharded.
+        kwargs["device_map"] = {"": hw.local_rank}
+    return kwargs
+
+
+def _bnb_kwargs(quantization: Quantization, compute_dtype: str, strategy: Strategy) -> dict[str, Any]:
+    if quantization == "8bit":
+        return {"load_in_8bit": True}
+    options: dict[str, Any] = {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": compute_dtype,
+    }
+    if strategy == "fsdp":
+        # FSDP2 shards floating-point storage only: pack the 4-bit weights into compute-dtype words.
+        options["bnb_4bit_quant_storage"] = compute_dtype
+    return options
+
+
+# --------------------------------------------------------------------------- the HF Trainer
+
+
+def trainer_kwargs(
+    hw: Hardware,
+    prec: Precision,
+    strategy: Strategy,
+    offload: bool,
+    gradient_checkpointing: bool,
+) -> dict[str, Any]:
+    """TrainingArguments for placement, precision and sharding (the TRL stages).
+
+    fsdp goes through accelerate's FSDP plugin in FSDP2 mode, one shard group per decoder layer
+    (accelerate reads the layer class from the model's `_no_split_modules`). Checkpoints are
+    sharded (each rank writes its part; resume reads them back on the same number of ranks).
+    Activation checkpointing under fsdp is FSDP's own (the Trainer's would all-gather twice).
+    """
+    kwargs: dict[str, Any] = {
+        "use_cpu": not hw.cuda,
+        "bf16": prec.amp == "bf16",
+        "fp16": prec.amp == "fp16",
+        "gradient_checkpointing": gradient_checkpointing,
+        "ddp_backend": None if hw.cuda else ("gloo" if hw.distributed else None),
+        "ddp_find_unused_parameters": False if hw.distributed else None,
+    }
+    if strategy == "fsdp" and hw.distributed:
+        kwargs["gradient_checkpointing"] = False
+        kwargs["fsdp"] = True
+        kwargs["fsdp_config"] = {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "reshard_after_forward": True,
+            "cpu_offload": offload,
+            "state_dict_type": "SHARDED_STATE_DICT",
+            "activation_checkpointing": gradient_checkpointing,
+        }
+    return kwargs
+
+
+def fsdp_on_cpu(hw: Hardware, strategy: Strategy) -> bool:
+    """fsdp across CPU processes (gloo): FSDP2 runs there, accelerate needs `accelerate_fsdp_on_cpu`."""
+    return strategy == "fsdp" and hw.distributed and not hw.cuda
+
+
+def accelerate_fsdp_on_cpu(hw: Hardware, strategy: Strategy) -> dict[str, Any]:
+    """Let accelerate's FSDP plugin run on CPU processes (gloo), as FSDP2 itself does; returns the
+    TrainingArguments kwargs that make the Trainer keep the state configured here.
+
+    accelerate 1.15 turns its FSDP plugin on only for accelerator devices: with gloo it settles on
+    MULTI_CPU and silently wraps the model in DDP instead. Creating the process state here, marked
+    multi-device, before the Trainer builds its Accelerator makes it take the FSDP path (measured:
+    the same per-step losses and gradient norms as one process). A no-op unless `fsdp_on_cpu`.
+    """
+    if not fsdp_on_cpu(hw, strategy):
+        return {}
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState(cpu=True, backend="gloo")
+    if state.distributed_type == DistributedType.MULTI_CPU:
+        state.distributed_type = DistributedType.MULTI_GPU
+    # Without this, TrainingArguments resets the process state it finds.
+    return {"accelerator_config": {"use_configured_state": True}}
+
+
+@dataclass(frozen=True)
+class Loading:
+    """What a stage tells the loader beyond the model and its quantization."""
+
+    strategy: Strategy = "ddp"
+    trainer: TrainerKind = "trl"
+    full_finetune: bool = False
+
+    @classmethod
+    def for_job(cls, cfg: TrainerJobConfig) -> Loading:
+        section = cfg.section
+        return cls(
+            strategy=cfg.strategy,
+            trainer="ppo" if cfg.stage == "ppo" else "trl",
+            full_finetune=not section.lora.enabled,
+        )
