@@ -126,3 +126,15 @@ def test_explicit_tolerations_replace_the_default() -> None:
     run = parse_run(load_example("dpo-7b.yaml"))
     dpo = plan(run, "/workspace")[1]
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
+
+
+def test_strategy_reaches_each_stage_config() -> None:
+    run = _run(
+        placement={"strategy": "fsdp", "fsdpOffload": True},
+        reward={"dataset": {"source": "d"}, "placement": {"strategy": "ddp", "fsdpOffload": False}},
+    )
+    sft, reward, ppo = (p.config for p in plan(run, "/ws"))
+    assert sft is not None and (sft.strategy, sft.fsdp_offload) == ("fsdp", True)
+    assert reward is not None and (reward.strategy, reward.fsdp_offload) == ("ddp", False)
+    assert ppo is not None and (ppo.strategy, ppo.fsdp_offload) == ("fsdp", True)
+    assert all(p.config is None or p.config.strategy == "ddp" for p in plan(_run(), "/ws"))

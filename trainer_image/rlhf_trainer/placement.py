@@ -279,3 +279,12 @@ class Loading:
             trainer="ppo" if cfg.stage == "ppo" else "trl",
             full_finetune=not section.lora.enabled,
         )
+
+
+def peak_gpu_memory() -> dict[str, float]:
+    """{"peak_gpu_memory_gib": ...} of this process's GPU (torch.cuda.max_memory_allocated), or {}."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30}

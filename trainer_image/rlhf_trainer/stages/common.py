@@ -19,6 +19,7 @@ from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
 from transformers import TrainerCallback
 
 from ..errors import StageError
+from ..placement import peak_gpu_memory
 
 __all__ = [
     "ProgressCallback",
@@ -90,6 +91,7 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     started = _now()
     try:
         outputs = body(cfg)
+        outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
         result = StageResult(
             stage=cfg.stage,
             status="succeeded",
