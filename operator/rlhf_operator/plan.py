@@ -112,7 +112,9 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
 def _overlay(base: Placement, override: Placement | None) -> Placement:
     if override is None:
         return base
-    return base.model_copy(update=override.model_dump(exclude_unset=True, exclude_none=True, by_alias=False))
+    # Validated again: model_copy(update=) would leave nested models (nodePool, resources) as dicts.
+    merged = base.model_dump(exclude_unset=True) | override.model_dump(exclude_unset=True, exclude_none=True)
+    return Placement.model_validate(merged)
 
 
 def _as_model(path: str, base: ModelConfig) -> ModelConfig:

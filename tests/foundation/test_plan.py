@@ -138,3 +138,14 @@ def test_strategy_reaches_each_stage_config() -> None:
     assert reward is not None and (reward.strategy, reward.fsdp_offload) == ("ddp", False)
     assert ppo is not None and (ppo.strategy, ppo.fsdp_offload) == ("fsdp", True)
     assert all(p.config is None or p.config.strategy == "ddp" for p in plan(_run(), "/ws"))
+
+
+def test_stage_node_pool_overrides_the_runs() -> None:
+    run = _run(
+        placement={"nodePool": {"accelerator": "nvidia-a100-80gb"}, "resources": {"requests": {"cpu": "8"}}},
+        sft={"dataset": {"source": "d"}, "placement": {"nodePool": {"accelerator": "nvidia-l4"}}},
+    )
+    sft, reward, _ = plan(run, "/ws")
+    assert sft.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert reward.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert sft.placement.requests == {"cpu": "8"}

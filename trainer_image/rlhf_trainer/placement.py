@@ -12,7 +12,7 @@ The rules (DESIGN.md, "GPU placement"):
 - fsdp: an unquantized model loads on the CPU and FSDP2 moves each rank's shards to its GPU
   (a whole copy per GPU is what fsdp exists to avoid); 8-bit cannot be sharded; 4-bit can when
   its packed weights are stored in the compute dtype (`bnb_4bit_quant_storage`).
-- Precision: see `precision()`.
+- Precision: the table in `rlhf_api.precision`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rlhf_api.precision import Precision, PrecisionError, TrainerKind, resolve
 from rlhf_api.stage_config import Dtype, Strategy, TrainerJobConfig
 
 from .errors import StageError
 
 Quantization = Literal["none", "8bit", "4bit-nf4"]
-# Which trainer runs the stage: the TRL/HF Trainer (SFT, reward, DPO) or the PPO engine.
-TrainerKind = Literal["trl", "ppo"]
-Amp = Literal["no", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -104,54 +102,15 @@ def init_distributed(strategy: Strategy = "ddp", offload: bool = False) -> Hardw
 # --------------------------------------------------------------------------- precision
 
 
-@dataclass(frozen=True)
-class Precision:
-    """How weights are loaded and which mixed precision the trainer runs under."""
-
-    load_dtype: Literal["float32", "bfloat16", "float16"]
-    amp: Amp
-
-
 def precision(
     requested: Dtype, hw: Hardware, trainer: TrainerKind, full_finetune: bool, field: str = "model.dtype"
 ) -> Precision:
-    """The precision table (docs/gpu.md):
-
-    | device             | model.dtype     | TRL stages                          | PPO engine        |
-    | CPU                | auto, float32   | fp32                                | fp32              |
-    | CPU                | bfloat16        | bf16 weights                        | bf16 weights      |
-    | CPU                | float16         | error                               | error             |
-    | GPU with bf16      | auto, bfloat16  | bf16 weights, bf16 autocast         | bf16 weights      |
-    | GPU without bf16   | auto            | as float16                          | fp32              |
-    | GPU without bf16   | bfloat16        | error                               | error             |
-    | any GPU            | float16         | LoRA: fp16 base, fp32 adapters;     | error             |
-    |                    |                 | full: fp32 master weights; both     |                   |
-    |                    |                 | fp16 autocast + GradScaler          |                   |
-    | any GPU            | float32         | fp32                                | fp32              |
-
-    fp16 needs loss scaling and fp32 trainable weights (the GradScaler refuses fp16 gradients);
-    the HF Trainer does both, the PPO engine scales no losses, so PPO refuses fp16.
-    """
-    if requested == "float32":
-        return Precision("float32", "no")
-    if not hw.cuda:
-        if requested == "float16":
-            raise StageError(field, "float16 needs a GPU; use float32 (or bfloat16) on CPU")
-        return Precision("bfloat16", "no") if requested == "bfloat16" else Precision("float32", "no")
-    if requested == "bfloat16" or (requested == "auto" and hw.bf16):
-        if not hw.bf16:
-            raise StageError(field, "bfloat16 is not native on this GPU (it predates Ampere): use float16 or auto")
-        return Precision("bfloat16", "bf16")
-    # float16 asked, or auto on a GPU without bf16
-    if trainer == "ppo":
-        if requested == "auto":
-            return Precision("float32", "no")
-        raise StageError(
-            field,
-            "the PPO engine does not train in float16 (no loss scaling): use bfloat16 on GPUs that have it, "
-            "else float32 or auto",
-        )
-    return Precision("float32" if full_finetune else "float16", "fp16")
+    """This process's precision from the table in `rlhf_api.precision` (the operator's memory
+    estimate reads the same table); an impossible choice is a StageError naming `field`."""
+    try:
+        return resolve(requested, hw.cuda, hw.bf16, trainer, full_finetune)
+    except PrecisionError as exc:
+        raise StageError(field, str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- loading
