@@ -18,7 +18,7 @@ import pytest
 import yaml
 from rlhf_api.result import read_result
 
-from .stage_helpers import write_config
+from .stage_helpers import ppo_config, tiny_reward_model, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 HERE = Path(__file__).parent
@@ -114,40 +114,8 @@ def test_ppo_engine_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -
 
 
 def test_ppo_stage_under_fsdp(tmp_path: Path) -> None:
-    from rlhf_trainer.builtin import materialize_tiny_llama
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    base = materialize_tiny_llama(str(tmp_path))
-    reward_path = tmp_path / "reward" / "merged"
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    reward = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    reward.config.pad_token_id = tokenizer.pad_token_id
-    reward.save_pretrained(reward_path)
-    tokenizer.save_pretrained(reward_path)
-    config = {
-        "stage": "ppo",
-        "runName": "t",
-        "model": {"name": "builtin:tiny-llama"},
-        "rewardModel": {"name": str(reward_path)},
-        "outputDir": str(tmp_path / "ppo"),
-        "workDir": str(tmp_path),
-        "strategy": "fsdp",
-        "ppo": {
-            "dataset": {"source": "builtin:arithmetic"},
-            "lora": {"r": 4},
-            "training": {
-                "steps": 2,
-                "batchSize": 4,
-                "miniBatchSize": 2,
-                "ppoEpochs": 1,
-                "minNewTokens": 2,
-                "maxNewTokens": 4,
-                "saveSteps": 1,
-                "evalMaxNewTokens": 4,
-            },
-        },
-    }
-    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(config))
+    config = ppo_config(str(tmp_path), tmp_path / "ppo", tiny_reward_model(tmp_path))
+    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump({**config, "strategy": "fsdp"}))
     launch("-m", "rlhf_trainer", "ppo", "--config", str(tmp_path / "ppo.yaml"), cwd=tmp_path)
     result = read_result(str(tmp_path / "ppo" / "result.json"))
     assert result is not None and result.status == "succeeded", result

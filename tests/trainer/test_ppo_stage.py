@@ -13,49 +13,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlhf_api.stage_config import TrainerJobConfig
 
+from .stage_helpers import PPO_TINY, ppo_config, tiny_reward_model
+
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(work_dir, path): an untrained one-output classifier on the builtin tiny Llama."""
-    from rlhf_trainer.builtin import materialize_tiny_llama
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     work_dir = tmp_path_factory.mktemp("run")
-    base = materialize_tiny_llama(str(work_dir))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    path = work_dir / "reward" / "merged"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(work_dir), str(path)
+    return str(work_dir), tiny_reward_model(work_dir)
 
 
 def job(work_dir: str, out: Path, reward_path: str, **training: Any) -> TrainerJobConfig:
-    settings = {
-        "steps": 2,
-        "batchSize": 4,
-        "miniBatchSize": 4,
-        "ppoEpochs": 1,
-        "minNewTokens": 2,
-        "maxNewTokens": 4,
-        "saveSteps": 1,
-        "evalMaxNewTokens": 4,
-        **training,
-    }
-    return TrainerJobConfig.model_validate(
-        {
-            "stage": "ppo",
-            "runName": "test",
-            "model": {"name": "builtin:tiny-llama"},
-            "rewardModel": {"name": reward_path},
-            "outputDir": str(out),
-            "workDir": work_dir,
-            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "lora": {"r": 4}, "training": settings},
-        }
-    )
+    config = ppo_config(work_dir, out, reward_path, training={**PPO_TINY, **training})
+    return TrainerJobConfig.model_validate(config)
 
 
 def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, str], tmp_path: Path) -> None:
