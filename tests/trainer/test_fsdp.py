@@ -41,17 +41,21 @@ def losses(checkpoint: Path) -> dict[int, float]:
     return {h["step"]: h["loss"] for h in history if "loss" in h}
 
 
-def sft_config(path: Path, out: Path, max_steps: int, batch_size: int, strategy: str) -> Path:
-    write_config(
-        path,
-        "sft",
-        str(path.parent),
-        out,
-        # constant lr: the schedule must not depend on maxSteps, which grows on resume;
-        # no LoRA dropout: its masks come from per-process random streams
-        training={"maxSteps": max_steps, "saveSteps": 1, "batchSize": batch_size, "lrScheduler": "constant"},
-        lora={"dropout": 0.0},
-    )
+def sharded_keys(directory: Path) -> list[str]:
+    """The tensors a torch.distributed.checkpoint directory holds."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return list(FileSystemReader(str(directory)).read_metadata().state_dict_metadata)
+
+
+def sft_config(
+    path: Path, out: Path, max_steps: int, batch_size: int, strategy: str, checkpointing: bool = False
+) -> Path:
+    # constant lr: the schedule must not depend on maxSteps, which grows on resume
+    training = {"maxSteps": max_steps, "saveSteps": 1, "batchSize": batch_size, "lrScheduler": "constant"}
+    training["gradientCheckpointing"] = checkpointing
+    # no LoRA dropout: its masks come from per-process random streams
+    write_config(path, "sft", str(path.parent), out, training=training, lora={"dropout": 0.0})
     config = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**config, "strategy": strategy}))
     return path
@@ -68,12 +72,13 @@ def test_sft_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -> None:
         "-m", "rlhf_trainer", "sft", "--config", str(sft_config(tmp_path / "a.yaml", out, 2, 2, "fsdp")), cwd=tmp_path
     )
     first = losses(out / "checkpoints" / "checkpoint-2")
-    # accelerate's FSDP plugin was really on: each rank wrote its own shard of weights and optimizer
-    assert (out / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
-    launch(
-        "-m", "rlhf_trainer", "sft", "--config", str(sft_config(tmp_path / "b.yaml", out, 3, 2, "fsdp")), cwd=tmp_path
-    )
+    # accelerate's FSDP plugin was really on: each rank wrote its shard of the adapter and optimizer
+    assert sharded_keys(out / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0")
+    # resumed with gradient checkpointing on: the same numbers, and a checkpoint that holds weights
+    resume = sft_config(tmp_path / "b.yaml", out, 3, 2, "fsdp", checkpointing=True)
+    launch("-m", "rlhf_trainer", "sft", "--config", str(resume), cwd=tmp_path)
     resumed = losses(out / "checkpoints" / "checkpoint-3")
+    assert sharded_keys(out / "checkpoints" / "checkpoint-3" / "pytorch_model_fsdp_0")
 
     print("sft losses: one process", want, "fsdp", first, "resumed", resumed)
     assert first == pytest.approx({k: want[k] for k in (1, 2)}, abs=1e-5)

@@ -153,10 +153,9 @@ def test_trainer_kwargs_table(hw_name: str, strategy: Any, checkpointing: bool) 
         config = kwargs["fsdp_config"]
         assert config["version"] == 2 and config["cpu_offload"] is True
         assert config["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-        # FSDP's own activation checkpointing, not the Trainer's (which would all-gather twice)
-        assert config["activation_checkpointing"] is checkpointing and kwargs["gradient_checkpointing"] is False
-    else:
-        assert kwargs["gradient_checkpointing"] is checkpointing
+        # the model's own checkpointing: FSDP's wrapper empties a PEFT model's sharded checkpoints
+        assert "activation_checkpointing" not in config
+    assert kwargs["gradient_checkpointing"] is checkpointing
 
 
 def test_fp16_amp_reaches_the_trainer() -> None:

@@ -172,7 +172,9 @@ def trainer_kwargs(
     fsdp goes through accelerate's FSDP plugin in FSDP2 mode, one shard group per decoder layer
     (accelerate reads the layer class from the model's `_no_split_modules`). Checkpoints are
     sharded (each rank writes its part; resume reads them back on the same number of ranks).
-    Activation checkpointing under fsdp is FSDP's own (the Trainer's would all-gather twice).
+    Gradient checkpointing stays the model's own, not FSDP's activation checkpointing: that one
+    wraps every layer, and transformers then writes a PEFT model's sharded checkpoint with no
+    weights in it (measured: a resume silently restarted the adapter from scratch).
     """
     kwargs: dict[str, Any] = {
         "use_cpu": not hw.cuda,
@@ -183,7 +185,6 @@ def trainer_kwargs(
         "ddp_find_unused_parameters": False if hw.distributed else None,
     }
     if strategy == "fsdp" and hw.distributed:
-        kwargs["gradient_checkpointing"] = False
         kwargs["fsdp"] = True
         kwargs["fsdp_config"] = {
             "version": 2,
@@ -191,7 +192,6 @@ def trainer_kwargs(
             "reshard_after_forward": True,
             "cpu_offload": offload,
             "state_dict_type": "SHARDED_STATE_DICT",
-            "activation_checkpointing": gradient_checkpointing,
         }
     return kwargs
 

@@ -92,12 +92,20 @@ def shard_actor_critic(model: ActorCritic, offload: bool = False) -> ActorCritic
 # --------------------------------------------------------------------------- gathering
 
 
+def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters by the names of the unwrapped model (activation checkpointing under FSDP wraps
+    each layer and inserts `_checkpoint_wrapped_module.` into the names)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import _CHECKPOINT_PREFIX
+
+    return {name.replace(_CHECKPOINT_PREFIX, ""): param for name, param in model.named_parameters()}
+
+
 def gather_trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """Collective: the full tensors of `model`'s trainable parameters, on the CPU, by name."""
     from torch.distributed.tensor import DTensor
 
     state = {}
-    for name, param in model.named_parameters():
+    for name, param in named_parameters(model).items():
         if param.requires_grad:
             full = param.full_tensor() if isinstance(param, DTensor) else param
             state[name] = full.detach().cpu().clone()
@@ -108,7 +116,7 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Every rank: copy full tensors into (possibly sharded) trainable parameters."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    params = dict(model.named_parameters())
+    params = named_parameters(model)
     unknown = set(state) - set(params)
     if unknown:
         raise ValueError(f"no such parameters: {sorted(unknown)[:3]}")
@@ -168,7 +176,7 @@ def unsharded_copy(model: nn.Module, is_main: bool) -> Any:
         copy.generation_config = hf.generation_config
     if isinstance(model, PeftModel):
         copy = get_peft_model(copy, model.peft_config["default"])
-    missing = set(trained) - {n for n, _ in copy.named_parameters()}
+    missing = set(trained) - set(named_parameters(copy))
     if missing:
         raise ValueError(f"the unsharded copy lacks trained weights {sorted(missing)[:3]}")
     load_trainable(copy, trained)

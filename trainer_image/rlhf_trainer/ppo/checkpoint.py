@@ -118,7 +118,7 @@ def load_checkpoint(path: str | Path, engine: PPOEngine) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path} was written under strategy {written}: resume it with {written}, not {now}")
     where = "cpu" if sharded else engine.device
     trainable = torch.load(path / "trainable.pt", map_location=where, weights_only=True)
-    missing = {n for n, p in model.named_parameters() if p.requires_grad} - set(trainable)
+    missing = {n for n, p in sharding.named_parameters(model).items() if p.requires_grad} - set(trainable)
     if missing:
         raise ValueError(f"checkpoint {path} lacks trainable weights {sorted(missing)[:3]}...")
     engine_state = torch.load(path / "engine.pt", map_location=where, weights_only=True)

@@ -226,17 +226,23 @@ def train_evaluate_merge(
     trainer: Any, cfg: TrainerJobConfig, evaluate: Callable[[Any, Any], dict[str, float]]
 ) -> StageOutputs:
     """The Trainer-based stages' body: fit (resuming), then on rank 0 the stage's own held-out
-    metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it."""
+    metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it.
+
+    Under fsdp every rank runs the evaluation on its shards (the forward passes are collective;
+    rank 0 keeps the numbers), then helps gather the weights for rank 0's unsharded copy."""
     from .. import sharding  # torch-heavy: imported only where a stage runs
     from ..modeling import save_merged
 
     outputs = StageOutputs(metrics=fit(trainer, cfg))
-    model = trainer.model
-    if sharding.is_sharded(model):  # fsdp: every rank helps gather the weights for rank 0's copy
+    model, tokenizer = trainer.model, trainer.processing_class
+    sharded = sharding.is_sharded(model)
+    if sharded or is_main_process():
+        held_out = evaluate(model, tokenizer)
+        outputs.metrics.update(held_out if is_main_process() else {})
+    if sharded:
         model = sharding.unsharded_copy(model, is_main=is_main_process())
     if is_main_process():
-        outputs.metrics.update(evaluate(model, trainer.processing_class))
-        outputs.merged_path, outputs.adapter_path = save_merged(model, trainer.processing_class, cfg.output_dir)
+        outputs.merged_path, outputs.adapter_path = save_merged(model, tokenizer, cfg.output_dir)
     finish(trainer)
     return outputs
 

@@ -42,11 +42,15 @@ def run(cfg: TrainerJobConfig) -> StageResult:
     return run_stage(cfg, train)
 
 
-def _accuracy(model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str) -> float | None:
-    """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth."""
-    if dist.rank() != 0:
+def _accuracy(
+    model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str, sharded: bool = False
+) -> float | None:
+    """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth.
+    A sharded model is evaluated on every rank (its forward passes are collective)."""
+    if dist.rank() != 0 and not sharded:
         return None
-    return task_accuracy(model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens)
+    accuracy = task_accuracy(model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens)
+    return accuracy if dist.rank() == 0 else None
 
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
@@ -108,9 +112,9 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         tensorboard="tensorboard" in cfg.report_to,
     )
     stats, extra = outcome["stats"], outcome["extra"]
-    if sharded:  # every rank takes part in gathering the trained weights
+    accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir, sharded)
+    if sharded:  # every rank takes part in gathering the trained weights for rank 0's copy
         policy = sharding.unsharded_copy(policy, is_main=dist.rank() == 0)
-    accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir)
 
     metrics: dict[str, float] = {
         "steps": float(training.steps),
