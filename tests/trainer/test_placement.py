@@ -253,3 +253,17 @@ def test_models_load_onto_this_ranks_gpu(
         assert "quantization_config" not in seen
     else:
         assert seen["quantization_config"][0] == "bnb"
+
+
+def test_a_rank_without_a_gpu_fails_the_stage_naming_the_field(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from rlhf_trainer import placement
+    from rlhf_trainer.stages.common import StageOutputs, run_stage
+
+    monkeypatch.setattr(placement, "hardware", lambda: Hardware(cuda=True, gpu_count=2, local_rank=3, world_size=4))
+    cfg = TrainerJobConfig.model_validate(
+        {"stage": "sft", "runName": "r", "model": {"name": "m"}, "outputDir": str(tmp_path), "workDir": str(tmp_path)}
+        | {"sft": {"dataset": {"source": "d"}}}
+    )
+    result = run_stage(cfg, lambda _: StageOutputs())
+    assert result.status == "failed" and result.message is not None
+    assert result.message.startswith("placement.gpusPerWorker: process LOCAL_RANK=3 has no GPU")

@@ -83,17 +83,25 @@ def backend(hw: Hardware, strategy: Strategy = "ddp", offload: bool = False) -> 
     return "cuda:nccl,cpu:gloo" if strategy == "fsdp" and offload else "nccl"
 
 
+def select_gpu() -> Hardware:
+    """Make this rank's GPU the current device (a no-op without CUDA); every stage does this
+    first, so nothing (a library's scratch buffer, a process group) lands on cuda:0 by default."""
+    import torch
+
+    hw = hardware()
+    if hw.cuda:
+        torch.cuda.set_device(device(hw))
+    return hw
+
+
 def init_distributed(strategy: Strategy = "ddp", offload: bool = False) -> Hardware:
     """Select this rank's GPU, then join the process group torchrun describes (once).
 
     The order matters: `set_device` before `init_process_group`, or NCCL binds every rank to cuda:0.
     """
-    import torch
     import torch.distributed as dist
 
-    hw = hardware()
-    if hw.cuda:
-        torch.cuda.set_device(device(hw))
+    hw = select_gpu()
     if hw.distributed and dist.is_available() and not dist.is_initialized():
         dist.init_process_group(backend=backend(hw, strategy, offload))
     return hw

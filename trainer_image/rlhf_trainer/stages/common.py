@@ -19,7 +19,7 @@ from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
 from transformers import TrainerCallback
 
 from ..errors import StageError
-from ..placement import peak_gpu_memory
+from ..placement import peak_gpu_memory, select_gpu
 
 __all__ = [
     "ProgressCallback",
@@ -90,6 +90,7 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
     try:
+        select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
         outputs = body(cfg)
         outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
         result = StageResult(
