@@ -14,10 +14,12 @@ from rlhf_api import layout
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
 from rlhf_api.stage_config import (
     DPOStageConfig,
+    InputRole,
     ModelConfig,
     PPOStageConfig,
     RewardStageConfig,
     SFTStageConfig,
+    StageInput,
     StageName,
     TrainerJobConfig,
 )
@@ -174,6 +176,13 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             return layout.merged_dir(posixpath.join(root, stage))
         return None
 
+    def produced(stage: StageName, role: InputRole) -> list[StageInput]:
+        """An earlier stage of this run as an input (none for existingOutput: it has no result.json)."""
+        section = spec.section(stage)
+        if stage not in spec.pipeline or section is None or section.existing_output:
+            return []
+        return [StageInput(stage=stage, output_dir=posixpath.join(root, stage), role=role)]
+
     sft_model = merged_of("sft")
     plans: list[StagePlan] = []
     for index, stage in enumerate(spec.pipeline):
@@ -187,6 +196,11 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
             reward_path = merged_of("reward") if stage == "ppo" else None
             strategy, fsdp_offload = stage_strategy(spec, stage)
+            # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
+            uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
+            inputs = (produced("sft", "model") if uses_sft else []) + (
+                produced("reward", "rewardModel") if stage == "ppo" else []
+            )
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
             config = TrainerJobConfig.model_validate(
                 {
@@ -199,6 +213,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "report_to": report_to,
                     "strategy": strategy,
                     "fsdp_offload": fsdp_offload,
+                    "inputs": inputs,
                     stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),
                 }
             )

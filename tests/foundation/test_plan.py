@@ -94,6 +94,42 @@ def test_stage_wiring(spec: dict[str, Any], expected: list[tuple[str, bool, str 
             assert p.config.work_dir == R
 
 
+# (case, spec changes, {stage: [(input stage, role)]}): the handover checks the trainer runs.
+INPUT_CASES: list[tuple[str, dict[str, Any], dict[str, list[tuple[str, str]]]]] = [
+    (
+        "sft reward ppo",
+        {},
+        {"sft": [], "reward": [("sft", "model")], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+    (
+        "sft dpo",
+        {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}},
+        {"sft": [], "dpo": [("sft", "model")]},
+    ),
+    (
+        "existing outputs have no result.json to check",
+        {"sft": {"existingOutput": "/ws/old/merged"}},
+        {"reward": [], "ppo": [("reward", "rewardModel")]},
+    ),
+    (
+        "reward from its own base does not load the sft output",
+        {"reward": {"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}}},
+        {"sft": [], "reward": [], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
+def test_inputs_are_the_earlier_stages_of_this_run(spec: dict[str, Any], expected: dict[str, Any]) -> None:
+    got = {
+        p.name: [(i.stage, i.role) for i in p.config.inputs] for p in plan(_run(**spec), "/ws") if p.config is not None
+    }
+    assert got == expected
+    for p in plan(_run(**spec), "/ws"):
+        for stage_input in p.config.inputs if p.config else []:
+            assert stage_input.output_dir == f"{R}/{stage_input.stage}"
+
+
 def test_reward_base_model_reaches_the_trainer() -> None:
     run = _run(reward={"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}})
     reward = plan(run, "/ws")[1]

@@ -22,9 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 import yaml
 from rlhf_api.result import read_result
-from rlhf_api.stage_config import PPOTrainingConfig, TrainerJobConfig
+from rlhf_api.stage_config import PPOTrainingConfig
 
-from ..trainer.stage_helpers import PPO_TINY, ppo_config, run_stage_cli, tiny_reward_model, write_config
+from ..trainer.stage_helpers import ppo_job, run_stage_cli, untrained_reward_model, write_config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -61,8 +61,8 @@ def test_trl_stage_on_one_gpu(tmp_path: Path, stage: str, quant: str) -> None:
 
 @pytest.fixture(scope="module")
 def reward_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    work_dir = tmp_path_factory.mktemp("run")
-    return str(work_dir), tiny_reward_model(work_dir)
+    work_dir = str(tmp_path_factory.mktemp("run"))
+    return work_dir, untrained_reward_model(work_dir)
 
 
 # The PPO engine's memory options (issue 10); a parametrization is skipped while its field is absent.
@@ -85,15 +85,11 @@ def test_ppo_stage_on_one_gpu(reward_model: tuple[str, str], tmp_path: Path, qua
     if missing:
         pytest.skip(f"ppo.training has no {missing} yet")
     work_dir, reward_path = reward_model
-    config = ppo_config(
-        work_dir,
-        tmp_path / "ppo",
-        reward_path,
-        quantization={"mode": quant, "computeDtype": "bfloat16"},
-        training={**PPO_TINY, **extra},
-    )
-    config["model"]["dtype"] = config["rewardModel"]["dtype"] = "auto"
-    result = ppo.run(TrainerJobConfig.model_validate(config))
+    config = ppo_job(work_dir, tmp_path / "ppo", reward_path, **extra)
+    assert config.ppo is not None and config.reward_model is not None
+    config.model.dtype = config.reward_model.dtype = "auto"
+    config.ppo.quantization.mode = quant  # type: ignore[assignment]
+    result = ppo.run(config)
     assert result.status == "succeeded", result.message
     assert_ran_on_the_gpu(result.metrics)
     assert result.metrics["tokens_per_s"] > 0

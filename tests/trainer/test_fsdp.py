@@ -18,7 +18,7 @@ import pytest
 import yaml
 from rlhf_api.result import read_result
 
-from .stage_helpers import ppo_config, tiny_reward_model, write_config
+from .stage_helpers import ppo_job, untrained_reward_model, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 HERE = Path(__file__).parent
@@ -119,7 +119,7 @@ def test_ppo_engine_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -
 
 
 def test_ppo_stage_under_fsdp(tmp_path: Path) -> None:
-    config = ppo_config(str(tmp_path), tmp_path / "ppo", tiny_reward_model(tmp_path))
+    config = ppo_job(str(tmp_path), tmp_path / "ppo", untrained_reward_model(str(tmp_path))).to_file_dict()
     (tmp_path / "ppo.yaml").write_text(yaml.safe_dump({**config, "strategy": "fsdp"}))
     launch("-m", "rlhf_trainer", "ppo", "--config", str(tmp_path / "ppo.yaml"), cwd=tmp_path)
     result = read_result(str(tmp_path / "ppo" / "result.json"))

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlhf_api.stage_config import TrainerJobConfig
-
-from .stage_helpers import PPO_TINY, ppo_config, tiny_reward_model
+from .stage_helpers import ppo_job, untrained_reward_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -21,13 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(work_dir, path): an untrained one-output classifier on the builtin tiny Llama."""
-    work_dir = tmp_path_factory.mktemp("run")
-    return str(work_dir), tiny_reward_model(work_dir)
+    work_dir = str(tmp_path_factory.mktemp("run"))
+    return work_dir, untrained_reward_model(work_dir)
 
 
-def job(work_dir: str, out: Path, reward_path: str, **training: Any) -> TrainerJobConfig:
-    config = ppo_config(work_dir, out, reward_path, training={**PPO_TINY, **training})
-    return TrainerJobConfig.model_validate(config)
+job = ppo_job
 
 
 def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, str], tmp_path: Path) -> None:
@@ -43,6 +38,8 @@ def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, st
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
     on_disk = json.loads((out / "result.json").read_text())
     assert on_disk["status"] == "succeeded"
+    assert (on_disk["steps"], on_disk["plannedSteps"], on_disk["exitCode"]) == (2, 2, 0)
+    assert "resumedFromStep" not in on_disk
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert any((out / "logs").iterdir())
     assert result.merged_path is not None
@@ -53,6 +50,7 @@ def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, st
     again = ppo.run(job(work_dir, out, reward_path, steps=3))
     assert again.status == "succeeded", again.message
     assert again.metrics["resumed_from_step"] == 2
+    assert (again.steps, again.planned_steps, again.resumed_from_step) == (3, 3, 2)
     # Measured before training in the first run and carried in the checkpoint.
     assert again.metrics["task_accuracy_before"] == result.metrics["task_accuracy_before"]
     assert (out / "checkpoints" / "step-3").is_dir()

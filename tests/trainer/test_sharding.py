@@ -11,7 +11,8 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from rlhf_api.stage_config import ModelConfig, QuantizationConfig
 from rlhf_trainer import sharding
-from rlhf_trainer.modeling import load_causal_lm
+from rlhf_trainer.modeling import BaseWeights, load_causal_lm
+from rlhf_trainer.placement import Loading
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
@@ -25,17 +26,15 @@ def test_names_are_the_unwrapped_models() -> None:
 
 
 def test_unsharded_copy_rebuilds_the_trained_model_from_its_base(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    lm, tokenizer = load_causal_lm(ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(), str(tmp_path))
-    base_info = lm._rlhf_base
+    base = BaseWeights(ModelConfig(name="builtin:tiny-llama"), QuantizationConfig(), str(tmp_path))
+    lm, tokenizer = load_causal_lm(base.model, base.quantization, base.work_dir)
     model = get_peft_model(lm, PeftLoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    model._rlhf_base = base_info
     with torch.no_grad():  # "trained": non-zero adapters, so the copy differs from the base
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.1)
-    copy = sharding.unsharded_copy(model, is_main=True)
-    assert sharding.unsharded_copy(model, is_main=False) is None
+    copy = sharding.unsharded_copy(model, True, base, Loading())
+    assert sharding.unsharded_copy(model, False, base, Loading()) is None
     ids = tokenizer(["What is 12 + 3?"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(copy(input_ids=ids).logits, model(input_ids=ids).logits)
-    assert copy._rlhf_base["path"] == base_info["path"]

@@ -9,8 +9,9 @@ PPO engine shards its own models here with `torch.distributed.fsdp.fully_shard`:
   `forward`); generation runs with `synced_gpus`, so ranks whose samples finish early keep
   taking part in the all-gathers of the others. Generation under FSDP2 all-gathers every layer
   for every new token: correct but slower than under ddp.
-Every rank must call the collective functions here (`gather_trainable`, `unsharded_copy`,
-`full_optimizer_state`, ...) in the same order.
+Evaluation runs on the shards, on every rank; the merged model comes from `unsharded_copy` on
+rank 0. Every rank must call the collective functions here (`gather_trainable`,
+`unsharded_copy`, `full_optimizer_state`, ...) in the same order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from .modeling import BaseWeights
+    from .placement import Loading
     from .ppo.value_head import ActorCritic
 
 
@@ -146,31 +149,32 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
-def unsharded_copy(model: nn.Module, is_main: bool) -> Any:
+def unsharded_copy(model: nn.Module, is_main: bool, base: BaseWeights, loading: Loading) -> Any:
     """Collective: a plain CPU copy of a sharded model on the main process (None elsewhere), for
-    evaluation and export there.
+    the merge there.
 
-    Only the trainable weights travel: the copy reloads the base weights the model was loaded
-    from (`_rlhf_base`, full precision for a quantized base), re-creates its LoRA adapter, and
-    takes the trained weights. Under full fine-tuning every weight is trainable.
+    Only the trainable weights travel: the copy reloads the base weights the stage loaded
+    (`base`; unquantized, in the quantization compute dtype for a QLoRA base, else in the
+    stage's load dtype), re-creates its LoRA adapter and takes the trained weights. Under full
+    fine-tuning every weight is trainable.
     """
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from .modeling import full_precision_kwargs, resolve_model_path
+    from .placement import hardware, precision
+
     trained = gather_trainable(model)
     if not is_main:
         return None
-    base_info = getattr(model, "_rlhf_base", None)
-    if base_info is None:
-        raise ValueError("the sharded model does not say which weights it was loaded from (_rlhf_base)")
     hf = _hf_model(model)
-    dtype = getattr(torch, base_info.get("dtype", "float32"))
-    if base_info.get("quant", "none") != "none":
-        dtype = getattr(torch, base_info.get("compute_dtype", "float32"))
-    is_classifier = getattr(hf.config, "num_labels", None) == 1 and "SequenceClassification" in type(hf).__name__
+    is_classifier = "SequenceClassification" in type(hf).__name__
+    kwargs = full_precision_kwargs(base, "SEQ_CLS" if is_classifier else "CAUSAL_LM")
+    if base.quantization.mode == "none":
+        prec = precision(base.model.dtype, hardware(), loading.trainer, loading.full_finetune)
+        kwargs["dtype"] = getattr(torch, prec.load_dtype)
     auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModelForCausalLM
-    extra: dict[str, Any] = {"num_labels": 1} if is_classifier else {}
-    copy = auto_cls.from_pretrained(base_info["path"], dtype=dtype, **extra)
+    copy = auto_cls.from_pretrained(resolve_model_path(base.model, base.work_dir, base.field), **kwargs)
     copy.config.pad_token_id = hf.config.pad_token_id
     if getattr(hf, "generation_config", None) is not None:
         copy.generation_config = hf.generation_config
@@ -180,5 +184,4 @@ def unsharded_copy(model: nn.Module, is_main: bool) -> Any:
     if missing:
         raise ValueError(f"the unsharded copy lacks trained weights {sorted(missing)[:3]}")
     load_trainable(copy, trained)
-    copy._rlhf_base = {**base_info, "quant": "none", "dtype": str(dtype).removeprefix("torch.")}
     return copy
