@@ -24,6 +24,8 @@ import yaml
 from rlhf_api.result import read_result
 from rlhf_api.stage_config import PPOTrainingConfig
 
+from tests.support.processes import subprocess_env
+
 from ..trainer.stage_helpers import ppo_job, run_stage_cli, untrained_reward_model, write_config
 
 pytestmark = [
@@ -112,7 +114,8 @@ def test_two_gpus_each_rank_on_its_own_device(tmp_path: Path, strategy: str) -> 
         " open(f'{sys.argv[2]}/rank{rank}.json', 'w'))\n"
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    done = subprocess.run([*command, str(probe), str(path), str(tmp_path)], capture_output=True, text=True, timeout=800)
+    args = [*command, str(probe), str(path), str(tmp_path)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=800, env=subprocess_env())
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["device"] for r in ranks] == [0, 1] and all(r["peak"] > 0 and r["code"] == 0 for r in ranks)

@@ -22,8 +22,9 @@ from rlhf_trainer.ppo import distributed as dist
 from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.loop import train_loop
 from rlhf_trainer.ppo.rollout import Rollout
-from rlhf_trainer.ppo.tiny import tiny_llama, word_tokenizer
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
+
+from tests.support.tiny_models import tiny_llama, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(12)]
 GLOBAL_BATCH, PROMPT, RESPONSE = 8, 3, 4

@@ -8,7 +8,6 @@ the same losses as one process and a sharded checkpoint that resumes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from rlhf_api.result import read_result
+
+from tests.support.processes import subprocess_env
 
 from .stage_helpers import ppo_job, untrained_reward_model, write_config
 
@@ -28,9 +29,8 @@ def launch(*args: str, cwd: Path, processes: int = 2) -> subprocess.CompletedPro
     """Run python with `args`, under torchrun when processes > 1; one thread per process on both
     sides (Adam turns float noise in tiny gradients into visible loss differences)."""
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, *launcher, *args], capture_output=True, text=True, env=env, timeout=500, cwd=cwd
+        [sys.executable, *launcher, *args], capture_output=True, text=True, env=subprocess_env(), timeout=500, cwd=cwd
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -94,8 +94,7 @@ def test_sft_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -> None:
 def test_ppo_engine_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -> None:
     import torch
 
-    sys.path.insert(0, str(HERE))
-    import ppo_fsdp_worker as worker
+    from . import ppo_fsdp_worker as worker
 
     launch(str(HERE / "ppo_fsdp_worker.py"), str(tmp_path), cwd=tmp_path)
     sharded: dict[str, Any] = json.loads((tmp_path / "fsdp.json").read_text())
