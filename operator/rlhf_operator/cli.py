@@ -56,7 +56,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .manifests import render
+    from .manifests.render import render
     from .settings import OperatorSettings
 
     try:
@@ -76,7 +76,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .local import LocalRun, TrainerMissing, check_trainer
+    from .local.runner import LocalRun, TrainerMissing, check_trainer, exit_code
 
     try:
         run = parse_run(_load(args.file))
@@ -87,8 +87,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TrainerMissing as error:
         print(f"rlhf: error: {error}", file=sys.stderr)
         return 2
-    status = LocalRun(run, Path(args.workdir), nproc=args.nproc).execute()
-    return 0 if status.phase == "Succeeded" else 1
+    status = LocalRun(run, Path(args.workdir), nproc=args.nproc, display=_display()).execute()
+    return exit_code(status)
+
+
+def _display() -> Any:
+    """Live bars on a terminal that can redraw; plain, throttled lines in logs and pipes."""
+    from rich.console import Console
+
+    from .local.display import PlainDisplay
+    from .local.live import LiveDisplay
+
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        return LiveDisplay(console)
+    return PlainDisplay(sys.stdout)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -106,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import NothingToCompare, run_compare, summary_line
-    from .local import TrainerMissing, check_trainer
+    from .local.runner import TrainerMissing, check_trainer
 
     try:
         check_trainer()

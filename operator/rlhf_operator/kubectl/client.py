@@ -18,9 +18,10 @@ from kubernetes.client.rest import ApiException
 from rlhf_api.naming import job_name
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 
-from ..manifests_jobs import PYTORCH_CONTAINER, PYTORCHJOB_API, TRAINJOB_API, TRAINJOB_CONTAINER
-from ..observe import master_pod_selector, matches
-from .view import Observed, current_stage, parse_status
+from ..api_ref import ApiRef
+from ..launchers import Launcher
+from ..pod_result import label_selector, matches
+from .view import Observed, current_stage, launcher_of, parse_status
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -55,11 +56,10 @@ class Cluster:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
 
-    def _get(self, api: tuple[str, str, str], namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, api: ApiRef, namespace: str, name: str) -> dict[str, Any] | None:
         """A custom object, or None when there is none (404)."""
-        group, version, plural = api
         try:
-            found = self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+            found = self.custom.get_namespaced_custom_object(api.group, api.version, namespace, api.plural, name)
             return cast(dict[str, Any], found)
         except ApiException as error:
             if error.status == 404:
@@ -67,19 +67,17 @@ class Cluster:
             raise
 
     def run(self, namespace: str, name: str) -> dict[str, Any]:
-        found = self._get((GROUP, VERSION, PLURAL), namespace, name)
+        found = self._get(ApiRef(GROUP, VERSION, PLURAL), namespace, name)
         if found is None:
             raise NotFound(f"rlhfrun {name} not found in namespace {namespace}")
         return found
 
-    def job(self, namespace: str, launcher: str, name: str) -> dict[str, Any] | None:
-        return self._get(TRAINJOB_API if launcher == "trainjob" else PYTORCHJOB_API, namespace, name)
-
-    def master_pod(self, namespace: str, launcher: str, job: str) -> dict[str, Any] | None:
-        selector = master_pod_selector(job, launcher)
-        text = ",".join(f"{k}={v}" for k, v in selector.items())
+    def master_pod(self, namespace: str, launcher: Launcher, job: str) -> dict[str, Any] | None:
+        selector = launcher.master_pod_selector(job)
         # Raw JSON, not the client's models: they reject pods missing fields the reads never use.
-        response: Any = self.core.list_namespaced_pod(namespace, label_selector=text, _preload_content=False)
+        response: Any = self.core.list_namespaced_pod(
+            namespace, label_selector=label_selector(selector), _preload_content=False
+        )
         pods = json.loads(response.data)
         # The API filters by the selector; check again (an emulator may not).
         found = [p for p in pods.get("items") or [] if matches((p.get("metadata") or {}).get("labels") or {}, selector)]
@@ -92,8 +90,8 @@ class Cluster:
         stage = current_stage(parse_status(run.get("status")))
         if stage is None or not stage.job_name:
             return Observed(run)
-        launcher = str((run.get("spec") or {}).get("launcher", "pytorchjob"))
-        job = self.job(namespace, launcher, stage.job_name)
+        launcher = launcher_of(run)
+        job = self._get(launcher.api, namespace, stage.job_name)
         pod = self.master_pod(namespace, launcher, stage.job_name) if job is not None else None
         return Observed(run, job, pod)
 
@@ -101,7 +99,7 @@ class Cluster:
         """(pod, container, stage) of a stage's Master pod: the latest attempt unless one is named."""
         run = self.run(namespace, name)
         status = parse_status(run.get("status"))
-        launcher = str((run.get("spec") or {}).get("launcher", "pytorchjob"))
+        launcher = launcher_of(run)
         wanted = stage or status.current_stage
         entry = next((s for s in status.stages if s.name == wanted), None)
         if entry is None:
@@ -114,8 +112,7 @@ class Cluster:
         pod = self.master_pod(namespace, launcher, job)
         if pod is None:
             raise NotFound(f"no Master pod for job {job} (not started yet, or deleted with the job)")
-        container = TRAINJOB_CONTAINER if launcher == "trainjob" else PYTORCH_CONTAINER
-        return str(pod["metadata"]["name"]), container, entry.name
+        return str(pod["metadata"]["name"]), launcher.result_container, entry.name
 
     def log_lines(self, namespace: str, pod: str, container: str, follow: bool, tail: int | None) -> Iterator[str]:
         """The pod's log, line by line; with follow, until the container ends."""

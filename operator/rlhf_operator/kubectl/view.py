@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from rlhf_api.status import Condition, RLHFRunStatus, StageStatus
 
-from ..observe import job_state, job_suspended
+from ..launchers import KUBERNETES_LAUNCHERS, Launcher
 from ..report.summary import format_duration, format_metrics, stage_rows
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -29,6 +29,12 @@ class Observed:
     run: Mapping[str, Any]  # the RLHFRun as the API returned it
     job: Mapping[str, Any] | None = None  # the current stage's job (PyTorchJob or TrainJob)
     pod: Mapping[str, Any] | None = None  # that job's Master pod
+
+
+def launcher_of(run: Mapping[str, Any]) -> Launcher:
+    """The launcher of the run's spec.launcher (PyTorchJob when unset or unknown to this client)."""
+    name = str((run.get("spec") or {}).get("launcher", "pytorchjob"))
+    return KUBERNETES_LAUNCHERS.get(name, KUBERNETES_LAUNCHERS["pytorchjob"])
 
 
 def _known(model: type[BaseModel], raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,10 +90,10 @@ def waiting_on(observed: Observed) -> str:
     job = observed.job
     if job is None:
         return f"the operator to create {stage.name}'s job" + (f" {stage.job_name}" if stage.job_name else "")
-    name = (job.get("metadata") or {}).get("name", stage.job_name)
-    kind = job.get("kind", "job")
-    state, message = job_state(job)
-    if job_suspended(job):
+    launcher = launcher_of(run)
+    seen = launcher.observe(job)
+    name, kind, state, message = seen.name, launcher.kind, seen.state, seen.message
+    if seen.suspended:
         queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
         return f"Kueue to admit {kind} {name} (queue {queue})" if queue else f"{kind} {name} is suspended"
     if state in ("Pending", "Created"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 
 from rlhf_api import layout
@@ -126,3 +127,13 @@ def write_report(root: str | Path, status: RLHFRunStatus | None = None) -> Path:
     tmp.write_text(html.render(data))
     tmp.replace(target)
     return target
+
+
+def write_report_at_end(root: str | Path, status: RLHFRunStatus) -> Path | None:
+    """`rlhf run`'s last step: the report, or a warning on stderr. A run's outcome never depends
+    on drawing it (a missing plotting extra, a full disk)."""
+    try:
+        return write_report(root, status)
+    except Exception as error:  # the run is done either way; say why there is no report
+        print(f"rlhf: no report.html ({type(error).__name__}: {error}); try `rlhf report {root}`", file=sys.stderr)
+        return None

@@ -11,9 +11,10 @@ import pytest
 from rich.console import Console
 from rlhf_api.evaluation import EvalSummary, ModelScore, write_eval
 from rlhf_api.status import RLHFRunStatus, StageStatus
-from rlhf_operator.terminal.events import describe, headline_numbers, step_of
-from rlhf_operator.terminal.live import LiveDisplay
-from rlhf_operator.terminal.plain import PlainDisplay
+from rlhf_operator.local.display import PlainDisplay
+from rlhf_operator.local.live import LiveDisplay
+from rlhf_operator.local.progress_text import describe, headline_numbers, step_of
+from rlhf_operator.local.throttle import ProgressThrottle
 
 
 class Clock:
@@ -105,41 +106,49 @@ def drive(display: Any, clock: Clock | None = None, steps: int = 600, every: int
     display.transition(status(("sft", "Succeeded")), [("Normal", "StageSucceeded", "stage sft succeeded")])
 
 
-def test_plain_lines_are_few_and_carry_eta(tmp_path: Path) -> None:
-    out, clock = io.StringIO(), Clock()
-    display = PlainDisplay(out, every_seconds=60, clock=clock)
+def plain(clock: Clock) -> tuple[io.StringIO, PlainDisplay]:
+    out = io.StringIO()
+    return out, PlainDisplay(out, ProgressThrottle(every_seconds=60, clock=clock))
+
+
+def test_plain_lines_are_few_and_carry_eta() -> None:
+    clock = Clock()
+    out, display = plain(clock)
     drive(display, clock)
     lines = out.getvalue().splitlines()
     progress = [line for line in lines if line.startswith("[sft] step")]
     assert len(progress) == 11  # the first step, then one per 10%
     assert len(lines) <= 15
-    assert progress[0].startswith("[sft] step 10/600 (2%) loss=0.5 learning_rate=0.001")
+    assert progress[0] == "[sft] step 10/600 loss=0.5 learning_rate=0.001 | 0s"
     # 20 steps/s on the fake clock: 300 steps left at 50% -> 15 s
-    half = next(line for line in progress if "(50%)" in line)
+    half = next(line for line in progress if "step 300/600" in line)
     assert half.endswith("| 14s, ETA 15s, 20 steps/s")
     assert lines[-1] == "[sft] done: task_accuracy=0.475, eval_loss=0.283"
     assert "Loading weights" not in out.getvalue()  # stage output stays in stage.log
 
 
 def test_plain_slow_steps_still_print_every_interval() -> None:
-    out, clock = io.StringIO(), Clock()
-    display = PlainDisplay(out, every_seconds=60, clock=clock)
+    clock = Clock()
+    out, display = plain(clock)
     drive(display, clock, steps=1000, every=1, seconds=7.0)  # 7 s a step: 10% takes 11 minutes
     progress = [line for line in out.getvalue().splitlines() if line.startswith("[sft] step")]
     assert 11 < len(progress) <= 11 + 7000 // 60 + 1
-    assert all(int(line.split()[2].split("/")[0]) >= 1 for line in progress)
 
 
-def test_plain_failure_shows_the_stage_output_tail_and_a_retry_starts_over() -> None:
-    out, clock = io.StringIO(), Clock()
-    display = PlainDisplay(out, clock=clock)
+def test_plain_events_and_a_retry_starting_over() -> None:
+    clock = Clock()
+    out, display = plain(clock)
     display.transition(status(("sft", "Running")), [])
     display.progress("sft", {"step": 300, "max_steps": 600, "loss": 1.0})
+    display.progress("sft", {"event": "resume", "checkpoint": "/w/sft/checkpoints/checkpoint-300"})
+    display.progress("sft", {"event": "merged", "path": "/w/sft/merged"})
     for i in range(12):
         display.output("sft", f"trace line {i}")
-    display.transition(status(("sft", "Failed")), [("Warning", "StageFailed", "stage sft failed")])
+    retrying = status(("sft", "Retrying"))
+    display.transition(retrying, [("Warning", "StageRetrying", "stage sft attempt 1 failed")])
     text = out.getvalue()
-    assert "WARNING StageFailed: stage sft failed" in text
+    assert "[sft] resuming from /w/sft/checkpoints/checkpoint-300" in text and "merged" not in text
+    assert "warning: stage sft attempt 1 failed" in text
     assert "  | trace line 11" in text and "  | trace line 3" not in text  # the last 8 lines
     display.transition(status(("sft", "Running")), [])
     display.progress("sft", {"step": 310, "max_steps": 600, "loss": 1.0})
@@ -176,6 +185,7 @@ def final_status() -> RLHFRunStatus:
 def test_plain_finish_prints_the_summary_table(tmp_path: Path) -> None:
     write_comparison(tmp_path)
     out = io.StringIO()
+    (tmp_path / "report.html").write_text("<html></html>")
     PlainDisplay(out).finish(final_status(), tmp_path)
     text = out.getvalue()
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["sft"], ["reward"], ["ppo"])]
@@ -188,6 +198,10 @@ def test_plain_finish_prints_the_summary_table(tmp_path: Path) -> None:
     assert "headline task_accuracy 0.475 -> 0.808" in text
     assert "win rate 67.9% of 120 held-out prompts (43 wins, 77 ties, 0 losses)" in text
     assert "\x1b[" not in text  # no colour codes in logs
+    assert (
+        text.splitlines()[-1]
+        == f"run succeeded. Report: {tmp_path / 'report.html'} (status: {tmp_path / 'report.json'})"
+    )
 
 
 def test_live_display_bars_collapse_and_summary(tmp_path: Path) -> None:
@@ -224,6 +238,6 @@ def test_live_display_failure_keeps_the_reason_and_output_tail(tmp_path: Path) -
     display.transition(failed, [("Warning", "StageFailed", "stage sft failed")])
     display.finish(failed, tmp_path)
     text = console.export_text()
-    assert "StageFailed: stage sft failed" in text
+    assert "StageFailed: stage sft failed" in text and "run failed" in text
     assert "✗ sft    failed  5/600 steps  39s  exit code 1: CUDA out of memory" in text
     assert "| RuntimeError: CUDA out of memory" in text

@@ -29,8 +29,8 @@ from rich.text import Text
 from rlhf_api.status import RLHFRunStatus, StageStatus
 
 from ..report.summary import format_duration, format_metrics, key_metrics, stage_seconds
-from .events import describe, format_numbers, headline_numbers, step_of
-from .plain import TAIL_LINES
+from .display import TAIL_LINES, EventNote, finish_lines
+from .progress_text import describe, format_numbers, headline_numbers, step_of
 from .summary_table import summary
 
 MARKS = {"Succeeded": ("✓", "green"), "Failed": ("✗", "red"), "Skipped": ("-", "dim"), "Suspended": ("‖", "yellow")}
@@ -105,7 +105,7 @@ class LiveDisplay:
         if line.strip():
             self.tails.setdefault(stage, deque(maxlen=TAIL_LINES)).append(line.rstrip())
 
-    def transition(self, status: RLHFRunStatus, events: list[tuple[str, str, str]]) -> None:
+    def transition(self, status: RLHFRunStatus, events: list[EventNote]) -> None:
         for kind, reason, message in events:
             if kind == "Warning":
                 self._print(Text(f"{reason}: {message}", style="yellow"))
@@ -151,3 +151,5 @@ class LiveDisplay:
         self._stop()
         self.console.print()
         self.console.print(summary(status, root))
+        for line in finish_lines(status, root):
+            self.console.print(line, highlight=False)

@@ -1,4 +1,4 @@
-"""Progress events (`@@rlhf {...}` lines, rlhf_api.progress) as short texts: pure.
+"""Progress events (`@@rlhf {...}` lines, rlhf_api.progress) as short texts for the displays: pure.
 
 A training-step event has `step`, usually `max_steps`, and numbers; other events have an
 `event` name (resume, compare, compared, merged, done).
