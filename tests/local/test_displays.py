@@ -241,3 +241,17 @@ def test_live_display_failure_keeps_the_reason_and_output_tail(tmp_path: Path) -
     assert "StageFailed: stage sft failed" in text and "run failed" in text
     assert "✗ sft    failed  5/600 steps  39s  exit code 1: CUDA out of memory" in text
     assert "| RuntimeError: CUDA out of memory" in text
+
+
+def test_live_display_after_ctrl_c_a_late_step_makes_no_new_bar(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=160, record=True)
+    display = LiveDisplay(console)
+    display.transition(status(("sft", "Running")), [])
+    display.progress("sft", {"step": 31, "max_steps": 200, "loss": 1.0})
+    suspended = status(("sft", "Suspended"), phase="Suspended")
+    display.transition(suspended, [("Normal", "Suspended", "run suspended")])
+    display.progress("sft", {"step": 32, "max_steps": 200, "loss": 1.0})  # the stage's last line, after SIGTERM
+    assert display.tasks == {} and not display.bars.tasks
+    display.finish(suspended, tmp_path)
+    text = console.export_text()
+    assert "‖ sft    suspended  31/200 steps" in text and "Run the same command again to resume" in text

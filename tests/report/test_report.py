@@ -137,3 +137,16 @@ def test_report_renders_in_headless_chromium_with_its_plots(report: Path, tmp_pa
 
     blue, orange = count((31, 119, 180)), count((255, 127, 14))  # matplotlib's C0 and C1
     assert blue > 2000 and orange > 200, (blue, orange)
+
+
+def test_the_report_at_the_end_of_a_run_never_fails_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rlhf_api.status import RLHFRunStatus
+    from rlhf_operator.report.build import write_report_at_end
+
+    blocked = tmp_path / "run"
+    blocked.mkdir()
+    (blocked / "plots").write_text("a file where the plots folder goes")
+    status = RLHFRunStatus(phase="Succeeded")
+    assert write_report_at_end(blocked, status) is None
+    assert "no report.html" in capsys.readouterr().err
+    assert write_report_at_end(tmp_path / "fine", status) == tmp_path / "fine" / "report.html"

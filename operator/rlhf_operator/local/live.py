@@ -96,6 +96,8 @@ class LiveDisplay:
                 self._print(Text(f"[{stage}] {line}", style="dim"))
             return
         step, total = position
+        if stage not in self.tasks and self.phases.get(stage) not in (None, "Running"):
+            return  # a last line from a stage already suspended or finished: its bar is gone
         task = self._task(stage, total, step)
         numbers = headline_numbers(event)
         fields: dict[str, Any] = {"numbers": format_numbers(numbers)} if numbers else {}
@@ -126,16 +128,17 @@ class LiveDisplay:
         steps = ""
         if task is not None:
             state = next(t for t in self.bars.tasks if t.id == task)
-            steps = f"{int(state.completed)}/{int(state.total)} steps  " if state.total else ""
+            steps = f"{int(state.completed)}/{int(state.total)} steps" if state.total else ""
             self.bars.remove_task(task)
         if entry.phase == "Retrying":
             self._print(Text(f"↻ {entry.name} attempt {entry.attempts} failed: {entry.message or '?'}", style="yellow"))
             self._tail(entry.name)
             return
         mark, style = MARKS.get(entry.phase, ("·", ""))
-        when = format_duration(stage_seconds(entry)) if seen_running else "earlier run"
+        seconds = stage_seconds(entry)
+        when = ("" if seconds is None else format_duration(seconds)) if seen_running else "earlier run"
         detail = entry.message if entry.phase == "Failed" else format_metrics(key_metrics(entry.metrics))
-        outcome = f"{entry.phase.lower()}  {steps}{when}  {detail or ''}"
+        outcome = "  ".join(part for part in (entry.phase.lower(), steps, when, detail or "") if part)
         self.done.append(Text.assemble((f"{mark} {entry.name:<7}", style), outcome))
         if entry.phase == "Failed":
             self._tail(entry.name)

@@ -118,7 +118,7 @@ def write_report(root: str | Path, status: RLHFRunStatus | None = None) -> Path:
     root = Path(root).resolve()
     data = collect(root, status)
     plot_dir = root / PLOTS_DIR
-    plot_dir.mkdir(exist_ok=True)
+    plot_dir.mkdir(parents=True, exist_ok=True)
     figures = [f for figs in data.curves.values() for f in figs] + ([data.timeline] if data.timeline else [])
     for figure in figures:
         (root / figure.filename).write_bytes(figure.png)
