@@ -85,15 +85,19 @@ class LiveDisplay:
     def _task(self, stage: str, total: int | None = None, completed: int = 0) -> TaskID:
         if stage not in self.tasks:
             self._start()
-            self.tasks[stage] = self.bars.add_task("", total=total, completed=completed, stage=stage, numbers="")
+            # "starting" until the first step: loading data and models can take a while
+            self.tasks[stage] = self.bars.add_task(
+                "", total=total, completed=completed, stage=stage, numbers="" if total else "starting"
+            )
         return self.tasks[stage]
 
     def progress(self, stage: str, event: dict[str, Any]) -> None:
         position = step_of(event)
         if position is None:
             line = describe(event)
-            if line:
-                self._print(Text(f"[{stage}] {line}", style="dim"))
+            if line:  # in order with the finished stages' lines, above the bars
+                self._start()
+                self.done.append(Text(f"  [{stage}] {line}", style="dim"))
             return
         step, total = position
         if stage not in self.tasks and self.phases.get(stage) not in (None, "Running"):
