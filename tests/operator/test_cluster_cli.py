@@ -8,6 +8,7 @@ with a reaction (whole text, or a chunked stream for --follow).
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,12 @@ def test_unreachable_cluster_and_missing_kubeconfig(tmp_path: Path, capsys: pyte
     path.write_text(yaml.safe_dump(config))
     code = cli.main(["status", "demo", "--kubeconfig", str(path)])
     assert code == 1 and "cannot reach the API server" in capsys.readouterr().err
+
+
+def test_kubectl_plugin_names_itself(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """kubectl runs `kubectl-rlhf` from PATH for `kubectl rlhf ...`: its help says so."""
+    monkeypatch.setattr(sys, "argv", ["kubectl-rlhf", "status", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.kubectl_main()
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: kubectl rlhf status [-h] [-n NAMESPACE]")
