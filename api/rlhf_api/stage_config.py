@@ -15,6 +15,8 @@ from .camel_model import CamelModel
 
 StageName = Literal["sft", "reward", "ppo", "dpo"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+# The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
+POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 # How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
@@ -276,6 +278,36 @@ StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConf
 ReportTo = Literal["tensorboard", "wandb"]
 
 
+class EvaluationConfig(CamelModel):
+    """The run's last step: its starting model and its trained model side by side."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "After the final stage (when it trains a policy), generate answers to held-out prompts "
+            "with the model it started from and the model it produced, score both with the run's "
+            "reward model when there is one, and write the win rate and samples to <run>/eval/."
+        ),
+    )
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Tokens generated per prompt (greedy). Unset: the final stage's training.evalMaxNewTokens.",
+    )
+
+
+class CompareConfig(CamelModel):
+    """What the final stage's program compares after training (set by the planner)."""
+
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int = Field(default=8, ge=1, le=8192, description="Tokens generated per prompt (greedy).")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="Scores both models' answers; without it there is no win rate."
+    )
+
+
 def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
 
@@ -317,6 +349,10 @@ class TrainerJobConfig(CamelModel):
             "Earlier stages of this run whose outputs the stage loads: each must have succeeded and "
             "trained its planned steps (their result.json says so) before this stage trains."
         ),
+    )
+    compare: CompareConfig | None = Field(
+        default=None,
+        description="Final stage only: compare the starting and the trained model after training (<workDir>/eval/).",
     )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None
