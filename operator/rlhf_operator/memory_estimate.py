@@ -255,10 +255,12 @@ def estimate_stage(
     gpu = GPUS.get(accelerator or "")
     trainer: TrainerKind = "ppo" if stage == "ppo" else "trl"
     lora, quant = section.lora, section.quantization
+    own_base = section.base_model if stage == "reward" and section.base_model else None
+    dtype, dtype_field = (own_base.dtype, "reward.baseModel.dtype") if own_base else (spec.model.dtype, "model.dtype")
     try:
-        prec = resolve(spec.model.dtype, True, gpu.bf16 if gpu else True, trainer, not lora.enabled)
+        prec = resolve(dtype, True, gpu.bf16 if gpu else True, trainer, not lora.enabled)
     except PrecisionError as exc:
-        return replace(base, model=name, note=f"model.dtype: {exc}")
+        return replace(base, model=name, note=f"{dtype_field}: {exc}")
     sizing = sizing or _sizing(spec, stage)
     classifier = stage == "reward"
     shards = base.gpus if strategy == "fsdp" else 1
