@@ -434,6 +434,11 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     )
 
 
+def _whole_second_after(moment: datetime) -> datetime:
+    """The status keeps whole seconds: round up, so a backoff is never shortened."""
+    return moment + timedelta(microseconds=1_000_000 - moment.microsecond) if moment.microsecond else moment
+
+
 def _stage_preempted(step: _Step, stage: StageStatus, why: str) -> None:
     """SIGTERM (drain, spot reclaim, Kueue preemption): the trainer checkpointed the step it was
     at. Not the stage's fault: retried at once, not counted against `retries`."""
@@ -457,7 +462,7 @@ def _stage_failed(
     if retry and stage.attempts - (stage.preemptions or 0) <= stage_plan.retries:
         delay = backoff_seconds(stage_plan, stage.attempts)
         stage.phase = "Retrying"
-        stage.retry_after = rfc3339(step.now + timedelta(seconds=delay))
+        stage.retry_after = rfc3339(_whole_second_after(step.now + timedelta(seconds=delay)))
         stage.message = f"attempt {stage.attempts} failed: {why}"
         step.note(
             f"{stage.name}-failed-{stage.attempts}",
