@@ -17,6 +17,8 @@ FAILED: Final = "Failed"  # the run stopped for good: Stalled=True (Warning)
 SUSPENDED: Final = "Suspended"  # spec.suspend holds the running stage's job (Normal)
 INVALID_SPEC: Final = "InvalidSpec"  # the spec does not validate; fix it and the run carries on (Warning)
 SPEC_CHANGE_REJECTED: Final = "SpecChangeRejected"  # an immutable field changed; the change is ignored (Warning)
+# `rlhf estimate` at creation: a stage needs more GPU memory than its GPU has; it still runs (Warning)
+INSUFFICIENT_GPU_MEMORY: Final = "InsufficientGPUMemory"
 
 # --- stage transitions: event reasons (also the run condition's reason while they hold) --------
 STAGE_STARTED: Final = "StageStarted"  # a stage's first job was created (Normal)
@@ -27,12 +29,14 @@ STAGE_RETRYING: Final = "StageRetrying"  # an attempt failed; the next starts af
 STAGE_FAILED: Final = "StageFailed"  # an attempt failed and no retries are left (Warning)
 STAGE_RESTARTING: Final = "StageRestarting"  # the launcher restarts the job's pods in place (Warning)
 STAGE_JOB_DELETED: Final = "StageJobDeleted"  # the running stage's job was deleted: a failed attempt (Warning)
+STAGE_PREEMPTED: Final = "StagePreempted"  # SIGTERM: checkpointed and resumed at once, not counted (Warning)
 STAGE_RESULT_UNREADABLE: Final = "StageResultUnreadable"  # succeeded, but its result could not be read (Warning)
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
 # --- non-kstatus condition types ----------------------------------------------------------------
 RESULTS_READ: Final = "ResultsRead"  # condition type: False while some succeeded stage's result is unknown
+GPU_MEMORY: Final = "GPUMemory"  # condition type: False when a stage's estimated memory exceeds its GPU
 
 ALL: Final = (
     PENDING,
@@ -42,6 +46,7 @@ ALL: Final = (
     SUSPENDED,
     INVALID_SPEC,
     SPEC_CHANGE_REJECTED,
+    INSUFFICIENT_GPU_MEMORY,
     STAGE_STARTED,
     STAGE_RETRIED,
     STAGE_SKIPPED,
@@ -50,6 +55,7 @@ ALL: Final = (
     STAGE_FAILED,
     STAGE_RESTARTING,
     STAGE_JOB_DELETED,
+    STAGE_PREEMPTED,
     STAGE_RESULT_UNREADABLE,
     RESUMED,
     PROGRESSING,

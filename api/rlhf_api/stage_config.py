@@ -15,8 +15,13 @@ from .camel_model import CamelModel
 
 StageName = Literal["sft", "reward", "ppo", "dpo"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+# The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
+POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
+# parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
+Strategy = Literal["ddp", "fsdp"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -45,7 +50,11 @@ class ModelConfig(CamelModel):
     )
     dtype: Dtype = Field(
         default="auto",
-        description="Weight dtype when loading: auto picks bfloat16 on GPUs that support it, else float32.",
+        description=(
+            "Weight and compute dtype: auto is bfloat16 on GPUs with native bf16 (A100, H100, L4), "
+            "float16 mixed precision on older GPUs (SFT, reward, DPO; float32 for PPO) and float32 on CPU. "
+            "float16 trains with loss scaling; bfloat16 needs a GPU with native bf16. See docs/gpu.md."
+        ),
     )
 
 
@@ -296,6 +305,36 @@ StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConf
 ReportTo = Literal["tensorboard", "wandb"]
 
 
+class EvaluationConfig(CamelModel):
+    """The run's last step: its starting model and its trained model side by side."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "After the final stage (when it trains a policy), generate answers to held-out prompts "
+            "with the model it started from and the model it produced, score both with the run's "
+            "reward model when there is one, and write the win rate and samples to <run>/eval/."
+        ),
+    )
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Tokens generated per prompt (greedy). Unset: the final stage's training.evalMaxNewTokens.",
+    )
+
+
+class CompareConfig(CamelModel):
+    """What the final stage's program compares after training (set by the planner)."""
+
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int = Field(default=8, ge=1, le=8192, description="Tokens generated per prompt (greedy).")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="Scores both models' answers; without it there is no win rate."
+    )
+
+
 def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
 
@@ -325,12 +364,22 @@ class TrainerJobConfig(CamelModel):
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
+    strategy: Strategy = Field(
+        default="ddp", description="ddp: a model copy per process; fsdp: sharded over all processes (FSDP2)."
+    )
+    fsdp_offload: bool = Field(
+        default=False, description="fsdp only: keep the shards of parameters, gradients and optimizer state on the CPU."
+    )
     inputs: list[StageInput] = Field(
         default_factory=list,
         description=(
             "Earlier stages of this run whose outputs the stage loads: each must have succeeded and "
             "trained its planned steps (their result.json says so) before this stage trains."
         ),
+    )
+    compare: CompareConfig | None = Field(
+        default=None,
+        description="Final stage only: compare the starting and the trained model after training (<workDir>/eval/).",
     )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None
@@ -344,6 +393,8 @@ class TrainerJobConfig(CamelModel):
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
         if self.stage == "ppo" and self.reward_model is None:
             raise ValueError("rewardModel is required for the ppo stage")
+        if self.fsdp_offload and self.strategy != "fsdp":
+            raise ValueError("fsdpOffload needs strategy fsdp")
         return self
 
     @property

@@ -15,7 +15,7 @@ from .stage_config import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead", "GPUMemory"]
 
 
 class Condition(CamelModel):
@@ -24,7 +24,7 @@ class Condition(CamelModel):
     type: ConditionType = Field(
         description=(
             "Ready, Reconciling or Stalled (kstatus); ResultsRead (False while a succeeded stage's "
-            "result could not be read)."
+            "result could not be read); GPUMemory (False when a stage is estimated not to fit its GPUs)."
         )
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -44,6 +44,9 @@ class StageStatus(CamelModel):
     phase: StagePhase = Field(default="Pending", description="The stage's phase.")
     job_name: str | None = Field(default=None, description="The stage's PyTorchJob/TrainJob.")
     attempts: int = Field(default=0, ge=0, description="Jobs started for this stage (1 + retries used).")
+    preemptions: int | None = Field(
+        default=None, ge=0, description="Attempts stopped by SIGTERM (not counted against retries)."
+    )
     start_time: str | None = Field(default=None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(default=None, description="When the stage finished (RFC 3339).")
     retry_after: str | None = Field(default=None, description="Retrying: the next attempt starts after this time.")

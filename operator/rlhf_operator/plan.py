@@ -11,8 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
 from rlhf_api.stage_config import (
+    POLICY_STAGES,
+    CompareConfig,
     DPOStageConfig,
     InputRole,
     ModelConfig,
@@ -119,7 +121,9 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
 def _overlay(base: Placement, override: Placement | None) -> Placement:
     if override is None:
         return base
-    return base.model_copy(update=override.model_dump(exclude_unset=True, exclude_none=True, by_alias=False))
+    # Validated again: model_copy(update=) would leave nested models (nodePool, resources) as dicts.
+    merged = base.model_dump(exclude_unset=True) | override.model_dump(exclude_unset=True, exclude_none=True)
+    return Placement.model_validate(merged)
 
 
 _DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
@@ -160,6 +164,21 @@ def _as_model(path: str, base: ModelConfig) -> ModelConfig:
     return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
 
 
+def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str | None) -> CompareConfig | None:
+    """The final stage's program compares its starting and trained model after training."""
+    evaluation = spec.evaluation
+    if not evaluation.enabled or index != len(spec.pipeline) - 1 or stage not in POLICY_STAGES:
+        return None
+    section = spec.section(stage)
+    assert section is not None
+    default_tokens: int = section.training.eval_max_new_tokens
+    return CompareConfig(
+        prompts=evaluation.prompts,
+        max_new_tokens=evaluation.max_new_tokens or default_tokens,
+        reward_model=_as_model(reward_path, spec.model) if reward_path else None,
+    )
+
+
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
@@ -193,6 +212,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             # sft starts from the base model; every later stage from the SFT model when there is one.
             start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
             reward_path = merged_of("reward") if stage == "ppo" else None
+            strategy, fsdp_offload = stage_strategy(spec, stage)
             # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
             uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
             inputs = (produced("sft", "model") if uses_sft else []) + (
@@ -208,7 +228,10 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
+                    "strategy": strategy,
+                    "fsdp_offload": fsdp_offload,
                     "inputs": inputs,
+                    "compare": _compare(spec, stage, index, merged_of("reward")),
                     stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),
                 }
             )

@@ -164,6 +164,41 @@ def test_explicit_tolerations_replace_the_default() -> None:
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
 
 
+DPO_ONLY = {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}}
+# (case, spec changes, expected compare of each stage: None, or (prompts, max new tokens, reward model))
+COMPARE_CASES: list[tuple[str, dict[str, Any], list[tuple[int, int, str | None] | None]]] = [
+    ("final ppo, scored by the run's reward model", {}, [None, None, (128, 8, f"{R}/reward/merged")]),
+    ("final dpo, no reward model: no win rate", DPO_ONLY, [None, (128, 8, None)]),
+    (
+        "dpo scored by a provided reward model",
+        {**DPO_ONLY, "reward": {"existingOutput": "/ws/rm"}},
+        [None, (128, 8, "/ws/rm")],
+    ),
+    ("switched off", {"evaluation": {"enabled": False}}, [None, None, None]),
+    ("a reward model is no policy to compare", {"pipeline": ["sft", "reward"], "ppo": None}, [None, None]),
+    (
+        "sizes from the spec, else the final stage's evalMaxNewTokens",
+        {
+            "evaluation": {"prompts": 16},
+            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "training": {"evalMaxNewTokens": 5}},
+        },
+        [None, None, (16, 5, f"{R}/reward/merged")],
+    ),
+    ("maxNewTokens set", {"evaluation": {"maxNewTokens": 64}}, [None, None, (128, 64, f"{R}/reward/merged")]),
+    ("final stage skipped: nothing runs it", {"ppo": {"existingOutput": "/ws/p"}}, [None, None, None]),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in COMPARE_CASES], ids=[c[0] for c in COMPARE_CASES])
+def test_final_policy_stage_compares(spec: dict[str, Any], expected: list[tuple[int, int, str | None] | None]) -> None:
+    got = []
+    for p in plan(_run(**spec), "/ws"):
+        compare = p.config.compare if p.config else None
+        reward = compare.reward_model.name if compare and compare.reward_model else None
+        got.append((compare.prompts, compare.max_new_tokens, reward) if compare else None)
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     ("path", "data_file", "expected"),
     [
@@ -209,3 +244,26 @@ def test_termination_grace_period_default_and_override() -> None:
     grace = {p.name: p.placement.termination_grace_period_seconds for p in plan(run, R)}
     assert grace == {"sft": 900, "reward": 120, "ppo": 120}
     assert {p.placement.termination_grace_period_seconds for p in plan(_run(), R)} == {600}
+
+
+def test_strategy_reaches_each_stage_config() -> None:
+    run = _run(
+        placement={"strategy": "fsdp", "fsdpOffload": True},
+        reward={"dataset": {"source": "d"}, "placement": {"strategy": "ddp", "fsdpOffload": False}},
+    )
+    sft, reward, ppo = (p.config for p in plan(run, "/ws"))
+    assert sft is not None and (sft.strategy, sft.fsdp_offload) == ("fsdp", True)
+    assert reward is not None and (reward.strategy, reward.fsdp_offload) == ("ddp", False)
+    assert ppo is not None and (ppo.strategy, ppo.fsdp_offload) == ("fsdp", True)
+    assert all(p.config is None or p.config.strategy == "ddp" for p in plan(_run(), "/ws"))
+
+
+def test_stage_node_pool_overrides_the_runs() -> None:
+    run = _run(
+        placement={"nodePool": {"accelerator": "nvidia-a100-80gb"}, "resources": {"requests": {"cpu": "8"}}},
+        sft={"dataset": {"source": "d"}, "placement": {"nodePool": {"accelerator": "nvidia-l4"}}},
+    )
+    sft, reward, _ = plan(run, "/ws")
+    assert sft.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert reward.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert sft.placement.requests == {"cpu": "8"}

@@ -586,3 +586,63 @@ def test_unreadable_stored_status_keeps_its_history(damage: Any) -> None:
     assert stage_of(after, "reward")["jobName"] == "demo-reward-1"
     assert creates(outcome) == []  # nothing re-run
     assert "futureField" not in outcome.status_patch  # keys it does not know are left alone
+
+
+def test_preempted_attempt_resumes_at_once_and_is_not_counted() -> None:
+    body = body_of(base_run("demo", sft={"dataset": {"source": "builtin:arithmetic"}, "retries": 0}))
+    _, body = step(body)
+    preempted = result("sft").model_copy(update={"status": "failed", "preempted": True, "exit_code": 143})
+    for attempt in (1, 2):
+        observed = {
+            f"demo-sft-{attempt}": dataclasses.replace(
+                job(f"demo-sft-{attempt}", "Failed")[f"demo-sft-{attempt}"], result=preempted
+            )
+        }
+        outcome, body = step(body, observed)
+        sft = stage_of(body, "sft")
+        assert sft["phase"] == "Running" and sft["attempts"] == attempt + 1 and sft["preemptions"] == attempt
+        assert event_reasons(outcome) == [("Warning", "StagePreempted")]
+    # A real failure still counts: with retries 0 the stage fails.
+    _, body = step(body, job("demo-sft-3", "Failed"))
+    assert stage_of(body, "sft")["phase"] == "Failed"
+
+
+def test_configuration_error_is_not_retried() -> None:
+    _, body = step(body_of(base_run("demo")))
+    bad = result("sft").model_copy(update={"status": "failed", "exit_code": 2, "message": "model.name: not merged"})
+    observed = {"demo-sft-1": dataclasses.replace(job("demo-sft-1", "Failed")["demo-sft-1"], result=bad)}
+    outcome, after = step(body, observed)
+    sft = stage_of(after, "sft")
+    assert sft["phase"] == "Failed" and "configuration error: not retried" in sft["message"]
+    assert creates(outcome) == [] and after["status"]["phase"] == "Failed"
+
+
+# --- the memory estimate at creation: a warning, never a block ------------------------------------
+
+
+def test_a_stage_that_will_not_fit_its_gpu_warns_but_still_starts() -> None:
+    run = base_run(
+        model={"name": "meta-llama/Llama-2-70b-hf", "dtype": "bfloat16"},
+        pipeline=["sft"],
+        reward=None,
+        ppo=None,
+        placement={"gpusPerWorker": 1, "nodePool": {"accelerator": "nvidia-a100-40gb"}},
+        sft={"dataset": {"source": "d"}, "lora": {"enabled": False}},
+    )
+    run["spec"] = {k: v for k, v in run["spec"].items() if v is not None}
+    outcome, after = step(body_of(run))
+    assert ("Warning", "InsufficientGPUMemory") in event_reasons(outcome)
+    warning = next(a.body for a in outcome.events if a.body["reason"] == "InsufficientGPUMemory")
+    assert warning["message"].startswith("sft: needs about") and "nvidia-a100-40gb" in warning["message"]
+    gpu = condition(after, "GPUMemory")
+    assert gpu["status"] == "False" and gpu["reason"] == "InsufficientGPUMemory"
+    assert any(name.startswith("demo-sft") for name in creates(outcome))  # the stage starts anyway
+    # later passes keep the condition and say nothing again
+    again, later = step(after, job(stage_of(after, "sft")["jobName"], "Running"))
+    assert condition(later, "GPUMemory") == gpu and not again.events
+
+
+def test_a_run_that_fits_gets_no_gpu_memory_condition() -> None:
+    outcome, after = step(body_of(base_run()))
+    assert "InsufficientGPUMemory" not in [r for _, r in event_reasons(outcome)]
+    assert all(c["type"] != "GPUMemory" for c in after["status"]["conditions"])

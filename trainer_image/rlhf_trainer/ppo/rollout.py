@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from transformers import (
     DynamicCache,
     LogitsProcessorList,
@@ -21,6 +22,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from . import distributed as dist
 from .core import entropy_from_logits, logprobs_from_logits
 from .value_head import ActorCritic
 
@@ -117,10 +119,16 @@ def _decode(
     sampling: SamplingSettings,
     pad_id: int,
     eos_id: int | None,
+    synced: bool = False,
 ) -> _Sampled:
-    """KV-cached ancestral sampling; a row stops at eos or its length (later slots: pad)."""
+    """KV-cached ancestral sampling; a row stops at eos or its length (later slots: pad).
+
+    synced: the policy is sharded over the processes (FSDP), so every forward pass is a
+    collective and all ranks step together until the last rank is done (as generate()'s
+    synced_gpus), finished rows carrying pad.
+    """
     batch, prompt_width = prompt_ids.shape
-    steps = int(lengths.max())
+    steps = dist.all_reduce_max(int(lengths.max())) if synced else int(lengths.max())
     filters = warpers(sampling)
     trunk, _ = model._policy_parts
     cache = DynamicCache(config=getattr(trunk, "config", None))
@@ -144,7 +152,7 @@ def _decode(
         done = done | (step + 1 >= lengths)
         if eos_id is not None:
             done = done | (token == eos_id)
-        if bool(done.all()):
+        if dist.all_reduce_min(int(done.all())) if synced else bool(done.all()):
             break
         width = prompt_width + step + 1
         hidden = model.policy_hidden(token.unsqueeze(-1), mask[:, : width + 1], next_position, cache=cache)
@@ -182,8 +190,11 @@ def sample_rollout(
         raise ValueError("the policy tokenizer has neither a pad nor an eos token")
     eos_id = tokenizer.eos_token_id
     limits = torch.tensor(lengths, dtype=torch.long, device=device)
+    # transformers' own flag on a sharded model (set by sharding.shard_layers, read by generate()).
+    base = model.policy.get_base_model() if isinstance(model.policy, PeftModel) else model.policy
+    synced = dist.is_distributed() and bool(getattr(base, "_is_fsdp_managed_module", False))
     chunks = [
-        _decode(model, prompt_ids[rows], prompt_mask[rows], limits[rows], sampling, pad_id, eos_id)
+        _decode(model, prompt_ids[rows], prompt_mask[rows], limits[rows], sampling, pad_id, eos_id, synced)
         for rows in torch.arange(len(prompts), device=device).split(chunk_size or len(prompts))
     ]
     width = max(c.tokens.shape[1] for c in chunks)
