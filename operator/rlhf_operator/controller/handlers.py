@@ -208,6 +208,7 @@ async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, 
     key: RunKey = (str(meta.get("namespace") or ""), str(meta.get("name")))
     if event.get("type") == "DELETED":
         forget_run(runtime, key, str(meta.get("uid") or ""))
+        await _release_jobs_of_deleted_run(runtime, key)
         return
     raw = dict(body)
     uid = str(meta.get("uid") or "")
@@ -248,15 +249,31 @@ async def _job_changed(
     runtime.queue.add(key)
 
 
+async def _release_jobs_of_deleted_run(runtime: Runtime, key: RunKey) -> None:
+    """Jobs already being deleted when their run's deletion arrived (the watches of runs and
+    jobs are not ordered): no later event would bring them back here."""
+    index_key = (key[0], label_value(key[1]))
+    for launcher in KUBERNETES_LAUNCHERS.values():
+        index = runtime.job_indexes.get(_index_id(launcher)) or {}
+        for job in list(index.get(index_key, ())):
+            if job.deleting and job.held:
+                await _release(runtime, launcher, key[0], job, run_name=key[1])
+
+
 async def _release_orphan(
     runtime: Runtime, launcher: Launcher, namespace: str | None, body: kopf.Body, job: ObservedJob
 ) -> None:
     """A deleted stage job whose run this operator does not know: release it only when the run
     is really gone (deleted, or recreated with another uid), not merely not seen yet."""
-    meta = body.get("metadata") or {}
-    run_name = (meta.get("annotations") or {}).get(RUN_NAME_ANNOTATION)
+    run_name = ((body.get("metadata") or {}).get("annotations") or {}).get(RUN_NAME_ANNOTATION)
+    await _release(runtime, launcher, namespace, job, run_name=str(run_name) if run_name else None)
+
+
+async def _release(
+    runtime: Runtime, launcher: Launcher, namespace: str | None, job: ObservedJob, run_name: str | None
+) -> None:
     if run_name:
-        run = await runtime.client.get(RUNS, namespace, str(run_name))
+        run = await runtime.client.get(RUNS, namespace, run_name)
         if run is not None and (run.get("metadata") or {}).get("uid") in (job.owner_uid, None):
             return  # the run exists: its own pass records the outcome, then releases
     metrics.API_WRITES.labels(verb="patch").inc()
