@@ -19,3 +19,11 @@ def merged_dir(output_dir: str) -> str:
 
 def result_path(output_dir: str) -> str:
     return str(PurePosixPath(output_dir) / RESULT)
+
+
+# rlaif: the labelled pairs (prompt/chosen/rejected/confidence), the next stage's training data.
+RLAIF_PAIRS = "preferences.jsonl"
+
+
+def rlaif_pairs(output_dir: str) -> str:
+    return str(PurePosixPath(output_dir) / RLAIF_PAIRS)

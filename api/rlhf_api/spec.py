@@ -13,13 +13,16 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .camel_model import CamelModel
+from .rlaif_config import RLAIF_SOURCE
 from .stage_config import (
     STAGES,
     DatasetConfig,
     DPOStageConfig,
     ModelConfig,
     PPOStageConfig,
+    RestStageConfig,
     RewardStageConfig,
+    RlaifStageConfig,
     SFTStageConfig,
     StageName,
 )
@@ -57,7 +60,21 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["ppo"],
     ["sft", "dpo"],
     ["dpo"],
+    # ReST (issue 11): last, scored by the reward stage's model.
+    ["sft", "reward", "rest"],
+    ["sft", "rest"],
+    ["reward", "rest"],
+    ["rest"],
+    # RLAIF (issue 11): its pairs are the data of the reward or dpo stage right after it.
+    ["sft", "rlaif", "reward", "ppo"],
+    ["sft", "rlaif", "reward", "rest"],
+    ["sft", "rlaif", "reward"],
+    ["sft", "rlaif", "dpo"],
+    ["rlaif", "reward"],
+    ["rlaif", "dpo"],
 ]
+# The stages that can train on an rlaif stage's pairs (always the stage right after it).
+AFTER_RLAIF: tuple[StageName, ...] = ("reward", "dpo")
 
 FIELD_ERRORS = "rlhf_field_errors"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
@@ -181,6 +198,17 @@ class DPOSection(StageControl, DPOStageConfig):
     """Direct preference optimization of the SFT policy."""
 
 
+class RestSection(StageControl, RestStageConfig):
+    """ReST: Grow (sample and score with the reward model), Improve (filter and fine-tune), repeated."""
+
+
+class RlaifSection(StageControl, RlaifStageConfig):
+    """RLAIF: a judge model labels pairs of policy samples; the next stage (reward or dpo) trains on them."""
+
+
+Section = SFTSection | RewardSection | PPOSection | DPOSection | RestSection | RlaifSection
+
+
 class SecretKeyRef(CamelModel):
     name: str = Field(min_length=1, max_length=253, description="Secret name in the run's namespace.")
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
@@ -237,12 +265,18 @@ class RLHFRunSpec(CamelModel):
         default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
-        description="Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]. Immutable.",
+        description=(
+            "Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]; ReST last after sft "
+            "and/or reward ([sft, reward, rest]); rlaif before reward or dpo ([sft, rlaif, dpo], "
+            "[sft, rlaif, reward, ppo]). Immutable."
+        ),
     )
     sft: SFTSection | None = Field(default=None, description="Supervised fine-tuning stage.")
     reward: RewardSection | None = Field(default=None, description="Reward model stage.")
     ppo: PPOSection | None = Field(default=None, description="PPO stage.")
     dpo: DPOSection | None = Field(default=None, description="DPO stage.")
+    rest: RestSection | None = Field(default=None, description="ReST stage (Reinforced Self-Training).")
+    rlaif: RlaifSection | None = Field(default=None, description="RLAIF stage (AI-labelled preference pairs).")
     placement: Placement = Field(default_factory=Placement, description="Default placement for every stage.")
     storage: Storage = Field(default_factory=Storage, description="The run's volume.")
     secrets: SecretRefs = Field(default_factory=SecretRefs, description="Secret references.")
@@ -281,8 +315,8 @@ class RLHFRunSpec(CamelModel):
             raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
         return self
 
-    def section(self, stage: StageName) -> SFTSection | RewardSection | PPOSection | DPOSection | None:
-        section: SFTSection | RewardSection | PPOSection | DPOSection | None = getattr(self, stage)
+    def section(self, stage: StageName) -> Section | None:
+        section: Section | None = getattr(self, stage)
         return section
 
     def provided(self, stage: StageName) -> bool:
@@ -299,14 +333,17 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
         errors.append(
             f"pipeline: {pipeline} is not an ordered subsequence of [sft, reward, ppo] or [sft, dpo]"
             + (" (dpo cannot follow reward or be combined with ppo)" if "dpo" in pipeline else "")
+            + (" (rlaif must be followed by reward or dpo)" if "rlaif" in pipeline else "")
+            + (" (rest comes last, after sft and/or reward)" if "rest" in pipeline else "")
         )
         return errors
     for stage in pipeline:
         section = spec.section(stage)
         if section is None:
             errors.append(f"{stage}: the pipeline runs '{stage}' but spec.{stage} is missing")
-        elif section.dataset is None and section.existing_output is None:
+        elif section.dataset is None and section.existing_output is None and not follows_rlaif(spec, stage):
             errors.append(f"{stage}.dataset: required unless {stage}.existingOutput is set")
+    errors += _rest_rlaif_errors(spec)
     if "ppo" in pipeline:
         if "reward" not in pipeline and not spec.provided("reward"):
             errors.append(
@@ -323,6 +360,84 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     return errors
 
 
+def follows_rlaif(spec: RLHFRunSpec, stage: StageName) -> bool:
+    """The stage trains on the pairs of the rlaif stage right before it (pipelines allow no gap)."""
+    return stage in AFTER_RLAIF and "rlaif" in spec.pipeline and stage in spec.pipeline
+
+
+def _rest_rlaif_errors(spec: RLHFRunSpec) -> list[str]:
+    """Issue 11's cross-field rules (mirrored in spec_cel_rules)."""
+    errors: list[str] = []
+    pipeline = list(spec.pipeline)
+    if "rest" in pipeline and "reward" not in pipeline and not spec.provided("reward"):
+        errors.append("pipeline: rest needs a reward model: add 'reward' to the pipeline or set reward.existingOutput")
+    if spec.rlaif is not None and spec.rlaif.existing_output is not None:
+        errors.append(
+            "rlaif.existingOutput: rlaif writes preference pairs, not a model; to reuse pairs, give their "
+            "file as the next stage's dataset and leave rlaif out of the pipeline"
+        )
+    for stage in STAGES:
+        section = spec.section(stage)
+        dataset = section.dataset if section is not None else None
+        if dataset is None or dataset.source != RLAIF_SOURCE:
+            continue
+        if not follows_rlaif(spec, stage):
+            errors.append(
+                f"{stage}.dataset.source: '{RLAIF_SOURCE}' names the pairs of an rlaif stage, "
+                f"but '{stage}' does not follow rlaif in the pipeline"
+            )
+    for stage in AFTER_RLAIF:
+        section = spec.section(stage)
+        dataset = section.dataset if section is not None else None
+        if follows_rlaif(spec, stage) and dataset is not None and dataset.source != RLAIF_SOURCE:
+            errors.append(
+                f"{stage}.dataset.source: '{stage}' follows rlaif and trains on its pairs: "
+                f"omit {stage}.dataset or set its source to '{RLAIF_SOURCE}'"
+            )
+    return errors
+
+
+def _rest_rlaif_cel_rules() -> list[dict[str, str]]:
+    in_pipeline = "has(self.pipeline) && '{stage}' in self.pipeline"
+    rules = [
+        _cel(
+            "!has(self.pipeline) || !('rest' in self.pipeline) || 'reward' in self.pipeline"
+            " || (has(self.reward) && has(self.reward.existingOutput))",
+            "rest needs a reward model: add 'reward' to the pipeline or set reward.existingOutput",
+            ".pipeline",
+        ),
+        _cel(
+            "!has(self.rlaif) || !has(self.rlaif.existingOutput)",
+            "rlaif writes preference pairs, not a model: it has no existingOutput",
+            ".rlaif",
+        ),
+    ]
+    for stage in STAGES:
+        follows = (
+            f"({in_pipeline.format(stage='rlaif')} && '{stage}' in self.pipeline)" if stage in AFTER_RLAIF else "false"
+        )
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || !has(self.{stage}.dataset) || self.{stage}.dataset.source != '{RLAIF_SOURCE}'"
+                f" || {follows}",
+                f"{stage}.dataset.source '{RLAIF_SOURCE}' names the pairs of an rlaif stage, "
+                f"but '{stage}' does not follow rlaif in the pipeline",
+                f".{stage}",
+            )
+        )
+        if stage in AFTER_RLAIF:
+            rules.append(
+                _cel(
+                    f"!{follows} || !has(self.{stage}) || !has(self.{stage}.dataset)"
+                    f" || self.{stage}.dataset.source == '{RLAIF_SOURCE}'",
+                    f"{stage} follows rlaif and trains on its pairs: omit {stage}.dataset "
+                    f"or set its source to '{RLAIF_SOURCE}'",
+                    f".{stage}",
+                )
+            )
+    return rules
+
+
 def spec_cel_rules() -> list[dict[str, str]]:
     """The cross-field rules the API server checks itself (mirrors pipeline_errors)."""
     allowed = ", ".join("[" + ", ".join(f"'{s}'" for s in p) + "]" for p in ALLOWED_PIPELINES)
@@ -330,7 +445,8 @@ def spec_cel_rules() -> list[dict[str, str]]:
         _cel(
             f"!has(self.pipeline) || self.pipeline in [{allowed}]",
             "pipeline must be an ordered subsequence of [sft, reward, ppo] or [sft, dpo] "
-            "(dpo cannot follow reward or be combined with ppo)",
+            "(dpo cannot follow reward or be combined with ppo), or a ReST or RLAIF pipeline: "
+            "rest last after sft and/or reward, rlaif followed by reward or dpo",
             ".pipeline",
         ),
         _cel(
@@ -355,14 +471,20 @@ def spec_cel_rules() -> list[dict[str, str]]:
                 f".{stage}",
             )
         )
+        after_rlaif = (
+            f" || (has(self.pipeline) && 'rlaif' in self.pipeline && '{stage}' in self.pipeline)"
+            if stage in AFTER_RLAIF
+            else ""
+        )
         rules.append(
             _cel(
-                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset)",
-                f"{stage}.dataset is required unless {stage}.existingOutput is set",
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset){after_rlaif}",
+                f"{stage}.dataset is required unless {stage}.existingOutput is set"
+                + (" (or it follows rlaif)" if after_rlaif else ""),
                 f".{stage}",
             )
         )
-    return rules
+    return rules + _rest_rlaif_cel_rules()
 
 
 class RunMetadata(CamelModel):

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from .camel_model import CamelModel
+from .rest_config import RestLoopConfig
+from .rlaif_config import RlaifLabelConfig
 
-StageName = Literal["sft", "reward", "ppo", "dpo"]
-STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+StageName = Literal["sft", "reward", "ppo", "dpo", "rest", "rlaif"]
+STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "rest", "rlaif")
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 ComputeDtype = Literal["float32", "bfloat16"]
@@ -57,7 +59,8 @@ class DatasetConfig(CamelModel):
         max_length=512,
         description=(
             "Hub dataset name, a file on the run's volume (.json, .jsonl, .csv, .parquet), "
-            "or 'builtin:arithmetic', the generated quickstart task with checkable answers."
+            "or 'builtin:arithmetic', the generated quickstart task with checkable answers; in the stage "
+            "right after an rlaif stage, 'rlaif' (or no dataset): the preference pairs it wrote."
         ),
     )
     config_name: str | None = Field(
@@ -263,7 +266,36 @@ class DPOStageConfig(StageCommon):
     training: DPOTrainingConfig = Field(default_factory=DPOTrainingConfig, description="Hyperparameters.")
 
 
-StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig
+# ---- ReST and RLAIF (issue 11): their own knobs live in rest_config / rlaif_config.
+
+
+class RestStageConfig(RestLoopConfig, StageCommon):
+    """ReST: Grow (sample and score) then Improve (filter and fine-tune), repeated."""
+
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    training: SFTTrainingConfig = Field(
+        default_factory=SFTTrainingConfig,
+        description="Fine-tuning of each Improve step (TRL SFTTrainer on the kept samples).",
+    )
+
+
+class RlaifStageConfig(RlaifLabelConfig, StageCommon):
+    """RLAIF: sample response pairs from the policy, label them with a judge model."""
+
+    judge: ModelConfig = Field(
+        description=(
+            "The AI labeller: any causal LM (hub id or path on the volume), typically larger than the "
+            "policy; or 'builtin:arithmetic-judge' (quickstart), trained here from the stage's "
+            "policy on the exact answers of builtin:arithmetic, so that it knows more than the policy."
+        ),
+    )
+    quantization: QuantizationConfig = Field(
+        default_factory=QuantizationConfig,
+        description="Load the policy and the judge quantized (bitsandbytes), e.g. to fit a large judge.",
+    )
+
+
+StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig | RestStageConfig | RlaifStageConfig
 
 
 ReportTo = Literal["tensorboard", "wandb"]
@@ -279,7 +311,9 @@ class TrainerJobConfig(CamelModel):
     stage: StageName = Field(description="Which stage program runs.")
     run_name: str = Field(min_length=1, max_length=253, description="The RLHFRun's name.")
     model: ModelConfig = Field(description="Weights the stage starts from (base or a previous stage's merged output).")
-    reward_model: ModelConfig | None = Field(default=None, description="PPO only: the reward stage's merged model.")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="PPO (required) and ReST: the reward stage's merged model."
+    )
     output_dir: str = Field(min_length=1, description="Where checkpoints, merged model, logs and result.json go.")
     work_dir: str = Field(
         min_length=1, description="Run root: shared cache for builtin models and data between stages."
@@ -291,14 +325,23 @@ class TrainerJobConfig(CamelModel):
     reward: RewardStageConfig | None = None
     ppo: PPOStageConfig | None = None
     dpo: DPOStageConfig | None = None
+    rest: RestStageConfig | None = None
+    rlaif: RlaifStageConfig | None = None
+    eval_task: DatasetConfig | None = Field(
+        default=None,
+        description=(
+            "The data with ground truth for task_accuracy, when the stage trains on data without it "
+            "(the pairs an rlaif stage wrote from these prompts). Default: the stage's dataset."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_section(self) -> TrainerJobConfig:
         present = [s for s in STAGES if getattr(self, s) is not None]
         if present != [self.stage]:
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
-        if self.stage == "ppo" and self.reward_model is None:
-            raise ValueError("rewardModel is required for the ppo stage")
+        if self.stage in ("ppo", "rest") and self.reward_model is None:
+            raise ValueError(f"rewardModel is required for the {self.stage} stage")
         return self
 
     @property

@@ -11,12 +11,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.rlaif_config import RLAIF_SOURCE
+from rlhf_api.spec import (
+    ACCELERATOR_PRODUCTS,
+    GPU_PRODUCT_LABEL,
+    Placement,
+    RLHFRun,
+    RLHFRunSpec,
+    follows_rlaif,
+)
 from rlhf_api.stage_config import (
+    DatasetConfig,
     DPOStageConfig,
     ModelConfig,
     PPOStageConfig,
+    RestStageConfig,
     RewardStageConfig,
+    RlaifStageConfig,
     SFTStageConfig,
     StageName,
     TrainerJobConfig,
@@ -31,7 +42,11 @@ _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
     "reward": RewardStageConfig,
     "ppo": PPOStageConfig,
     "dpo": DPOStageConfig,
+    "rest": RestStageConfig,
+    "rlaif": RlaifStageConfig,
 }
+# Stages whose output is data, not a model: nothing for a later stage to load.
+_NO_MODEL: frozenset[StageName] = frozenset({"rlaif"})
 
 
 class ResolvedPlacement(BaseModel):
@@ -64,7 +79,7 @@ class StagePlan(BaseModel):
     index: int
     skipped: bool  # existingOutput given: nothing runs, the output is taken as is
     output_dir: str
-    merged_path: str  # what later stages load
+    merged_path: str | None  # what later stages load (None: the stage writes data, e.g. rlaif)
     config: TrainerJobConfig | None  # None when skipped
     placement: ResolvedPlacement
     retries: int
@@ -120,6 +135,19 @@ def _as_model(path: str, base: ModelConfig) -> ModelConfig:
     return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
 
 
+def _rlaif_wiring(spec: RLHFRunSpec, stage: StageName, root: str, section_data: dict[str, Any]) -> dict[str, Any]:
+    """The stage right after rlaif trains on its pairs file; task_accuracy still uses rlaif's prompts.
+
+    The user omits the stage's dataset or writes `source: rlaif` (keeping e.g. evalFraction)."""
+    if not follows_rlaif(spec, stage):
+        return {}
+    assert spec.rlaif is not None and spec.rlaif.dataset is not None  # RLHFRunSpec validation
+    given = section_data.get("dataset") or {"source": RLAIF_SOURCE}
+    pairs = layout.rlaif_pairs(posixpath.join(root, "rlaif"))
+    section_data["dataset"] = {**given, "source": pairs, "format": "preference"}
+    return {"eval_task": DatasetConfig.model_validate(spec.rlaif.dataset.model_dump())}
+
+
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
@@ -129,7 +157,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         section = spec.section(stage)
         if section is not None and section.existing_output:
             return section.existing_output
-        if stage in spec.pipeline:
+        if stage in spec.pipeline and stage not in _NO_MODEL:
             return layout.merged_dir(posixpath.join(root, stage))
         return None
 
@@ -146,10 +174,12 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 start = spec.model
             elif stage == "reward":
                 start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            else:  # ppo, dpo: the policy starts from the SFT model
+            else:  # ppo, dpo, rest, rlaif: the policy starts from the SFT model
                 start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            reward_path = merged_of("reward") if stage == "ppo" else None
+            reward_path = merged_of("reward") if stage in ("ppo", "rest") else None
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
+            section_data = section.model_dump(include=set(trainer_fields))
+            wiring = _rlaif_wiring(spec, stage, root, section_data)
             config = TrainerJobConfig.model_validate(
                 {
                     "stage": stage,
@@ -159,7 +189,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
-                    stage: section.model_dump(include=set(trainer_fields)),
+                    stage: section_data,
+                    **wiring,
                 }
             )
         plans.append(
@@ -168,7 +199,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 index=index,
                 skipped=skipped,
                 output_dir=output_dir,
-                merged_path=merged_of(stage) or layout.merged_dir(output_dir),
+                merged_path=merged_of(stage) or (None if stage in _NO_MODEL else layout.merged_dir(output_dir)),
                 config=config,
                 placement=resolve_placement(spec, stage, default_image),
                 retries=section.retries,

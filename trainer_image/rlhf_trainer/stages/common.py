@@ -255,10 +255,12 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
     from ..evaluate import task_accuracy
 
     section = cfg.section
+    # eval_task: the stage trains on data without ground truth (e.g. rlaif's pairs)
+    task = cfg.eval_task or section.dataset
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        max_new_tokens = getattr(section.training, "eval_max_new_tokens", 8)
-        accuracy = task_accuracy(model, tokenizer, section.dataset, cfg.work_dir, max_new_tokens)
+        max_new_tokens = getattr(getattr(section, "training", None), "eval_max_new_tokens", 8)
+        accuracy = task_accuracy(model, tokenizer, task, cfg.work_dir, max_new_tokens)
         return {} if accuracy is None else {"task_accuracy": accuracy}
 
     return evaluate
