@@ -35,6 +35,9 @@ from rlhf_api.stage_config import (
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
 DEFAULT_SHM_SIZE = "16Gi"
+# Time to write a checkpoint at SIGTERM: a 7B LoRA step saves in seconds, full fine-tuning of a
+# large model on a network volume takes minutes.
+DEFAULT_TERMINATION_GRACE_SECONDS = 600
 GPU_TAINT_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
@@ -65,6 +68,7 @@ class ResolvedPlacement(BaseModel):
     limits: dict[str, str]
     shm_size: str
     priority_class_name: str | None
+    termination_grace_period_seconds: int
 
     @property
     def processes_per_worker(self) -> int:
@@ -121,6 +125,7 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
         limits=dict(resources.limits) if resources else {},
         shm_size=merged.shm_size or DEFAULT_SHM_SIZE,
         priority_class_name=merged.priority_class_name,
+        termination_grace_period_seconds=merged.termination_grace_period_seconds or DEFAULT_TERMINATION_GRACE_SECONDS,
     )
 
 
@@ -130,12 +135,48 @@ def _overlay(base: Placement, override: Placement | None) -> Placement:
     return base.model_copy(update=override.model_dump(exclude_unset=True, exclude_none=True, by_alias=False))
 
 
+_DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
+
+
+def on_volume(path: str, mount_root: str, data_file: bool = False) -> str:
+    """A relative path in the spec, resolved against the volume root (storage.mountPath in pods,
+    the work directory locally), so one RLHFRun means the same files on a laptop and a cluster.
+
+    Relative means `./x` or `../x`, or for datasets a bare file name with a data suffix
+    (`data/train.jsonl`); `org/name` stays a hub id, `builtin:` and absolute paths stay as they are.
+    """
+    if path.startswith(("./", "../")) or (
+        data_file and not path.startswith("/") and ":" not in path and path.endswith(_DATA_FILE_SUFFIXES)
+    ):
+        return posixpath.normpath(posixpath.join(mount_root, path))
+    return path
+
+
+def _on_volume_section(section: Any, mount_root: str) -> Any:
+    """The stage section with its dataset source and models resolved by on_volume."""
+    update: dict[str, Any] = {}
+    dataset = getattr(section, "dataset", None)
+    if dataset is not None:
+        source = on_volume(dataset.source, mount_root, data_file=True)
+        if source != dataset.source:
+            update["dataset"] = dataset.model_copy(update={"source": source})
+    for field in ("base_model", "judge"):  # reward's own base, rlaif's judge
+        model = getattr(section, field, None)
+        if model is not None:
+            name = on_volume(model.name, mount_root)
+            if name != model.name:
+                update[field] = model.model_copy(update={"name": name})
+    return section.model_copy(update=update) if update else section
+
+
 def _as_model(path: str, base: ModelConfig) -> ModelConfig:
     """A previous stage's merged output, loaded like the base (dtype, remote code)."""
     return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
 
 
-def _rlaif_wiring(spec: RLHFRunSpec, stage: StageName, root: str, section_data: dict[str, Any]) -> dict[str, Any]:
+def _rlaif_wiring(
+    spec: RLHFRunSpec, stage: StageName, root: str, mount_root: str, section_data: dict[str, Any]
+) -> dict[str, Any]:
     """The stage right after rlaif trains on its pairs file; task_accuracy still uses rlaif's prompts.
 
     The user omits the stage's dataset or writes `source: rlaif` (keeping e.g. evalFraction)."""
@@ -145,18 +186,20 @@ def _rlaif_wiring(spec: RLHFRunSpec, stage: StageName, root: str, section_data: 
     given = section_data.get("dataset") or {"source": RLAIF_SOURCE}
     pairs = layout.rlaif_pairs(posixpath.join(root, "rlaif"))
     section_data["dataset"] = {**given, "source": pairs, "format": "preference"}
-    return {"eval_task": DatasetConfig.model_validate(spec.rlaif.dataset.model_dump())}
+    prompts = _on_volume_section(spec.rlaif, mount_root).dataset
+    return {"eval_task": DatasetConfig.model_validate(prompts.model_dump())}
 
 
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
+    base_model = spec.model.model_copy(update={"name": on_volume(spec.model.name, mount_root)})
     report_to: list[Any] = ["tensorboard"] + (["wandb"] if spec.secrets.wandb_api_key else [])
 
     def merged_of(stage: StageName) -> str | None:
         section = spec.section(stage)
         if section is not None and section.existing_output:
-            return section.existing_output
+            return on_volume(section.existing_output, mount_root)
         if stage in spec.pipeline and stage not in _NO_MODEL:
             return layout.merged_dir(posixpath.join(root, stage))
         return None
@@ -170,16 +213,12 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         skipped = section.existing_output is not None
         config: TrainerJobConfig | None = None
         if not skipped:
-            if stage == "sft":
-                start = spec.model
-            elif stage == "reward":
-                start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            else:  # ppo, dpo, rest, rlaif: the policy starts from the SFT model
-                start = _as_model(sft_model, spec.model) if sft_model else spec.model
+            # sft starts from the base model; every later stage from the SFT model when there is one.
+            start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
             reward_path = merged_of("reward") if stage in ("ppo", "rest") else None
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
-            section_data = section.model_dump(include=set(trainer_fields))
-            wiring = _rlaif_wiring(spec, stage, root, section_data)
+            section_data = _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields))
+            wiring = _rlaif_wiring(spec, stage, root, mount_root, section_data)
             config = TrainerJobConfig.model_validate(
                 {
                     "stage": stage,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rlhf_api.stage_config import TrainerJobConfig
 from rlhf_api.validation import parse_run
-from rlhf_operator.plan import GPU_TAINT_TOLERATION, plan
+from rlhf_operator.plan import GPU_TAINT_TOLERATION, on_volume, plan
 
 from .conftest import MINIMAL, load_example
 
@@ -126,3 +126,50 @@ def test_explicit_tolerations_replace_the_default() -> None:
     run = parse_run(load_example("dpo-7b.yaml"))
     dpo = plan(run, "/workspace")[1]
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
+
+
+@pytest.mark.parametrize(
+    ("path", "data_file", "expected"),
+    [
+        ("./data/train.jsonl", True, "/ws/data/train.jsonl"),
+        ("../shared/train.jsonl", True, "/shared/train.jsonl"),
+        ("data/train.jsonl", True, "/ws/data/train.jsonl"),  # a bare data file is on the volume
+        ("train.parquet", True, "/ws/train.parquet"),
+        ("org/dataset", True, "org/dataset"),  # a hub id
+        ("builtin:arithmetic", True, "builtin:arithmetic"),
+        ("/abs/train.jsonl", True, "/abs/train.jsonl"),
+        ("./models/base", False, "/ws/models/base"),
+        ("meta-llama/Llama-2-7b-hf", False, "meta-llama/Llama-2-7b-hf"),
+        ("models/base", False, "models/base"),  # a model without ./ is a hub id
+    ],
+)
+def test_relative_paths_resolve_against_the_volume_root(path: str, data_file: bool, expected: str) -> None:
+    assert on_volume(path, "/ws", data_file) == expected
+
+
+def test_one_file_means_the_same_data_on_a_laptop_and_a_cluster() -> None:
+    run = _run(
+        model={"name": "./models/base"},
+        sft={"dataset": {"source": "data/sft.jsonl"}},
+        reward={"dataset": {"source": "./data/pairs.jsonl"}, "baseModel": {"name": "./models/encoder"}},
+        ppo={"existingOutput": "./previous/ppo/merged"},
+    )
+    for root in ("/workspace", "/home/me/runs"):
+        sft, reward, _ppo = plan(run, root)
+        assert sft.config is not None and reward.config is not None
+        assert sft.config.model.name == f"{root}/models/base"
+        assert sft.config.section.dataset.source == f"{root}/data/sft.jsonl"
+        assert reward.config.section.dataset.source == f"{root}/data/pairs.jsonl"
+        assert reward.config.reward is not None and reward.config.reward.base_model is not None
+        assert reward.config.reward.base_model.name == f"{root}/models/encoder"
+        assert _ppo.skipped and _ppo.merged_path == f"{root}/previous/ppo/merged"
+
+
+def test_termination_grace_period_default_and_override() -> None:
+    run = _run(
+        placement={"terminationGracePeriodSeconds": 120},
+        sft={"dataset": {"source": "builtin:arithmetic"}, "placement": {"terminationGracePeriodSeconds": 900}},
+    )
+    grace = {p.name: p.placement.termination_grace_period_seconds for p in plan(run, R)}
+    assert grace == {"sft": 900, "reward": 120, "ppo": 120}
+    assert {p.placement.termination_grace_period_seconds for p in plan(_run(), R)} == {600}
