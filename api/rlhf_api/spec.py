@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .camel_model import CamelModel
+from .camel_model import FIELD_ERRORS, CamelModel
 from .stage_config import (
     STAGES,
     DatasetConfig,
@@ -59,7 +59,7 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["dpo"],
 ]
 
-FIELD_ERRORS = "rlhf_field_errors"
+
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
