@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .camel_model import CamelModel
+from .camel_model import FIELD_ERRORS, CamelModel
+from .reward_sources import uses_reward_model
 from .rlaif_config import RLAIF_SOURCE
 from .stage_config import (
     STAGES,
@@ -60,7 +61,7 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["ppo"],
     ["sft", "dpo"],
     ["dpo"],
-    # ReST (issue 11): last, scored by the reward stage's model.
+    # ReST (issue 11): last; scored by the reward stage's model or other reward sources.
     ["sft", "reward", "rest"],
     ["sft", "rest"],
     ["reward", "rest"],
@@ -76,7 +77,7 @@ ALLOWED_PIPELINES: list[list[str]] = [
 # The stages that can train on an rlaif stage's pairs (always the stage right after it).
 AFTER_RLAIF: tuple[StageName, ...] = ("reward", "dpo")
 
-FIELD_ERRORS = "rlhf_field_errors"
+
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
@@ -378,8 +379,13 @@ def _rest_rlaif_errors(spec: RLHFRunSpec) -> list[str]:
     """Issue 11's cross-field rules (mirrored in spec_cel_rules)."""
     errors: list[str] = []
     pipeline = list(spec.pipeline)
-    if "rest" in pipeline and "reward" not in pipeline and not spec.provided("reward"):
-        errors.append("pipeline: rest needs a reward model: add 'reward' to the pipeline or set reward.existingOutput")
+    rest_uses_reward_model = "rest" in pipeline and spec.rest is not None and uses_reward_model(spec.rest.rewards)
+    if rest_uses_reward_model and "reward" not in pipeline and not spec.provided("reward"):
+        errors.append(
+            "pipeline: rest scores with the reward stage's model (a rest.rewards source of type rewardModel, "
+            "the default): add 'reward' to the pipeline, set reward.existingOutput, or give rest.rewards "
+            "without rewardModel"
+        )
     if spec.rlaif is not None and spec.rlaif.existing_output is not None:
         errors.append(
             "rlaif.existingOutput: rlaif writes preference pairs, not a model; to reuse pairs, give their "
@@ -411,8 +417,10 @@ def _rest_rlaif_cel_rules() -> list[dict[str, str]]:
     rules = [
         _cel(
             "!has(self.pipeline) || !('rest' in self.pipeline) || 'reward' in self.pipeline"
-            " || (has(self.reward) && has(self.reward.existingOutput))",
-            "rest needs a reward model: add 'reward' to the pipeline or set reward.existingOutput",
+            " || (has(self.reward) && has(self.reward.existingOutput))"
+            " || (has(self.rest) && has(self.rest.rewards) && self.rest.rewards.all(s, s.type != 'rewardModel'))",
+            "rest scores with the reward stage's model (a rest.rewards source of type rewardModel, the default): "
+            "add 'reward' to the pipeline, set reward.existingOutput, or give rest.rewards without rewardModel",
             ".pipeline",
         ),
         _cel(

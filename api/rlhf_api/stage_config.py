@@ -12,43 +12,17 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from .camel_model import CamelModel
+from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
+from .reward_sources import RewardSource, rewards_field, uses_reward_model
 from .rlaif_config import RlaifLabelConfig
 
 StageName = Literal["sft", "reward", "ppo", "dpo", "rest", "rlaif"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "rest", "rlaif")
 
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
-
-
-class ModelConfig(CamelModel):
-    """Which model weights a stage starts from."""
-
-    name: str = Field(
-        min_length=1,
-        max_length=512,
-        description=(
-            "Hugging Face hub id (e.g. meta-llama/Llama-2-7b-hf), a path on the run's volume, "
-            "or 'builtin:tiny-llama', a tiny Llama built from a config with a tokenizer trained "
-            "offline (for CPU quickstarts and tests; nothing is downloaded)."
-        ),
-    )
-    revision: str | None = Field(
-        default=None,
-        max_length=256,
-        description="Hub revision (branch, tag or commit) to load; ignored for local paths.",
-    )
-    trust_remote_code: bool = Field(
-        default=False,
-        description="Allow the model repository's own Python code to run. Off unless you trust it.",
-    )
-    dtype: Dtype = Field(
-        default="auto",
-        description="Weight dtype when loading: auto picks bfloat16 on GPUs that support it, else float32.",
-    )
 
 
 class DatasetConfig(CamelModel):
@@ -277,6 +251,7 @@ class RestStageConfig(RestLoopConfig, StageCommon):
         default_factory=SFTTrainingConfig,
         description="Fine-tuning of each Improve step (TRL SFTTrainer on the kept samples).",
     )
+    rewards: list[RewardSource] = rewards_field()
 
 
 class RlaifStageConfig(RlaifLabelConfig, StageCommon):
@@ -312,7 +287,8 @@ class TrainerJobConfig(CamelModel):
     run_name: str = Field(min_length=1, max_length=253, description="The RLHFRun's name.")
     model: ModelConfig = Field(description="Weights the stage starts from (base or a previous stage's merged output).")
     reward_model: ModelConfig | None = Field(
-        default=None, description="PPO (required) and ReST: the reward stage's merged model."
+        default=None,
+        description="The reward stage's merged model: for PPO, and for reward sources of type rewardModel.",
     )
     output_dir: str = Field(min_length=1, description="Where checkpoints, merged model, logs and result.json go.")
     work_dir: str = Field(
@@ -340,8 +316,10 @@ class TrainerJobConfig(CamelModel):
         present = [s for s in STAGES if getattr(self, s) is not None]
         if present != [self.stage]:
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
-        if self.stage in ("ppo", "rest") and self.reward_model is None:
-            raise ValueError(f"rewardModel is required for the {self.stage} stage")
+        if self.stage == "ppo" and self.reward_model is None:
+            raise ValueError("rewardModel is required for the ppo stage")
+        if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
+            raise ValueError(f"rewardModel is required: a {self.stage}.rewards source has type rewardModel")
         return self
 
     @property
