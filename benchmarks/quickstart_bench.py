@@ -1,6 +1,6 @@
 """Quickstart benchmark: wall time per stage and task_accuracy per stage over several seeds.
 
-    python benchmarks/quickstart_bench.py --seeds 3            # SFT -> reward -> PPO and SFT -> DPO
+    python benchmarks/quickstart_bench.py --seeds 3            # every quickstart (PPO, DPO, ReST, RLAIF)
     python benchmarks/quickstart_bench.py --example examples/quickstart.yaml --seeds 1
 
 Each seed runs the example end to end with `rlhf run` in a fresh work directory, with every
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,21 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_EXAMPLES = ["examples/quickstart.yaml", "examples/quickstart-dpo.yaml"]
+DEFAULT_EXAMPLES = [
+    "examples/quickstart.yaml",
+    "examples/quickstart-dpo.yaml",
+    "examples/quickstart-rest.yaml",
+    "examples/quickstart-rlaif.yaml",
+]
+# Reported per stage when present (rlaif: how many pairs the judge wrote, how sure, how right).
+STAGE_METRICS = (
+    "task_accuracy",
+    "pair_accuracy",
+    "task_accuracy_before",
+    "label_agreement",
+    "pairs_written",
+    "mean_confidence",
+)
 
 
 def run_once(example: Path, seed: int, workdir: Path) -> dict[str, Any]:
@@ -32,6 +47,7 @@ def run_once(example: Path, seed: int, workdir: Path) -> dict[str, Any]:
         document["spec"][stage]["seed"] = seed
     path = workdir / example.name
     path.write_text(yaml.safe_dump(document))
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "rlhf_operator.cli", "run", str(path), "--workdir", str(workdir)],
@@ -42,7 +58,7 @@ def run_once(example: Path, seed: int, workdir: Path) -> dict[str, Any]:
     report = json.loads((workdir / document["metadata"]["name"] / "report.json").read_text())
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-    return {"wall": wall, "report": report}
+    return {"wall": wall, "report": report, "load": (load_before, os.getloadavg()[0])}
 
 
 def _seconds(stage: dict[str, Any]) -> float:
@@ -68,9 +84,10 @@ def main() -> int:
                 outcome = run_once(REPO / example, seed, Path(tmp))
             report = outcome["report"]
             row: dict[str, Any] = {"seed": seed, "phase": report["phase"], "wall": outcome["wall"]}
+            row["load_before"], row["load_after"] = outcome["load"]  # 1-minute load average: a shared machine
             for stage in report["stages"]:
                 row[f"{stage['name']}_s"] = _seconds(stage)
-                for metric in ("task_accuracy", "pair_accuracy", "task_accuracy_before"):
+                for metric in STAGE_METRICS:
                     if metric in stage.get("metrics", {}):
                         row[f"{stage['name']}.{metric}"] = stage["metrics"][metric]
             rows.append(row)
@@ -88,17 +105,35 @@ def main() -> int:
         for name, values in deltas.items():
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             print(f"{name:28s} mean {statistics.mean(values):8.3f}  std {spread:7.3f}  values {values}")
+        for line in _verdicts(rows):
+            print(line)
     return 1 if failed else 0
 
 
 def _improvements(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    for final in ("ppo", "dpo"):
+    for final in ("ppo", "dpo", "rest"):
         key = f"{final}.task_accuracy"
         values = [r[key] - r["sft.task_accuracy"] for r in rows if key in r and "sft.task_accuracy" in r]
         if values:
             out[f"{final} - sft task_accuracy"] = values
     return out
+
+
+def _verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """The quickstarts' accuracy rule: the final stage's mean task_accuracy exceeds SFT's by more
+    than SFT's seed-to-seed spread (std)."""
+    sft = [r["sft.task_accuracy"] for r in rows if "sft.task_accuracy" in r]
+    if len(sft) < 2:
+        return []
+    lines = []
+    for final in ("ppo", "dpo", "rest"):
+        values = [r[f"{final}.task_accuracy"] for r in rows if f"{final}.task_accuracy" in r]
+        if values:
+            gain, spread = statistics.mean(values) - statistics.mean(sft), statistics.stdev(sft)
+            verdict = "PASS" if gain > spread else "FAIL"
+            lines.append(f"rule {final}: mean gain over sft {gain:.3f} > sft std {spread:.3f}: {verdict}")
+    return lines
 
 
 if __name__ == "__main__":

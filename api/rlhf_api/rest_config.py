@@ -27,10 +27,15 @@ def _non_decreasing_rule(field: str, size: int) -> str:
     return " && ".join(pairs)
 
 
+# The CRD carries no defaults: an absent mode is percentile, absent values are the default ones.
 THRESHOLD_CEL_RULES: list[JsonValue] = [
-    {"rule": _non_decreasing_rule("values", MAX_IMPROVE_STEPS), "message": "values must not decrease"},
     {
-        "rule": "self.mode != 'percentile' || self.values.all(v, v >= 0.0 && v < 100.0)",
+        "rule": "!has(self.values) || " + _non_decreasing_rule("values", MAX_IMPROVE_STEPS),
+        "message": "values must not decrease",
+    },
+    {
+        "rule": "!has(self.values) || (has(self.mode) && self.mode != 'percentile')"
+        " || self.values.all(v, v >= 0.0 && v < 100.0)",
         "message": "percentile values must be at least 0 and below 100",
     },
 ]

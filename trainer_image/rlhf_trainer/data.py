@@ -281,25 +281,42 @@ def load_stage_data(dataset: DatasetConfig, stage: str, work_dir: str, seed: int
 
 def load_prompts(dataset: DatasetConfig, work_dir: str, seed: int) -> list[str]:
     """PPO prompts: the `prompt` column, or `question` formatted by the template's prompt part."""
+    return load_prompt_rows(dataset, work_dir, seed).prompts
+
+
+@dataclass
+class PromptRows:
+    """Prompts with the dataset's other columns, row-aligned (e.g. `answer`, the ground truth that
+    reward sources and label-agreement checks read)."""
+
+    prompts: list[str]
+    columns: dict[str, list[Any]]
+
+
+def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> PromptRows:
+    """load_prompts, keeping the other columns; builtin:arithmetic brings `question` and `answer`."""
     head, _ = split_template(dataset.template)
     if builtin.is_builtin_dataset(dataset.source):
         prompt_of = builtin.prompt_formatter(dataset.template)
         questions = builtin.ppo_questions(seed)
         if dataset.max_samples is not None:
             questions = questions[: dataset.max_samples]
-        return [prompt_of(q) for q in questions]
+        answers = [builtin.correct_answer(q) for q in questions]
+        return PromptRows([prompt_of(q) for q in questions], {"question": questions, "answer": answers})
     if dataset.source.startswith("builtin:"):
         raise StageError("dataset.source", f"unknown builtin dataset '{dataset.source}'", kind="config")
     train, _ = _load_raw(dataset.model_copy(update={"eval_fraction": 0.0}), seed)
     train = _rename(train, dataset.fields)
     columns = _columns(train)
+    rows = list(train)
+    others = {c: [row[c] for row in rows] for c in columns if c != "prompt"}
     if "prompt" in columns:
-        return [str(row["prompt"]) for row in train]
+        return PromptRows([str(row["prompt"]) for row in rows], others)
     names = template_fields(head)
     if names and set(names) <= set(columns):
-        return [head.format(**{n: str(row[n]) for n in names}) for row in train]
+        return PromptRows([head.format(**{n: str(row[n]) for n in names}) for row in rows], others)
     _require(train, ["prompt"], "ppo prompts")
-    return []  # unreachable: _require raised
+    return PromptRows([], {})  # unreachable: _require raised
 
 
 # ----------------------------------------------------------------------------- votes -> pairs
