@@ -42,6 +42,12 @@ SUMMARY_METRICS = (
     "eval_loss",
     "reward_mean",
     "kl",
+    # rest and rlaif (issue 11)
+    "samples_kept",
+    "kept_reward_mean",
+    "pairs_written",
+    "mean_confidence",
+    "label_agreement",
 )
 _TAIL = 8
 
