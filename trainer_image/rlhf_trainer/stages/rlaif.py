@@ -19,7 +19,6 @@ import torch
 from rlhf_api import layout, progress
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.result import StageResult
-from rlhf_api.rlaif_config import RlaifLabelConfig
 from rlhf_api.stage_config import RlaifStageConfig, TrainerJobConfig
 from transformers import set_seed
 
@@ -76,10 +75,7 @@ def _judge(cfg: TrainerJobConfig, section: RlaifStageConfig) -> PairJudge:
         path = builtin_judge.materialize(cfg, section, section.dataset, section.seed)
         judge_model = ModelConfig(name=path, dtype=cfg.model.dtype)
     model, tokenizer = _load(judge_model, section, cfg.work_dir, "rlaif.judge")
-    return PairJudge(model, tokenizer, RlaifLabelConfig.model_validate(section.model_dump(include=_LABEL_FIELDS)))
-
-
-_LABEL_FIELDS = set(RlaifLabelConfig.model_fields)
+    return PairJudge(model, tokenizer, section)  # the section is an RlaifLabelConfig
 
 
 def _ground_truth(rows: PromptRows, index: list[int], judged: list[Judgement]) -> list[tuple[bool | None, bool | None]]:
