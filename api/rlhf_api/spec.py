@@ -13,13 +13,16 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .camel_model import FIELD_ERRORS, CamelModel
+from .reward_sources import RewardSource
 from .stage_config import (
     STAGES,
     DatasetConfig,
     DPOStageConfig,
+    GRPOStageConfig,
     ModelConfig,
     PPOStageConfig,
     RewardStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
     StageName,
 )
@@ -57,8 +60,19 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["ppo"],
     ["sft", "dpo"],
     ["dpo"],
+    # group-relative RL: from the SFT model, or from the base model when there is no SFT
+    ["sft", "reward", "grpo"],
+    ["sft", "grpo"],
+    ["reward", "grpo"],
+    ["grpo"],
+    ["sft", "reward", "rloo"],
+    ["sft", "rloo"],
+    ["reward", "rloo"],
+    ["rloo"],
 ]
-
+# Stages whose `rewards` list may name the reward stage's model (type rewardModel).
+REWARD_SOURCE_STAGES: tuple[StageName, ...] = ("grpo", "rloo")
+PIPELINE_SHAPES = "[sft, reward, ppo|grpo|rloo] or [sft, dpo]"
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
@@ -181,6 +195,14 @@ class DPOSection(StageControl, DPOStageConfig):
     """Direct preference optimization of the SFT policy."""
 
 
+class GRPOSection(StageControl, GRPOStageConfig):
+    """GRPO (TRL GRPOTrainer): group-relative policy optimization against the reward sources."""
+
+
+class RLOOSection(StageControl, RLOOStageConfig):
+    """RLOO (TRL RLOOTrainer): REINFORCE with a leave-one-out baseline against the reward sources."""
+
+
 class SecretKeyRef(CamelModel):
     name: str = Field(min_length=1, max_length=253, description="Secret name in the run's namespace.")
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
@@ -225,6 +247,9 @@ class Storage(CamelModel):
     )
 
 
+StageSection = SFTSection | RewardSection | PPOSection | DPOSection | GRPOSection | RLOOSection
+
+
 def _default_pipeline() -> list[StageName]:
     return ["sft", "reward", "ppo"]
 
@@ -237,12 +262,14 @@ class RLHFRunSpec(CamelModel):
         default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
-        description="Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]. Immutable.",
+        description=f"Ordered stages: a subsequence of {PIPELINE_SHAPES}. Immutable.",
     )
     sft: SFTSection | None = Field(default=None, description="Supervised fine-tuning stage.")
     reward: RewardSection | None = Field(default=None, description="Reward model stage.")
     ppo: PPOSection | None = Field(default=None, description="PPO stage.")
     dpo: DPOSection | None = Field(default=None, description="DPO stage.")
+    grpo: GRPOSection | None = Field(default=None, description="GRPO stage.")
+    rloo: RLOOSection | None = Field(default=None, description="RLOO stage.")
     placement: Placement = Field(default_factory=Placement, description="Default placement for every stage.")
     storage: Storage = Field(default_factory=Storage, description="The run's volume.")
     secrets: SecretRefs = Field(default_factory=SecretRefs, description="Secret references.")
@@ -281,8 +308,8 @@ class RLHFRunSpec(CamelModel):
             raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
         return self
 
-    def section(self, stage: StageName) -> SFTSection | RewardSection | PPOSection | DPOSection | None:
-        section: SFTSection | RewardSection | PPOSection | DPOSection | None = getattr(self, stage)
+    def section(self, stage: StageName) -> StageSection | None:
+        section: StageSection | None = getattr(self, stage)
         return section
 
     def provided(self, stage: StageName) -> bool:
@@ -297,7 +324,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     pipeline = list(spec.pipeline)
     if pipeline not in ALLOWED_PIPELINES:
         errors.append(
-            f"pipeline: {pipeline} is not an ordered subsequence of [sft, reward, ppo] or [sft, dpo]"
+            f"pipeline: {pipeline} is not an ordered subsequence of {PIPELINE_SHAPES}"
             + (" (dpo cannot follow reward or be combined with ppo)" if "dpo" in pipeline else "")
         )
         return errors
@@ -314,6 +341,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
             )
         if "sft" not in pipeline and not spec.provided("sft"):
             errors.append("pipeline: ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput")
+    errors += _reward_source_errors(spec, pipeline)
     for stage in STAGES:
         section = spec.section(stage)
         if section is not None and stage not in pipeline and section.existing_output is None:
@@ -323,13 +351,44 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     return errors
 
 
+def _reward_source_errors(spec: RLHFRunSpec, pipeline: list[StageName]) -> list[str]:
+    """A rewardModel source needs the reward stage's model: in the pipeline, or existingOutput."""
+    if "reward" in pipeline or spec.provided("reward"):
+        return []
+    errors = []
+    for stage in REWARD_SOURCE_STAGES:
+        section = spec.section(stage)
+        if stage not in pipeline or section is None or section.existing_output is not None:
+            continue
+        rewards: list[RewardSource] = getattr(section, "rewards", [])
+        fix = "add 'reward' to the pipeline or set reward.existingOutput"
+        if "rewards" not in section.model_fields_set:
+            errors.append(f"{stage}.rewards: the default source is the reward stage's model: {fix}, or list rewards")
+        for index, source in enumerate(rewards if "rewards" in section.model_fields_set else []):
+            if source.type == "rewardModel":
+                errors.append(f"{stage}.rewards[{index}].type: rewardModel needs the reward stage's model: {fix}")
+    return errors
+
+
+def _reward_source_cel(stage: StageName) -> dict[str, str]:
+    return _cel(
+        f"!has(self.pipeline) || !('{stage}' in self.pipeline) || !has(self.{stage})"
+        f" || has(self.{stage}.existingOutput) || 'reward' in self.pipeline"
+        " || (has(self.reward) && has(self.reward.existingOutput))"
+        f" || (has(self.{stage}.rewards) && self.{stage}.rewards.all(r, r.type != 'rewardModel'))",
+        f"{stage}.rewards uses the reward stage's model (type rewardModel, the default): "
+        "add 'reward' to the pipeline or set reward.existingOutput",
+        f".{stage}",
+    )
+
+
 def spec_cel_rules() -> list[dict[str, str]]:
     """The cross-field rules the API server checks itself (mirrors pipeline_errors)."""
     allowed = ", ".join("[" + ", ".join(f"'{s}'" for s in p) + "]" for p in ALLOWED_PIPELINES)
     rules = [
         _cel(
             f"!has(self.pipeline) || self.pipeline in [{allowed}]",
-            "pipeline must be an ordered subsequence of [sft, reward, ppo] or [sft, dpo] "
+            f"pipeline must be an ordered subsequence of {PIPELINE_SHAPES} "
             "(dpo cannot follow reward or be combined with ppo)",
             ".pipeline",
         ),
@@ -346,12 +405,21 @@ def spec_cel_rules() -> list[dict[str, str]]:
             ".pipeline",
         ),
     ]
+    rules += [_reward_source_cel(stage) for stage in REWARD_SOURCE_STAGES]
     for stage in STAGES:
-        default_has = "true" if stage in ("sft", "reward", "ppo") else "false"
+        default_has = "true" if stage in _default_pipeline() else "false"
+        runs = f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has})"
         rules.append(
             _cel(
-                f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has}) ? has(self.{stage}) : true",
+                f"{runs} ? has(self.{stage}) : true",
                 f"the pipeline runs '{stage}' but spec.{stage} is missing",
+                f".{stage}",
+            )
+        )
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || {runs}",
+                f"{stage}: section given but '{stage}' is not in the pipeline (and has no existingOutput)",
                 f".{stage}",
             )
         )

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
 from .model_config import ModelConfig
-from .reward_sources import uses_reward_model
+from .reward_sources import RewardSource, rewards_field, uses_reward_model
 
-StageName = Literal["sft", "reward", "ppo", "dpo"]
-STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+StageName = Literal["sft", "reward", "ppo", "dpo", "grpo", "rloo"]
+STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo")
 
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -98,15 +99,14 @@ class QuantizationConfig(CamelModel):
     compute_dtype: ComputeDtype = Field(default="bfloat16", description="4-bit only: matmul dtype.")
 
 
-class TrainingConfig(CamelModel):
-    """Hyperparameters shared by the Trainer-based stages (SFT, reward, DPO)."""
+class TrainerLoopConfig(CamelModel):
+    """Hyperparameters of every stage trained by a TRL Trainer (optimizer, schedule, checkpoints)."""
 
     learning_rate: PositiveFloat = Field(default=2e-4, le=1.0, description="Peak learning rate.")
     epochs: float = Field(default=1.0, gt=0.0, le=1000.0, description="Passes over the training data.")
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(default=4, ge=1, le=4096, description="Per-device batch size.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Micro-batches per optimizer step.")
-    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -119,6 +119,12 @@ class TrainingConfig(CamelModel):
     eval_max_new_tokens: int = Field(
         default=8, ge=1, le=4096, description="Tokens generated per question for task_accuracy."
     )
+
+
+class TrainingConfig(TrainerLoopConfig):
+    """Hyperparameters shared by the stages that train on given sequences (SFT, reward, DPO)."""
+
+    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
 
 
 class SFTTrainingConfig(TrainingConfig):
@@ -195,6 +201,93 @@ class PPOTrainingConfig(CamelModel):
         return self
 
 
+# ----------------------------------------------------------------------------- GRPO, RLOO
+# Group-relative RL on TRL's GRPOTrainer / RLOOTrainer: sample numGenerations responses per
+# prompt, score them with the stage's reward sources, and push the policy towards the responses
+# that beat their group (GRPO: group mean and std; RLOO: the leave-one-out mean of the others).
+
+
+class GroupRLTrainingConfig(TrainerLoopConfig):
+    """What GRPO and RLOO share: sampling, group size, KL to the starting policy, clipping."""
+
+    learning_rate: PositiveFloat = Field(default=1e-5, le=1.0, description="Peak learning rate.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description=(
+            "Completions per device per micro-step (prompts x numGenerations); batchSize x "
+            "gradientAccumulationSteps must be a multiple of numGenerations."
+        ),
+    )
+    num_generations: int = Field(
+        default=8, ge=2, le=256, description="Responses sampled per prompt: the group each one is compared with."
+    )
+    max_completion_length: int = Field(default=256, ge=1, le=131072, description="Most tokens sampled per response.")
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
+    top_k: int = Field(default=0, ge=0, description="Sampling top-k (0: off).")
+    num_iterations: int = Field(
+        default=1, ge=1, le=100, description="Optimizer passes over each sampled batch (TRL's mu)."
+    )
+    epsilon: float = Field(default=0.2, gt=0.0, le=10.0, description="Clip range of the policy ratio.")
+    logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> GroupRLTrainingConfig:
+        if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(GROUPS_FIT_MESSAGE)
+        return self
+
+
+GROUPS_FIT_MESSAGE = "batchSize x gradientAccumulationSteps must be a multiple of numGenerations"
+
+
+def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
+    """GroupRLTrainingConfig._groups_fit for the API server (which sees no defaults: unset fields
+    take the model's defaults here)."""
+
+    def value(name: str) -> str:
+        alias = to_camel(name)
+        return f"(has(self.{alias}) ? self.{alias} : {model.model_fields[name].default})"
+
+    product = f"{value('batch_size')} * {value('gradient_accumulation_steps')}"
+    return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}
+
+
+def _beta(default: float) -> Any:
+    return Field(
+        default=default,
+        ge=0.0,
+        le=10.0,
+        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
+    )
+
+
+class GRPOTrainingConfig(GroupRLTrainingConfig):
+    beta: float = _beta(0.0)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        default="dapo",
+        description=(
+            "How token losses are averaged (TRL): grpo per sequence (length bias), dapo over the "
+            "tokens of the accumulated batch, dr_grpo by a constant (maxCompletionLength), bnpo over "
+            "the tokens of the local batch."
+        ),
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="group",
+        description="Divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO).",
+    )
+
+
+class RLOOTrainingConfig(GroupRLTrainingConfig):
+    beta: float = _beta(0.05)
+    scale_rewards: Literal["none", "batch"] = Field(
+        default="none",
+        description="batch: normalize advantages to mean 0, std 1 over each sampled batch; none: raw leave-one-out.",
+    )
+
+
 def _lora(r: int, alpha: int, dropout: float) -> Any:
     return Field(
         default_factory=lambda: LoraConfig(r=r, alpha=alpha, dropout=dropout),
@@ -237,7 +330,20 @@ class DPOStageConfig(StageCommon):
     training: DPOTrainingConfig = Field(default_factory=DPOTrainingConfig, description="Hyperparameters.")
 
 
-StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig
+class GroupRLStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    rewards: list[RewardSource] = rewards_field()
+
+
+class GRPOStageConfig(GroupRLStageConfig):
+    training: GRPOTrainingConfig = Field(default_factory=GRPOTrainingConfig, description="Hyperparameters.")
+
+
+class RLOOStageConfig(GroupRLStageConfig):
+    training: RLOOTrainingConfig = Field(default_factory=RLOOTrainingConfig, description="Hyperparameters.")
+
+
+StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig | GRPOStageConfig | RLOOStageConfig
 
 
 ReportTo = Literal["tensorboard", "wandb"]
@@ -268,6 +374,8 @@ class TrainerJobConfig(CamelModel):
     reward: RewardStageConfig | None = None
     ppo: PPOStageConfig | None = None
     dpo: DPOStageConfig | None = None
+    grpo: GRPOStageConfig | None = None
+    rloo: RLOOStageConfig | None = None
 
     @model_validator(mode="after")
     def _one_section(self) -> TrainerJobConfig:
@@ -277,7 +385,7 @@ class TrainerJobConfig(CamelModel):
         if self.stage == "ppo" and self.reward_model is None:
             raise ValueError("rewardModel is required for the ppo stage")
         if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
-            raise ValueError(f"rewardModel is required: a {self.stage}.rewards source has type rewardModel")
+            raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
         return self
 
     @property

@@ -11,12 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
+from rlhf_api.reward_sources import uses_reward_model
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
 from rlhf_api.stage_config import (
     DPOStageConfig,
+    GRPOStageConfig,
     ModelConfig,
     PPOStageConfig,
     RewardStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
     StageName,
     TrainerJobConfig,
@@ -31,6 +34,8 @@ _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
     "reward": RewardStageConfig,
     "ppo": PPOStageConfig,
     "dpo": DPOStageConfig,
+    "grpo": GRPOStageConfig,
+    "rloo": RLOOStageConfig,
 }
 
 
@@ -146,9 +151,11 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 start = spec.model
             elif stage == "reward":
                 start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            else:  # ppo, dpo: the policy starts from the SFT model
+            else:  # ppo, dpo, grpo, rloo: the policy starts from the SFT model (or the base)
                 start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            reward_path = merged_of("reward") if stage == "ppo" else None
+            # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
+            scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
+            reward_path = merged_of("reward") if scores_with_reward_model else None
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
             config = TrainerJobConfig.model_validate(
                 {

@@ -18,6 +18,8 @@ def _run(**spec: Any) -> Any:
 
 
 R = "/ws/demo"
+GROUP_RL: dict[str, Any] = {"dataset": {"source": "builtin:arithmetic"}}
+ARITH = {"type": "builtin", "builtin": "arithmetic"}
 # (case, spec changes, expected [(stage, skipped, start model, reward model, output dir)])
 CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | None, str]]]] = [
     (
@@ -59,6 +61,37 @@ CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | N
             "reward": {"existingOutput": "/ws/r"},
         },
         [("ppo", False, "/ws/s", "/ws/r", f"{R}/ppo")],
+    ),
+    (
+        "grpo scored by the reward stage's model",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": GROUP_RL},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", f"{R}/reward/merged", f"{R}/grpo"),
+        ],
+    ),
+    (
+        "rloo with a verifiable reward needs no reward model",
+        {"pipeline": ["sft", "rloo"], "reward": None, "ppo": None, "rloo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("rloo", False, f"{R}/sft/merged", None, f"{R}/rloo"),
+        ],
+    ),
+    (
+        "reward stage trained but not a source",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", None, f"{R}/grpo"),
+        ],
+    ),
+    (
+        "grpo from the base model with an existing reward model",
+        {"pipeline": ["grpo"], "sft": None, "reward": {"existingOutput": "/ws/r"}, "ppo": None, "grpo": GROUP_RL},
+        [("grpo", False, "builtin:tiny-llama", "/ws/r", f"{R}/grpo")],
     ),
     (
         "reward from its own base",
@@ -126,3 +159,22 @@ def test_explicit_tolerations_replace_the_default() -> None:
     run = parse_run(load_example("dpo-7b.yaml"))
     dpo = plan(run, "/workspace")[1]
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
+
+
+def test_group_rl_sections_reach_the_trainer() -> None:
+    sources = [ARITH, {"type": "rewardModel", "weight": 0.5}, {"type": "function", "function": "my.mod:fn"}]
+    training = {"numGenerations": 4, "beta": 0.0, "lossType": "dr_grpo", "maxCompletionLength": 16}
+    run = _run(
+        pipeline=["sft", "reward", "grpo"], ppo=None, grpo={**GROUP_RL, "rewards": sources, "training": training}
+    )
+    grpo = plan(run, "/ws")[2]
+    assert grpo.config is not None and grpo.config.grpo is not None
+    assert [(s.type, s.weight) for s in grpo.config.grpo.rewards] == [
+        ("builtin", 1.0),
+        ("rewardModel", 0.5),
+        ("function", 1.0),
+    ]
+    assert grpo.config.grpo.training.loss_type == "dr_grpo" and grpo.config.grpo.training.num_generations == 4
+    file = grpo.config_file()
+    assert file["grpo"]["rewards"][2] == {"type": "function", "weight": 1.0, "function": "my.mod:fn"}
+    assert "retries" not in file["grpo"] and "placement" not in file["grpo"]

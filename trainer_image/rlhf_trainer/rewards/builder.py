@@ -7,6 +7,7 @@ The functions follow TRL's calling convention, so GRPOTrainer/RLOOTrainer take t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,4 +115,6 @@ def _score_of(
             )
         return exact_match(column, source.extract or "firstLine")
     assert source.function is not None  # type function, by RewardSource validation
-    return import_reward_function(source.function, f"{where}.function")
+    # The run's work dir is <mount path>/<run name>: relative pythonPaths start at the mount path.
+    volume_root = os.path.dirname(os.path.normpath(work_dir))
+    return import_reward_function(source.function, where, source.python_path, volume_root)

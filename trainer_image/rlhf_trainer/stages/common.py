@@ -15,7 +15,7 @@ from typing import Any
 from rlhf_api import progress
 from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
 from rlhf_api.result import StageResult, write_result
-from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
+from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig
 from transformers import TrainerCallback
 
 from ..errors import StageError
@@ -135,8 +135,8 @@ def exit_code(result: StageResult) -> int:
     return int(getattr(result, "_exit_code", 1))
 
 
-def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int) -> dict[str, Any]:
-    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO).
+def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: int) -> dict[str, Any]:
+    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO, GRPO, RLOO).
 
     On CPU: use_cpu and no bf16 (TRL defaults to bf16, which is slow and lossy there), and no
     activation checkpointing unless asked (TRL turns it on by default).
