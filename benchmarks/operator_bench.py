@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rlhf_api.result import StageResult  # noqa: E402
-from rlhf_operator import handlers  # noqa: E402  (registers the handlers)
-from rlhf_operator.k8s import Connection  # noqa: E402
+from rlhf_operator.controller import handlers  # noqa: E402  (registers the handlers)
+from rlhf_operator.controller.kube_client import Connection  # noqa: E402
 from rlhf_operator.settings import OperatorSettings  # noqa: E402
 
 from tests.operator.emulator import PYTORCHJOBS, RLHFRUNS, Emulator  # noqa: E402

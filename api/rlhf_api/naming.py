@@ -21,6 +21,10 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "rlhf-operator"
 # Label values are limited to 63 characters, run names are not: the full name is kept here.
 RUN_NAME_ANNOTATION = "rlhf.dev/run-name"
+# On every stage job: the job (and with it the Master pod holding the stage's result) cannot
+# disappear (TTL, a user's delete, garbage collection) before the operator has recorded the
+# stage's outcome in the run's status; the operator then removes it.
+STAGE_JOB_FINALIZER = "rlhf.dev/stage-outcome"
 
 MAX_NAME_LENGTH = 63
 # The training operator names each replica's Pod and Service `<job>-worker-<index>`, and

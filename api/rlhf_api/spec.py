@@ -151,6 +151,15 @@ class Placement(CamelModel):
         default=None, pattern=QUANTITY, description="Size of the memory-backed /dev/shm. Default 16Gi."
     )
     priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    termination_grace_period_seconds: int | None = Field(
+        default=None,
+        ge=30,
+        le=86400,
+        description=(
+            "How long a stage's pods get after SIGTERM (node drain, spot reclaim, Kueue preemption) to "
+            "checkpoint the current step before they are killed. Default 600."
+        ),
+    )
 
 
 class StageControl(CamelModel):

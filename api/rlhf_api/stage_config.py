@@ -353,6 +353,17 @@ def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
 
 
+InputRole = Literal["model", "rewardModel"]
+
+
+class StageInput(CamelModel):
+    """An earlier stage of the same run whose output this stage loads: checked before training."""
+
+    stage: StageName = Field(description="The stage that produced the input.")
+    output_dir: str = Field(min_length=1, description="That stage's output directory (holds its result.json).")
+    role: InputRole = Field(description="Which model of this config the input provides: model or rewardModel.")
+
+
 class TrainerJobConfig(CamelModel):
     """The resolved file one stage process reads: what to train, from what, into where."""
 
@@ -369,6 +380,13 @@ class TrainerJobConfig(CamelModel):
     )
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
+    )
+    inputs: list[StageInput] = Field(
+        default_factory=list,
+        description=(
+            "Earlier stages of this run whose outputs the stage loads: each must have succeeded and "
+            "trained its planned steps (their result.json says so) before this stage trains."
+        ),
     )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None

@@ -15,13 +15,18 @@ from .stage_config import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
-ConditionType = Literal["Ready", "Reconciling", "Stalled"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead"]
 
 
 class Condition(CamelModel):
     """metav1.Condition."""
 
-    type: ConditionType = Field(description="Ready, Reconciling or Stalled (kstatus).")
+    type: ConditionType = Field(
+        description=(
+            "Ready, Reconciling or Stalled (kstatus); ResultsRead (False while a succeeded stage's "
+            "result could not be read)."
+        )
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         min_length=1,
@@ -49,6 +54,13 @@ class StageStatus(CamelModel):
         default=None, ge=0, description="The checkpoint step the last attempt resumed from (unset: it started fresh)."
     )
     message: str | None = Field(default=None, description="Why the stage failed or was retried.")
+    result_unknown: bool | None = Field(
+        default=None,
+        description=(
+            "True: succeeded, but its result (metrics, merged path) could not be read; the next stage's "
+            "handover check verifies its output on the volume."
+        ),
+    )
 
 
 class RLHFRunStatus(CamelModel):

@@ -14,7 +14,7 @@ LIVENESS = "http://0.0.0.0:8080/healthz"
 
 
 def main() -> None:
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from .controller import handlers  # noqa: F401  (registers the handlers)
     from .settings import OperatorSettings
 
     settings = OperatorSettings.from_env(os.environ)

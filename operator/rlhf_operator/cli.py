@@ -56,7 +56,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .manifests import render
+    from .manifests.render import render
     from .settings import OperatorSettings
 
     try:
@@ -76,7 +76,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .local import LocalRun, TrainerMissing, check_trainer
+    from .local.runner import LocalRun, TrainerMissing, check_trainer, exit_code
 
     try:
         run = parse_run(_load(args.file))
@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"rlhf: error: {error}", file=sys.stderr)
         return 2
     status = LocalRun(run, Path(args.workdir), nproc=args.nproc).execute()
-    return 0 if status.phase == "Succeeded" else 1
+    return exit_code(status)
 
 
 def build_parser() -> argparse.ArgumentParser:

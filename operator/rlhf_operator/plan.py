@@ -11,22 +11,27 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
-from rlhf_api.reward_sources import uses_reward_model
+from rlhf_api.reward_sources import RewardSource, uses_reward_model
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
 from rlhf_api.stage_config import (
     DPOStageConfig,
     GRPOStageConfig,
+    InputRole,
     ModelConfig,
     PPOStageConfig,
     RewardStageConfig,
     RLOOStageConfig,
     SFTStageConfig,
+    StageInput,
     StageName,
     TrainerJobConfig,
 )
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
 DEFAULT_SHM_SIZE = "16Gi"
+# Time to write a checkpoint at SIGTERM: a 7B LoRA step saves in seconds, full fine-tuning of a
+# large model on a network volume takes minutes.
+DEFAULT_TERMINATION_GRACE_SECONDS = 600
 GPU_TAINT_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
@@ -55,6 +60,7 @@ class ResolvedPlacement(BaseModel):
     limits: dict[str, str]
     shm_size: str
     priority_class_name: str | None
+    termination_grace_period_seconds: int
 
     @property
     def processes_per_worker(self) -> int:
@@ -111,6 +117,7 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
         limits=dict(resources.limits) if resources else {},
         shm_size=merged.shm_size or DEFAULT_SHM_SIZE,
         priority_class_name=merged.priority_class_name,
+        termination_grace_period_seconds=merged.termination_grace_period_seconds or DEFAULT_TERMINATION_GRACE_SECONDS,
     )
 
 
@@ -118,6 +125,55 @@ def _overlay(base: Placement, override: Placement | None) -> Placement:
     if override is None:
         return base
     return base.model_copy(update=override.model_dump(exclude_unset=True, exclude_none=True, by_alias=False))
+
+
+_DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
+
+
+def on_volume(path: str, mount_root: str, data_file: bool = False) -> str:
+    """A relative path in the spec, resolved against the volume root (storage.mountPath in pods,
+    the work directory locally), so one RLHFRun means the same files on a laptop and a cluster.
+
+    Relative means `./x` or `../x`, or for datasets a bare file name with a data suffix
+    (`data/train.jsonl`); `org/name` stays a hub id, `builtin:` and absolute paths stay as they are.
+    """
+    if path.startswith(("./", "../")) or (
+        data_file and not path.startswith("/") and ":" not in path and path.endswith(_DATA_FILE_SUFFIXES)
+    ):
+        return posixpath.normpath(posixpath.join(mount_root, path))
+    return path
+
+
+def _on_volume_section(section: Any, mount_root: str) -> Any:
+    """The stage section with its dataset source and base model resolved by on_volume."""
+    update: dict[str, Any] = {}
+    dataset = getattr(section, "dataset", None)
+    if dataset is not None:
+        source = on_volume(dataset.source, mount_root, data_file=True)
+        if source != dataset.source:
+            update["dataset"] = dataset.model_copy(update={"source": source})
+    base_model = getattr(section, "base_model", None)
+    if base_model is not None:
+        name = on_volume(base_model.name, mount_root)
+        if name != base_model.name:
+            update["base_model"] = base_model.model_copy(update={"name": name})
+    rewards = getattr(section, "rewards", None)
+    if rewards:
+        resolved = [_on_volume_source(source, mount_root) for source in rewards]
+        if resolved != rewards:
+            update["rewards"] = resolved
+    return section.model_copy(update=update) if update else section
+
+
+def _on_volume_source(source: RewardSource, mount_root: str) -> RewardSource:
+    """A reward source's classifier path (like any model) and its pythonPath (always a directory
+    on the volume when relative) resolved against the volume root."""
+    update: dict[str, Any] = {}
+    if source.model is not None and on_volume(source.model.name, mount_root) != source.model.name:
+        update["model"] = source.model.model_copy(update={"name": on_volume(source.model.name, mount_root)})
+    if source.python_path is not None and not source.python_path.startswith("/"):
+        update["python_path"] = posixpath.normpath(posixpath.join(mount_root, source.python_path))
+    return source.model_copy(update=update) if update else source
 
 
 def _as_model(path: str, base: ModelConfig) -> ModelConfig:
@@ -128,15 +184,23 @@ def _as_model(path: str, base: ModelConfig) -> ModelConfig:
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
+    base_model = spec.model.model_copy(update={"name": on_volume(spec.model.name, mount_root)})
     report_to: list[Any] = ["tensorboard"] + (["wandb"] if spec.secrets.wandb_api_key else [])
 
     def merged_of(stage: StageName) -> str | None:
         section = spec.section(stage)
         if section is not None and section.existing_output:
-            return section.existing_output
+            return on_volume(section.existing_output, mount_root)
         if stage in spec.pipeline:
             return layout.merged_dir(posixpath.join(root, stage))
         return None
+
+    def produced(stage: StageName, role: InputRole) -> list[StageInput]:
+        """An earlier stage of this run as an input (none for existingOutput: it has no result.json)."""
+        section = spec.section(stage)
+        if stage not in spec.pipeline or section is None or section.existing_output:
+            return []
+        return [StageInput(stage=stage, output_dir=posixpath.join(root, stage), role=role)]
 
     sft_model = merged_of("sft")
     plans: list[StagePlan] = []
@@ -147,15 +211,16 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         skipped = section.existing_output is not None
         config: TrainerJobConfig | None = None
         if not skipped:
-            if stage == "sft":
-                start = spec.model
-            elif stage == "reward":
-                start = _as_model(sft_model, spec.model) if sft_model else spec.model
-            else:  # ppo, dpo, grpo, rloo: the policy starts from the SFT model (or the base)
-                start = _as_model(sft_model, spec.model) if sft_model else spec.model
+            # sft starts from the base model; every later stage from the SFT model when there is one.
+            start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
             # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
             scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
             reward_path = merged_of("reward") if scores_with_reward_model else None
+            # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
+            uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
+            inputs = (produced("sft", "model") if uses_sft else []) + (
+                produced("reward", "rewardModel") if scores_with_reward_model else []
+            )
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
             config = TrainerJobConfig.model_validate(
                 {
@@ -166,7 +231,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
-                    stage: section.model_dump(include=set(trainer_fields)),
+                    "inputs": inputs,
+                    stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),
                 }
             )
         plans.append(

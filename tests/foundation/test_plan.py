@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rlhf_api.stage_config import TrainerJobConfig
 from rlhf_api.validation import parse_run
-from rlhf_operator.plan import GPU_TAINT_TOLERATION, plan
+from rlhf_operator.plan import GPU_TAINT_TOLERATION, on_volume, plan
 
 from .conftest import MINIMAL, load_example
 
@@ -127,6 +127,42 @@ def test_stage_wiring(spec: dict[str, Any], expected: list[tuple[str, bool, str 
             assert p.config.work_dir == R
 
 
+# (case, spec changes, {stage: [(input stage, role)]}): the handover checks the trainer runs.
+INPUT_CASES: list[tuple[str, dict[str, Any], dict[str, list[tuple[str, str]]]]] = [
+    (
+        "sft reward ppo",
+        {},
+        {"sft": [], "reward": [("sft", "model")], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+    (
+        "sft dpo",
+        {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}},
+        {"sft": [], "dpo": [("sft", "model")]},
+    ),
+    (
+        "existing outputs have no result.json to check",
+        {"sft": {"existingOutput": "/ws/old/merged"}},
+        {"reward": [], "ppo": [("reward", "rewardModel")]},
+    ),
+    (
+        "reward from its own base does not load the sft output",
+        {"reward": {"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}}},
+        {"sft": [], "reward": [], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
+def test_inputs_are_the_earlier_stages_of_this_run(spec: dict[str, Any], expected: dict[str, Any]) -> None:
+    got = {
+        p.name: [(i.stage, i.role) for i in p.config.inputs] for p in plan(_run(**spec), "/ws") if p.config is not None
+    }
+    assert got == expected
+    for p in plan(_run(**spec), "/ws"):
+        for stage_input in p.config.inputs if p.config else []:
+            assert stage_input.output_dir == f"{R}/{stage_input.stage}"
+
+
 def test_reward_base_model_reaches_the_trainer() -> None:
     run = _run(reward={"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}})
     reward = plan(run, "/ws")[1]
@@ -161,6 +197,53 @@ def test_explicit_tolerations_replace_the_default() -> None:
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
 
 
+@pytest.mark.parametrize(
+    ("path", "data_file", "expected"),
+    [
+        ("./data/train.jsonl", True, "/ws/data/train.jsonl"),
+        ("../shared/train.jsonl", True, "/shared/train.jsonl"),
+        ("data/train.jsonl", True, "/ws/data/train.jsonl"),  # a bare data file is on the volume
+        ("train.parquet", True, "/ws/train.parquet"),
+        ("org/dataset", True, "org/dataset"),  # a hub id
+        ("builtin:arithmetic", True, "builtin:arithmetic"),
+        ("/abs/train.jsonl", True, "/abs/train.jsonl"),
+        ("./models/base", False, "/ws/models/base"),
+        ("meta-llama/Llama-2-7b-hf", False, "meta-llama/Llama-2-7b-hf"),
+        ("models/base", False, "models/base"),  # a model without ./ is a hub id
+    ],
+)
+def test_relative_paths_resolve_against_the_volume_root(path: str, data_file: bool, expected: str) -> None:
+    assert on_volume(path, "/ws", data_file) == expected
+
+
+def test_one_file_means_the_same_data_on_a_laptop_and_a_cluster() -> None:
+    run = _run(
+        model={"name": "./models/base"},
+        sft={"dataset": {"source": "data/sft.jsonl"}},
+        reward={"dataset": {"source": "./data/pairs.jsonl"}, "baseModel": {"name": "./models/encoder"}},
+        ppo={"existingOutput": "./previous/ppo/merged"},
+    )
+    for root in ("/workspace", "/home/me/runs"):
+        sft, reward, _ppo = plan(run, root)
+        assert sft.config is not None and reward.config is not None
+        assert sft.config.model.name == f"{root}/models/base"
+        assert sft.config.section.dataset.source == f"{root}/data/sft.jsonl"
+        assert reward.config.section.dataset.source == f"{root}/data/pairs.jsonl"
+        assert reward.config.reward is not None and reward.config.reward.base_model is not None
+        assert reward.config.reward.base_model.name == f"{root}/models/encoder"
+        assert _ppo.skipped and _ppo.merged_path == f"{root}/previous/ppo/merged"
+
+
+def test_termination_grace_period_default_and_override() -> None:
+    run = _run(
+        placement={"terminationGracePeriodSeconds": 120},
+        sft={"dataset": {"source": "builtin:arithmetic"}, "placement": {"terminationGracePeriodSeconds": 900}},
+    )
+    grace = {p.name: p.placement.termination_grace_period_seconds for p in plan(run, R)}
+    assert grace == {"sft": 900, "reward": 120, "ppo": 120}
+    assert {p.placement.termination_grace_period_seconds for p in plan(_run(), R)} == {600}
+
+
 def test_group_rl_sections_reach_the_trainer() -> None:
     sources = [ARITH, {"type": "rewardModel", "weight": 0.5}, {"type": "function", "function": "my.mod:fn"}]
     training = {"numGenerations": 4, "beta": 0.0, "lossType": "dr_grpo", "maxCompletionLength": 16}
@@ -178,3 +261,18 @@ def test_group_rl_sections_reach_the_trainer() -> None:
     file = grpo.config_file()
     assert file["grpo"]["rewards"][2] == {"type": "function", "weight": 1.0, "function": "my.mod:fn"}
     assert "retries" not in file["grpo"] and "placement" not in file["grpo"]
+
+
+def test_reward_source_paths_resolve_against_the_volume_root() -> None:
+    sources = [
+        {"type": "model", "model": {"name": "./models/rm"}},
+        {"type": "model", "model": {"name": "org/rm"}},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "code"},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "/opt/rewards"},
+    ]
+    run = _run(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": sources})
+    for root in ("/workspace", "/home/me/runs"):
+        grpo = plan(run, root)[1]
+        assert grpo.config is not None and grpo.config.grpo is not None
+        got = [(s.model.name if s.model else None, s.python_path) for s in grpo.config.grpo.rewards]
+        assert got == [(f"{root}/models/rm", None), ("org/rm", None), (None, f"{root}/code"), (None, "/opt/rewards")]

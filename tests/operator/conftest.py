@@ -16,8 +16,8 @@ import kopf
 import pytest
 import pytest_asyncio
 from rlhf_api.result import StageResult
-from rlhf_operator import handlers  # registers the operator's handlers
-from rlhf_operator.k8s import Connection
+from rlhf_operator.controller import handlers  # registers the operator's handlers
+from rlhf_operator.controller.kube_client import Connection
 from rlhf_operator.settings import OperatorSettings
 
 from .emulator import PYTORCHJOBS, RLHFRUNS, TRAINJOBS, Emulator
@@ -179,6 +179,21 @@ class Cluster:
         async with self.kmock.request("DELETE", path) as resp:
             assert resp.status < 400
 
+    async def delete_job(self, job: str, resource: str = PYTORCHJOBS) -> None:
+        """A user's `kubectl delete`, or the TTL controller: a held job only gets a deletionTimestamp."""
+        group_version, plural = resource.rsplit("/", 1)
+        async with self.kmock.request("DELETE", f"/apis/{group_version}/namespaces/{NAMESPACE}/{plural}/{job}") as resp:
+            assert resp.status < 400
+
+    async def delete_pod(self, name: str) -> None:
+        async with self.kmock.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}") as resp:
+            assert resp.status < 400
+
+    def deleting(self, job: str, resource: str = PYTORCHJOBS) -> bool:
+        """The job is marked for deletion and still held by a finalizer."""
+        meta = self.kmock.objects[resource, NAMESPACE, job].raw.get("metadata") or {}
+        return bool(meta.get("deletionTimestamp"))
+
     async def set_job_condition(self, job: str, condition: str, message: str = "", resource: str = PYTORCHJOBS) -> None:
         group_version, plural = resource.rsplit("/", 1)
         current = self.kmock.objects[resource, NAMESPACE, job].raw
@@ -249,7 +264,10 @@ class Cluster:
         await self.set_job_condition(job, "Created", resource=resource)
         await self.set_job_condition(job, "Running", resource=resource)
         await self.create_master_pod(job, result, resource=resource)
-        await self.set_job_condition(job, "Succeeded", "PyTorchJob succeeded", resource=resource)
+        if resource == TRAINJOBS:  # Trainer v2 reports Complete, the training operator Succeeded
+            await self.set_job_condition(job, "Complete", "TrainJob completed", resource=resource)
+        else:
+            await self.set_job_condition(job, "Succeeded", "PyTorchJob succeeded", resource=resource)
 
     async def fail_stage(
         self, job: str, message: str = "OOMKilled", resource: str = PYTORCHJOBS, log_tail: str | None = None

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from rlhf_api.validation import parse_run
-from rlhf_operator import metrics
-from rlhf_operator.manifests import render
+from rlhf_operator.controller import metrics
+from rlhf_operator.manifests.render import render
 from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for
@@ -224,7 +224,9 @@ async def test_restart_mid_run_creates_no_duplicates(cluster: Cluster) -> None:
     await cluster.apply(base_run("resume"))
     await wait_for(lambda: "resume-sft-1" in cluster.job_names(), what="sft-1")
     await cluster.finish_stage("resume-sft-1")
-    await wait_for(lambda: "resume-reward-1" in cluster.job_names(), what="reward-1")
+    # Stopped after the pass that created reward-1 has recorded it (else a restart re-sends the
+    # create and gets a harmless 409, which this test counts).
+    await wait_for(lambda: cluster.stage("resume", "reward").get("jobName"), what="reward-1 recorded")
     await asyncio.to_thread(first.stop)
     assert first.error is None
 
@@ -243,3 +245,93 @@ async def test_restart_mid_run_creates_no_duplicates(cluster: Cluster) -> None:
     assert creates["create pytorchjobs"] == 3  # not even a rejected duplicate
     assert creates["create persistentvolumeclaims"] == 1 and creates["create configmaps"] == 3
     assert cluster.stage("resume", "reward")["metrics"] == {"loss": 0.5}
+
+
+# --- weak spots found by the fault drill ------------------------------------------------------
+
+
+def reasons_posted(cluster: Cluster, run: str) -> list[tuple[str, str]]:
+    return [(e["type"], e["reason"]) for e in events(cluster) if e["involvedObject"]["name"] == run]
+
+
+async def test_deleted_job_counts_as_a_failed_attempt(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("del"))
+    await wait_for(lambda: "del-sft-1" in cluster.job_names(), what="sft-1")
+    await cluster.set_job_condition("del-sft-1", "Running")
+    await cluster.delete_job("del-sft-1")  # someone deletes the running job
+    # (the job is created before the status patch that records it: wait for the status)
+    await wait_for(lambda: cluster.stage("del", "sft").get("jobName") == "del-sft-2", what="sft-2 recorded")
+    sft = cluster.stage("del", "sft")
+    assert sft["attempts"] == 2 and sft["message"] == "attempt 1 failed: job del-sft-1 was deleted"
+    await wait_for(lambda: ("Warning", "StageJobDeleted") in reasons_posted(cluster, "del"), what="warning event")
+    # Recorded, then released: the finalizer no longer holds the deleted job.
+    await wait_for(lambda: "del-sft-1" not in cluster.job_names(), what="sft-1 released")
+    await run_through_from(cluster, "del", [("sft", 2), ("reward", 1), ("ppo", 1)])
+
+
+async def run_through_from(cluster: Cluster, name: str, stages: list[tuple[str, int]]) -> None:
+    for stage, attempt in stages:
+        job = f"{name}-{stage}-{attempt}"
+        await wait_for(lambda job=job: job in cluster.job_names(), what=f"job {job}")
+        await cluster.finish_stage(job)
+    await wait_for(lambda: cluster.status(name).get("phase") == "Succeeded", what=f"{name} Succeeded")
+
+
+@pytest.mark.parametrize("pod_kept", [True, False])
+async def test_finished_stage_removed_by_ttl_while_the_operator_was_down_is_not_run_again(
+    cluster: Cluster, pod_kept: bool
+) -> None:
+    url = str(cluster.kmock.url).rstrip("/")
+    first = await asyncio.to_thread(OperatorThread(url).start)
+    await cluster.apply(base_run("ttl", ttlSecondsAfterFinished=60))
+    await wait_for(lambda: "ttl-sft-1" in cluster.job_names(), what="sft-1")
+    await wait_for(lambda: cluster.status("ttl").get("phase") == "Running", what="Running")
+    await asyncio.to_thread(first.stop)
+
+    # While the operator is down: the stage succeeds and the TTL controller deletes its job.
+    await cluster.finish_stage("ttl-sft-1")
+    await cluster.delete_job("ttl-sft-1")
+    assert cluster.deleting("ttl-sft-1")  # the operator's finalizer holds it
+    if not pod_kept:
+        await cluster.delete_pod("ttl-sft-1-master-0")
+
+    second = await asyncio.to_thread(OperatorThread(url).start)
+    try:
+        await wait_for(lambda: cluster.stage("ttl", "reward").get("jobName"), what="reward-1 recorded")
+        await wait_for(lambda: "ttl-sft-1" not in cluster.job_names(), what="sft-1 released")
+        sft = cluster.stage("ttl", "sft")
+        assert sft["phase"] == "Succeeded" and sft["attempts"] == 1  # not run again
+        conditions = {c["type"]: c for c in cluster.status("ttl")["conditions"]}
+        if pod_kept:
+            assert sft["metrics"] == {"loss": 0.5} and "ResultsRead" not in conditions
+        else:
+            assert sft["resultUnknown"] is True and "no master pod found" in sft["message"]
+            assert conditions["ResultsRead"]["status"] == "False"
+            assert ("Warning", "StageResultUnreadable") in reasons_posted(cluster, "ttl")
+    finally:
+        await asyncio.to_thread(second.stop)
+    assert operator_writes(cluster)["create pytorchjobs"] == 2  # sft-1 once, then reward-1
+
+
+async def test_missing_result_is_a_visible_warning(cluster: Cluster, operator: OperatorThread) -> None:
+    await cluster.apply(base_run("nores"))
+    await wait_for(lambda: "nores-sft-1" in cluster.job_names(), what="sft-1")
+    await cluster.set_job_condition("nores-sft-1", "Running")
+    await cluster.set_job_condition("nores-sft-1", "Succeeded")  # no Master pod, no result
+    await wait_for(lambda: cluster.stage("nores", "reward").get("jobName"), what="reward-1 recorded")
+    sft = cluster.stage("nores", "sft")
+    assert sft["phase"] == "Succeeded" and sft["resultUnknown"] is True
+    await wait_for(lambda: ("Warning", "StageResultUnreadable") in reasons_posted(cluster, "nores"), what="event")
+    assert {c["type"]: c["status"] for c in cluster.status("nores")["conditions"]}["ResultsRead"] == "False"
+
+
+async def test_jobs_of_a_deleted_run_are_released(cluster: Cluster, operator: OperatorThread) -> None:
+    created = await cluster.apply(base_run("orphan"))
+    await wait_for(lambda: "orphan-sft-1" in cluster.job_names(), what="sft-1")
+    await wait_for(lambda: cluster.status("orphan").get("phase") == "Running", what="Running")
+    await cluster.delete_run("orphan")
+    # Kubernetes' garbage collector deletes the owned job; the operator's finalizer must not
+    # keep it (or its GPUs) forever once the run is gone.
+    assert created["metadata"]["uid"]
+    await cluster.delete_job("orphan-sft-1")
+    await wait_for(lambda: "orphan-sft-1" not in cluster.job_names(), what="job released")

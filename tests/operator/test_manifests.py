@@ -22,21 +22,20 @@ from rlhf_api.naming import (
     MANAGED_BY_LABEL,
     RUN_LABEL,
     RUN_NAME_ANNOTATION,
+    STAGE_JOB_FINALIZER,
     STAGE_LABEL,
     labels,
 )
 from rlhf_api.spec import RLHFRun
 from rlhf_api.stage_config import TrainerJobConfig
-from rlhf_operator import manifests
-from rlhf_operator.manifests import (
-    CONFIG_FILE,
-    CONFIG_MOUNT,
-    build_pvc,
-    build_stage_configmap,
+from rlhf_operator.launchers import launcher_for
+from rlhf_operator.manifests import pod as manifests
+from rlhf_operator.manifests.configmap import build_stage_configmap
+from rlhf_operator.manifests.meta import owner_reference
+from rlhf_operator.manifests.pod import CONFIG_FILE, CONFIG_MOUNT
+from rlhf_operator.manifests.pvc import build_pvc, claim_name
+from rlhf_operator.manifests.render import (
     build_stage_job,
-    claim_name,
-    job_api,
-    owner_reference,
     render,
     stage_plans,
 )
@@ -504,6 +503,7 @@ def test_quickstart_pytorchjob_expected() -> None:
             "name": "quickstart-sft-1",
             "labels": run_labels,
             "annotations": {RUN_NAME_ANNOTATION: "quickstart"},
+            "finalizers": [STAGE_JOB_FINALIZER],
         },
         "spec": {
             "nprocPerNode": "1",
@@ -544,6 +544,7 @@ def test_quickstart_pytorchjob_expected() -> None:
                                 "fsGroup": 10001,
                                 "fsGroupChangePolicy": "OnRootMismatch",
                             },
+                            "terminationGracePeriodSeconds": 600,
                         },
                     },
                 }
@@ -811,8 +812,10 @@ def test_trainjob_runtime_ref_and_job_api() -> None:
     job = build_stage_job(run, stage(run, "sft"), 1, None, OperatorSettings(), suspend=False)
     assert job["spec"]["runtimeRef"]["name"] == "torch-cuda-251"
     assert job["spec"]["suspend"] is False
-    assert job_api(run) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
-    assert job_api(make_run()) == ("kubeflow.org", "v1", "pytorchjobs")
+    api = launcher_for(run).api
+    assert (api.group, api.version, api.plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+    api = launcher_for(make_run()).api
+    assert (api.group, api.version, api.plural) == ("kubeflow.org", "v1", "pytorchjobs")
 
 
 # ---------------------------------------------------------------- PVC and ConfigMap
@@ -960,3 +963,23 @@ def test_public_constants() -> None:
     assert manifests.CONFIG_MOUNT == "/etc/rlhf"
     assert manifests.CONFIG_FILE == "config.yaml"
     assert manifests.CONFIG_PATH == "/etc/rlhf/config.yaml"
+
+
+@pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
+def test_every_stage_job_is_held_by_the_operators_finalizer_and_gets_its_grace_period(launcher: str) -> None:
+    run = make_run(launcher=launcher)
+    run = run.model_copy(
+        update={
+            "spec": run.spec.model_copy(
+                update={"placement": run.spec.placement.model_copy(update={"termination_grace_period_seconds": 1200})}
+            )
+        }
+    )
+    job = build_stage_job(run, stage(run, "sft"), 1, None, OperatorSettings(), suspend=False)
+    assert job["metadata"]["finalizers"] == [STAGE_JOB_FINALIZER]
+    if launcher == "pytorchjob":
+        pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    else:
+        patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+        pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 1200

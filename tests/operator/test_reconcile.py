@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from rlhf_api.naming import STAGE_JOB_FINALIZER
 from rlhf_api.result import StageResult
-from rlhf_operator.observe import JOB_STATES, ObservedJob, job_state, observe_job, parse_result, result_from_pods
+from rlhf_operator.api_ref import CONFIGMAPS, PVCS
+from rlhf_operator.launchers import PYTORCHJOB, TRAINJOB
+from rlhf_operator.observed_job import JOB_STATES, ObservedJob
+from rlhf_operator.pod_result import failure_message, parse_result, result_from_pods
 from rlhf_operator.reconcile import (
-    CONFIGMAPS,
-    PVCS,
     Create,
     Outcome,
     PatchJob,
     PostEvent,
+    ReleaseJob,
     merge_patch,
     reconcile,
     results_needed,
@@ -186,11 +190,6 @@ def test_idempotent_same_input_twice() -> None:
         outcome, _ = step(body, observed, NOW + timedelta(minutes=5))
         if observed:
             assert outcome.actions == [] and outcome.status_patch == {}
-    # Unobserved job (e.g. deleted, or a restart before the watch reported it): recreated under
-    # the same name (with its config ensured), without a status change or an event.
-    outcome, _ = step(body, {})
-    assert creates(outcome) == ["demo-sft-config", "demo-sft-1"] and outcome.status_patch == {}
-    assert not [a for a in outcome.actions if isinstance(a, PostEvent)]
 
 
 def test_full_pipeline_passes_results_on_and_succeeds() -> None:
@@ -215,7 +214,7 @@ def test_result_missing_falls_back_to_planned_paths() -> None:
     _, body = step(body, observed)
     sft = stage_of(body, "sft")
     assert sft["phase"] == "Succeeded" and sft["mergedPath"] == "/workspace/demo/sft/merged"
-    assert sft["message"] == "no master pod found"
+    assert sft["message"] == "result unreadable: no master pod found" and sft["resultUnknown"] is True
 
 
 def test_retry_backoff_doubles_then_exhausts() -> None:
@@ -415,7 +414,7 @@ def test_observe_job_conditions_and_results() -> None:
             ]
         },
     }
-    seen = observe_job(body)
+    seen = PYTORCHJOB.observe(body)
     assert (seen.state, seen.message, seen.stage, seen.attempt, seen.suspended, seen.owner_uid) == (
         "Failed",
         "OOMKilled",
@@ -424,8 +423,8 @@ def test_observe_job_conditions_and_results() -> None:
         True,
         "u",
     )
-    assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "Succeeded"
-    assert job_state({})[0] == "Pending"
+    assert TRAINJOB.observe({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}).state == "Succeeded"
+    assert PYTORCHJOB.observe({}).state == "Pending"
     good = result("sft").termination_message()
     assert parse_result(good)[0] == result("sft")
     assert parse_result("Traceback (most recent call last): ...")[0] is None
@@ -446,8 +445,9 @@ def test_observe_job_conditions_and_results() -> None:
             "status": {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"message": good}}}]},
         },
     ]
-    assert result_from_pods(pods, "demo-sft-1", "pytorchjob") == (result("sft"), None)
-    assert result_from_pods(pods, "demo-sft-9", "pytorchjob")[0] is None
+    master = PYTORCHJOB.master_pod_selector
+    assert result_from_pods(pods, master("demo-sft-1"), "pytorch") == (result("sft"), None)
+    assert result_from_pods(pods, master("demo-sft-9"), "pytorch")[0] is None
 
 
 def test_first_pass_fits_the_write_budget_with_existing_claim() -> None:
@@ -458,8 +458,6 @@ def test_first_pass_fits_the_write_budget_with_existing_claim() -> None:
 
 
 def test_failure_message_takes_the_trainers_last_words() -> None:
-    from rlhf_operator.observe import failure_message
-
     pod = {
         "status": {
             "containerStatuses": [
@@ -474,3 +472,117 @@ def test_failure_message_takes_the_trainers_last_words() -> None:
     failed = StageResult(stage="sft", status="failed", output_path="/o", message="dataset: no rows")
     assert failure_message("", failed, []) == "dataset: no rows"
     assert failure_message("OOMKilled", None, []) == "OOMKilled"
+
+
+# --- weak spots found by the fault drill --------------------------------------------------------
+
+
+def deleting(name: str, state: str, result_: StageResult | None = None, **extra: Any) -> dict[str, ObservedJob]:
+    """A job someone deleted (user, TTL, garbage collector), held by the operator's finalizer."""
+    observed = job(name, state, result=result_)[name]
+    return {
+        name: dataclasses.replace(
+            observed, deleting=True, finalizers=(STAGE_JOB_FINALIZER, "other/finalizer"), resource_version="7", **extra
+        )
+    }
+
+
+def releases(outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
+    return [(a.name, a.patch) for a in outcome.actions if isinstance(a, ReleaseJob)]
+
+
+def event_reasons(outcome: Outcome) -> list[tuple[str, str]]:
+    return [(a.body["type"], a.body["reason"]) for a in outcome.events]
+
+
+@pytest.mark.parametrize(
+    ("observed", "why"),
+    [
+        ({}, "job demo-sft-1 is gone (deleted)"),  # vanished (finalizer removed by force)
+        (deleting("demo-sft-1", "Running"), "job demo-sft-1 was deleted"),  # deleted while it ran
+    ],
+)
+def test_deleted_job_is_a_failed_attempt(observed: dict[str, ObservedJob], why: str) -> None:
+    _, body = step(body_of(base_run("demo")))
+    outcome, after = step(body, observed)
+    sft = stage_of(after, "sft")
+    assert sft["attempts"] == 2 and sft["jobName"] == "demo-sft-2"  # retried at once (backoff 0)
+    assert sft["message"] == f"attempt 1 failed: {why}"
+    assert creates(outcome) == ["demo-sft-2"]
+    assert event_reasons(outcome) == [("Warning", "StageJobDeleted")]
+    # The deleted job is released only after its outcome is recorded (after the status patch).
+    if observed:
+        assert releases(outcome) == [
+            ("demo-sft-1", {"metadata": {"finalizers": ["other/finalizer"], "resourceVersion": "7"}})
+        ]
+    # Counted against retries: with none left, the stage fails.
+    _, body = step(body_of(base_run("demo", sft={"dataset": {"source": "builtin:arithmetic"}, "retries": 0})))
+    _, after = step(body, observed)
+    assert stage_of(after, "sft")["phase"] == "Failed" and after["status"]["phase"] == "Failed"
+
+
+def test_finished_job_removed_by_ttl_while_the_operator_was_down_is_not_run_again() -> None:
+    _, body = step(body_of(base_run("demo")))
+    # The job succeeded and the TTL controller deleted it; the finalizer kept it for us.
+    outcome, after = step(body, deleting("demo-sft-1", "Succeeded", result("sft")))
+    assert stage_of(after, "sft")["phase"] == "Succeeded" and stage_of(after, "sft")["metrics"] == {"loss": 0.5}
+    assert creates(outcome) == ["demo-reward-config", "demo-reward-1"]
+    assert [name for name, _ in releases(outcome)] == ["demo-sft-1"]
+    # Later the job is gone for good: the succeeded stage is never run again.
+    for observed in ({}, deleting("demo-sft-1", "Succeeded", result("sft"))):
+        again, _ = step(after, {**observed, **job("demo-reward-1", "Running")})
+        assert creates(again) == [] and stage_of(after, "sft")["attempts"] == 1
+
+
+def test_unreadable_result_is_a_visible_warning_and_the_run_goes_on() -> None:
+    _, body = step(body_of(base_run("demo")))
+    observed = deleting("demo-sft-1", "Succeeded", None, result_error="no master pod found")
+    outcome, after = step(body, observed)
+    sft = stage_of(after, "sft")
+    assert sft["phase"] == "Succeeded" and sft["resultUnknown"] is True
+    assert sft["message"] == "result unreadable: no master pod found"
+    assert event_reasons(outcome) == [("Warning", "StageResultUnreadable")]
+    assert condition(after, "ResultsRead")["status"] == "False"
+    assert condition(after, "ResultsRead")["reason"] == "StageResultUnreadable"
+    assert creates(outcome) == ["demo-reward-config", "demo-reward-1"]  # the handover check decides
+    again, _ = step(after, job("demo-reward-1", "Running"))
+    assert again.actions == [] and again.status_patch == {}
+
+
+def test_resumed_from_step_reaches_the_stage_status() -> None:
+    _, body = step(body_of(base_run("demo")))
+    resumed = result("sft").model_copy(update={"resumed_from_step": 40})
+    _, after = step(body, job("demo-sft-1", "Succeeded", result=resumed))
+    assert stage_of(after, "sft")["resumedFromStep"] == 40
+
+
+def test_kueue_run_is_not_unsuspended_by_the_operator() -> None:
+    body = body_of(base_run("demo", queueName="team-queue"))
+    _, body = step(body)
+    body["spec"]["suspend"] = True
+    _, body = step(body, job("demo-sft-1", "Running"))
+    assert body["status"]["phase"] == "Suspended"
+    body["spec"]["suspend"] = False
+    outcome, after = step(body, job("demo-sft-1", "Suspended", suspended=True))
+    assert [a for a in outcome.actions if isinstance(a, PatchJob)] == []  # Kueue admits, then unsuspends
+    assert stage_of(after, "sft")["phase"] == "Running"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda st: st.update(futureField={"added": "by a newer operator"}),
+        lambda st: st["stages"][0].update(attempts="two", renamedField=1),
+        lambda st: st["conditions"][0].update(type="SomethingNew"),
+        lambda st: st.update(phase="Exploded"),
+    ],
+)
+def test_unreadable_stored_status_keeps_its_history(damage: Any) -> None:
+    _, body = step(body_of(base_run("demo")))
+    _, body = step(body, job("demo-sft-1", "Succeeded", result=result("sft")))
+    damage(body["status"])
+    outcome, after = step(body, job("demo-reward-1", "Running"))
+    assert stage_of(after, "sft")["phase"] == "Succeeded"  # not reset to Pending
+    assert stage_of(after, "reward")["jobName"] == "demo-reward-1"
+    assert creates(outcome) == []  # nothing re-run
+    assert "futureField" not in outcome.status_patch  # keys it does not know are left alone

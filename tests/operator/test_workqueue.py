@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rlhf_operator.workqueue import WorkQueue
+from rlhf_operator.controller.workqueue import WorkQueue
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(20)]
 

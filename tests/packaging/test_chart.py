@@ -228,14 +228,15 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
                     assert verbs <= {"get", "list", "watch"}, (resource, verbs)
 
 
-# Exactly what rlhf_operator.handlers calls: kopf watches runs and jobs; the operator creates
-# children, patches jobs (suspend) and the run status, reads Master pods, posts events.
+# Exactly what rlhf_operator.controller.handlers calls: kopf watches runs and jobs; the operator
+# creates children, reads and patches jobs (suspend, finalizer release) and the run status, reads
+# Master pods and, for an orphaned job, its run; posts events.
 OPERATOR_GRANTS = {
-    ("rlhf.dev", "rlhfruns"): {"list", "watch"},
+    ("rlhf.dev", "rlhfruns"): {"get", "list", "watch"},
     ("rlhf.dev", "rlhfruns/status"): {"patch"},
     ("rlhf.dev", "rlhfruns/finalizers"): {"update"},
-    ("kubeflow.org", "pytorchjobs"): {"list", "watch", "create", "patch"},
-    ("trainer.kubeflow.org", "trainjobs"): {"list", "watch", "create", "patch"},
+    ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
+    ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "configmaps"): {"create"},
     ("", "pods"): {"get", "list"},

@@ -111,7 +111,7 @@ def test_user_function_by_import_path(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_user_function_from_a_directory_on_the_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pythonPath: relative to the volume's mount path (the parent of the run's work dir)."""
+    """pythonPath: a directory put first on the import path (the plan makes a relative one absolute)."""
     import sys
 
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -119,11 +119,11 @@ def test_user_function_from_a_directory_on_the_volume(tmp_path: Path, monkeypatc
     (tmp_path / "code" / "volume_rewards.py").write_text(
         "def one(prompts, completions, **kw):\n    return [1] * len(completions)\n"
     )
-    source = {"type": "function", "function": "volume_rewards:one", "pythonPath": "code"}
-    rewards = _build([source], work_dir=str(tmp_path / "my-run"))
+    source = {"type": "function", "function": "volume_rewards:one", "pythonPath": str(tmp_path / "code")}
+    rewards = _build([source])
     assert rewards.functions[0](prompts=["p"], completions=["c"]) == [1.0]
     with pytest.raises(StageError) as caught:
-        _build([{**source, "pythonPath": "absent"}], work_dir=str(tmp_path / "my-run"))
+        _build([{**source, "pythonPath": str(tmp_path / "absent")}])
     assert caught.value.field == "rewards[0].pythonPath"
 
 

@@ -35,6 +35,7 @@ def test_sft_writes_checkpoints_merged_adapter_logs_and_metrics(sft_output: Path
     assert result.merged_path == str(sft_output / "merged")
     assert result.adapter_path == str(sft_output / "adapter")
     assert result.metrics["global_step"] == 4 and result.metrics["train_loss"] > 0
+    assert (result.steps, result.planned_steps, result.resumed_from_step, result.exit_code) == (4, 4, None, 0)
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
     assert "eval_loss" in result.metrics
     assert sorted(p.name for p in (sft_output / "checkpoints").glob("checkpoint-*")) == [
@@ -75,7 +76,14 @@ def test_sft_resumes_from_the_latest_checkpoint(work_dir: str, tmp_path: Path) -
     assert code == 0 and result is not None
     assert result.metrics["resumed_from_step"] == 4
     assert result.metrics["global_step"] == 6
+    assert (result.steps, result.planned_steps, result.resumed_from_step) == (6, 6, 4)
     assert (out / "checkpoints" / "checkpoint-6").exists()
+    # Rerun once more (a retry after a crash in the merge): the last checkpoint is complete,
+    # nothing is trained again.
+    code, result = run_stage_cli("sft", second)
+    assert code == 0 and result is not None
+    assert (result.steps, result.planned_steps, result.resumed_from_step) == (6, 6, 6)
+    assert "train_loss" not in result.metrics and not (out / "checkpoints" / "checkpoint-7").exists()
 
 
 def test_reward_reports_pair_accuracy_and_saves_a_classifier(sft_output: Path, work_dir: str) -> None:
@@ -86,6 +94,7 @@ def test_reward_reports_pair_accuracy_and_saves_a_classifier(sft_output: Path, w
     code, result = run_stage_cli("reward", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert 0.0 <= result.metrics["pair_accuracy"] <= 1.0
+    assert result.steps == result.planned_steps == 2
     model = AutoModelForSequenceClassification.from_pretrained(out / "merged")
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
     assert AutoTokenizer.from_pretrained(out / "merged").eos_token == "</s>"
@@ -123,5 +132,6 @@ def test_dpo_end_to_end(sft_output: Path, work_dir: str) -> None:
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
     assert "rewards/accuracies" in " ".join(result.metrics)
+    assert result.steps == result.planned_steps == 2
     assert (out / "adapter" / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(out / "merged")

@@ -1,8 +1,10 @@
 """`rlhf-train <stage> --config FILE`: run one stage from its config file.
 
-Exit codes: 0 succeeded, 1 failed while running, 2 bad config or input values. A failure
-prints one line on stderr ("rlhf-train: error: <field>: <problem>") and, when the output
-directory is known, records it in result.json.
+Exit codes: 0 succeeded, 1 failed while running, 2 bad config or input values (including an
+input stage that did not hand over a finished model), 143 preempted: SIGTERM arrived, a
+checkpoint of the current step was saved and a rerun resumes there. A failure prints one line on
+stderr ("rlhf-train: error: <field>: <problem>") and, when the output directory is known,
+records it in result.json.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_api.layout import result_path
-from rlhf_api.result import StageResult, write_result
+from rlhf_api.result import EXIT_CONFIG, EXIT_FAILED, StageResult, write_result
 from rlhf_api.stage_config import STAGES, TrainerJobConfig
+
+from . import preemption
 
 PROG = "rlhf-train"
 
@@ -130,18 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGES, help="Which stage program to run.")
     parser.add_argument("--config", required=True, help="The stage's YAML or JSON config file.")
     args = parser.parse_args(argv)
+    preemption.install()
     try:
         cfg = load_config(args.config, args.stage)
     except ValueError as exc:
-        return _fail(str(exc), 2)
-
-    # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
-    from .stages.common import exit_code
+        return _fail(str(exc), EXIT_CONFIG)
 
     _pick_threads(cfg)
+    # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
     module = importlib.import_module(f"rlhf_trainer.stages.{cfg.stage}")
     result: StageResult = module.run(cfg)
-    code = exit_code(result)
+    code = EXIT_FAILED if result.exit_code is None else result.exit_code
     if code != 0:
         return _fail(result.message or "stage failed", code)
     return 0

@@ -55,7 +55,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Namespaced rules, used as a ClusterRole (watch.namespaces empty) or as a Role in each watched
-namespace. Kept to the calls rlhf_operator.handlers makes (tests/packaging/test_chart.py pins them).
+namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/packaging/test_chart.py pins them).
 */}}
 {{- define "rlhf-operator.namespacedRules" -}}
 # --- kopf itself -------------------------------------------------------------------------
@@ -76,19 +76,25 @@ namespace. Kept to the calls rlhf_operator.handlers makes (tests/packaging/test_
 - apiGroups: ["rlhf.dev"]
   resources: ["rlhfruns/status"]
   verbs: ["patch"]
+# A deleted stage job whose run the operator has not seen yet: is the run really gone?
+- apiGroups: ["rlhf.dev"]
+  resources: ["rlhfruns"]
+  verbs: ["get"]
 # Children carry an ownerReference with blockOwnerDeletion to their RLHFRun; with the
 # OwnerReferencesPermissionEnforcement admission plugin that needs update on the owner's finalizers.
 - apiGroups: ["rlhf.dev"]
   resources: ["rlhfruns/finalizers"]
   verbs: ["update"]
 # One distributed training job per stage (launcher pytorchjob: Kubeflow training operator v1;
-# trainjob: Kubeflow Trainer v2), created if absent and merge-patched to suspend or resume.
+# trainjob: Kubeflow Trainer v2), created if absent (with the operator's finalizer, so a job
+# cannot vanish before its outcome is recorded), merge-patched to suspend or resume and to
+# release that finalizer, and read back when the watch has not shown a running stage's job.
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "get", "patch"]
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "get", "patch"]
 # The run's volume (checkpoints) and each stage's trainer config: created if absent, never
 # changed afterwards; deletion is left to the garbage collector (ownerReferences).
 - apiGroups: [""]

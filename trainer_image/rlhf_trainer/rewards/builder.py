@@ -7,7 +7,6 @@ The functions follow TRL's calling convention, so GRPOTrainer/RLOOTrainer take t
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +114,4 @@ def _score_of(
             )
         return exact_match(column, source.extract or "firstLine")
     assert source.function is not None  # type function, by RewardSource validation
-    # The run's work dir is <mount path>/<run name>: relative pythonPaths start at the mount path.
-    volume_root = os.path.dirname(os.path.normpath(work_dir))
-    return import_reward_function(source.function, where, source.python_path, volume_root)
+    return import_reward_function(source.function, where, source.python_path)

@@ -17,13 +17,12 @@ from ..errors import StageError
 _SHIP_IT = "ship it in a derived trainer image, or put its directory on the volume and name it in pythonPath"
 
 
-def import_reward_function(
-    path: str, field: str, python_path: str | None = None, volume_root: str = "/"
-) -> Callable[..., Any]:
+def import_reward_function(path: str, field: str, python_path: str | None = None) -> Callable[..., Any]:
     """`field`: how errors name the source (its `.function`/`.pythonPath` are appended).
-    `volume_root`: what a relative python_path is relative to (the volume's mount path)."""
+    `python_path`: a directory put first on sys.path (the plan resolved a relative one against
+    the volume root)."""
     if python_path is not None:
-        directory = os.path.join(volume_root, os.path.expanduser(python_path))
+        directory = os.path.expanduser(python_path)
         if not os.path.isdir(directory):
             raise StageError(f"{field}.pythonPath", f"directory '{directory}' does not exist")
         if directory not in sys.path:

@@ -1,4 +1,4 @@
-"""kopf handlers: the operator's only I/O. `kopf run -m rlhf_operator.handlers`.
+"""kopf handlers: the operator's only I/O with the cluster (`python -m rlhf_operator`).
 
 Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
 - Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
@@ -11,6 +11,13 @@ Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
   changed, one event per transition. Errors and retry backoffs requeue the run.
 - kopf indexes of the stage jobs are complete before any handler runs, so a restarted operator
   sees existing jobs and creates no duplicates (names are deterministic: 409 = already there).
+- One index and one event handler per launcher (launchers.KUBERNETES_LAUNCHERS): a new job kind
+  needs no change here.
+- Order of a pass's writes: children and job patches, then the events, then the status patch,
+  then finalizer releases. An event is posted before the status that records its transition:
+  if the operator dies in between, the next pass computes the same transition and re-posts the
+  same deterministically named event (409), so no transition's event is lost. A stage job's
+  finalizer is released only after its outcome is stored.
 """
 
 from __future__ import annotations
@@ -26,35 +33,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from rlhf_api.naming import RUN_LABEL, label_value
+from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
 
-from . import metrics
-from .k8s import ApiError, Connection, KubeClient
-from .manifests_jobs import PYTORCHJOB_API, TRAINJOB_API
-from .observe import (
-    ObservedJob,
-    failure_message,
-    label_selector,
-    master_pod_name,
-    master_pod_selector,
-    observe_job,
-    result_from_pods,
-)
-from .reconcile import (
-    EVENTS,
-    PODS,
-    ApiRef,
+from ..api_ref import EVENTS, PODS, ApiRef
+from ..launchers import KUBERNETES_LAUNCHERS, Launcher, release_patch
+from ..observed_job import ObservedJob
+from ..pod_result import failure_message, label_selector, result_from_pods
+from ..reconcile import (
     Create,
     Outcome,
     PatchJob,
+    jobs_followed,
     load_status,
     parse_time,
     reconcile,
     results_needed,
 )
-from .settings import OperatorSettings
+from ..settings import OperatorSettings
+from . import metrics
+from .kube_client import ApiError, Connection, KubeClient
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +113,13 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+def _index_id(launcher: Launcher) -> str:
+    return f"rlhf_{launcher.api.plural}"
+
+
 def _capture_indexes(runtime: Runtime, kwargs: Mapping[str, Any]) -> None:
-    for name in ("rlhf_pytorchjobs", "rlhf_trainjobs"):
+    for launcher in KUBERNETES_LAUNCHERS.values():
+        name = _index_id(launcher)
         if name in kwargs and name not in runtime.job_indexes:
             runtime.job_indexes[name] = kwargs[name]
 
@@ -174,15 +178,26 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 # --- watching ----------------------------------------------------------------------------------
 
 
-# async: kopf runs sync handlers in a thread pool; these are cheap and pure.
-@kopf.index(*PYTORCHJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def rlhf_pytorchjobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
-    return {(namespace or "", labels[RUN_LABEL]): observe_job(body)}
+def _watch_jobs(launcher: Launcher) -> None:
+    """An index of the launcher's stage jobs by run, and an event handler that marks runs dirty.
+    async: kopf runs sync handlers in a thread pool; these are cheap and pure."""
+    api = launcher.api
+
+    async def index(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        return {(namespace or "", labels[RUN_LABEL]): launcher.observe(body)}
+
+    async def changed(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+    ) -> None:
+        await _job_changed(_runtime(memo), launcher, namespace, labels, body, kwargs)
+
+    present = {RUN_LABEL: kopf.PRESENT}
+    kopf.index(api.group, api.version, api.plural, labels=present, id=_index_id(launcher))(index)
+    kopf.on.event(api.group, api.version, api.plural, labels=present, id=f"{launcher.name}_event")(changed)
 
 
-@kopf.index(*TRAINJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def rlhf_trainjobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
-    return {(namespace or "", labels[RUN_LABEL]): observe_job(body)}
+for _launcher in KUBERNETES_LAUNCHERS.values():
+    _watch_jobs(_launcher)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -210,34 +225,46 @@ async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, 
     runtime.queue.add(key)
 
 
-@kopf.on.event(*PYTORCHJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def pytorchjob_event(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    _job_changed(_runtime(memo), namespace, labels, body, kwargs)
-
-
-@kopf.on.event(*TRAINJOB_API, labels={RUN_LABEL: kopf.PRESENT})
-async def trainjob_event(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    _job_changed(_runtime(memo), namespace, labels, body, kwargs)
-
-
-def _job_changed(
-    runtime: Runtime, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, kwargs: Mapping[str, Any]
+async def _job_changed(
+    runtime: Runtime,
+    launcher: Launcher,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    kwargs: Mapping[str, Any],
 ) -> None:
     _capture_indexes(runtime, kwargs)
     key = runtime.by_label.get((namespace or "", labels[RUN_LABEL]))
+    job = launcher.observe(body)
     if key is None:
+        if job.deleting and job.held:
+            await _release_orphan(runtime, launcher, namespace, body, job)
         return
-    name = str((body.get("metadata") or {}).get("name"))
     expected = runtime.expected.get(key, {})
-    if name in expected and observe_job(body).state == "Pending":
+    if job.name in expected and job.state == "Pending":
         # Our own create reported back, as the last pass assumed it: nothing to do.
-        del expected[name]
+        del expected[job.name]
         return
     runtime.queue.add(key)
+
+
+async def _release_orphan(
+    runtime: Runtime, launcher: Launcher, namespace: str | None, body: kopf.Body, job: ObservedJob
+) -> None:
+    """A deleted stage job whose run this operator does not know: release it only when the run
+    is really gone (deleted, or recreated with another uid), not merely not seen yet."""
+    meta = body.get("metadata") or {}
+    run_name = (meta.get("annotations") or {}).get(RUN_NAME_ANNOTATION)
+    if run_name:
+        run = await runtime.client.get(RUNS, namespace, str(run_name))
+        if run is not None and (run.get("metadata") or {}).get("uid") in (job.owner_uid, None):
+            return  # the run exists: its own pass records the outcome, then releases
+    metrics.API_WRITES.labels(verb="patch").inc()
+    try:
+        await runtime.client.patch(launcher.api, namespace, job.name, release_patch(job))
+    except ApiError as error:
+        if error.status not in (404, 409):  # gone already, or changed: the next event retries
+            raise
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
@@ -281,11 +308,19 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     cached = runtime.written.get(uid)
     if cached is not None:
         body = {**body, "status": cached[1]}
+    launcher = KUBERNETES_LAUNCHERS.get(str((body.get("spec") or {}).get("launcher") or "pytorchjob"))
+    if launcher is None:
+        launcher = KUBERNETES_LAUNCHERS["pytorchjob"]  # an invalid spec: reconcile reports it
     jobs = observed_jobs(runtime, key, uid)
-    launcher = str((body.get("spec") or {}).get("launcher") or "pytorchjob")
+    for name in jobs_followed(body.get("status")):
+        if name not in jobs:
+            # Not in the index: ask the API server before concluding it is gone (a watch can lag).
+            found = await runtime.client.get(launcher.api, key[0], name)
+            if found is not None:
+                jobs[name] = launcher.observe(found)
     for name in results_needed(body.get("status"), jobs):
         pods = await _master_pods(runtime, key[0], name, launcher)
-        result, error = result_from_pods(pods, name, launcher)
+        result, error = result_from_pods(pods, launcher.master_pod_selector(name), launcher.result_container)
         if jobs[name].state == "Succeeded":
             jobs[name] = dataclasses.replace(jobs[name], result=result, result_error=error)
         else:
@@ -303,36 +338,43 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             elif isinstance(action, PatchJob):
                 metrics.API_WRITES.labels(verb="patch").inc()
                 await runtime.client.patch(action.api, key[0], action.name, action.patch)
+        for event in outcome.events:
+            await _post_event(runtime, event.body)
         patch = outcome.status_patch
         if patch:
             metrics.API_WRITES.labels(verb="patch").inc()
             answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
+        for release in outcome.releases:
+            metrics.API_WRITES.labels(verb="patch").inc()
+            try:
+                await runtime.client.patch(release.api, key[0], release.name, release.patch)
+            except ApiError as error:
+                if error.status != 404:  # 409: changed meanwhile; its next event brings a new pass
+                    raise
     except ApiError as error:
         if error.status == 404 and key not in runtime.runs:
             return None  # deleted meanwhile
         raise
 
-    for event in outcome.events:
-        await _post_event(runtime, event.body)
-
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
     return outcome.requeue_after
 
 
-async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: str) -> list[dict[str, Any]]:
-    """The stage's Master pod: by its name when the launcher makes it predictable (one cheap GET,
-    `<job>-master-0` for PyTorchJob), else by label selector."""
-    if launcher == "pytorchjob":
-        pod = await runtime.client.get(PODS, namespace, master_pod_name(job))
+async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:
+    """The stage's Master pod: by its name when the launcher makes it predictable (one cheap
+    GET), else by label selector."""
+    name = launcher.master_pod_name(job)
+    if name is not None:
+        pod = await runtime.client.get(PODS, namespace, name)
         if pod is not None:
             return [pod]
-    return await runtime.client.list(PODS, namespace, label_selector(master_pod_selector(job, launcher)))
+    return await runtime.client.list(PODS, namespace, label_selector(launcher.master_pod_selector(job)))
 
 
 def _is_job(api: ApiRef) -> bool:
-    return api.plural in (PYTORCHJOB_API[2], TRAINJOB_API[2])
+    return any(api == launcher.api for launcher in KUBERNETES_LAUNCHERS.values())
 
 
 async def _create(runtime: Runtime, key: RunKey, action: Create) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from .reconcile import ApiRef
+from ..api_ref import ApiRef
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from rlhf_api.naming import RUN_NAME_ANNOTATION, configmap_name, labels, pvc_name
+from rlhf_api.naming import configmap_name
 from rlhf_api.spec import RLHFRun
 
-from .plan import ResolvedPlacement, StagePlan
-from .settings import OperatorSettings
+from ..plan import ResolvedPlacement, StagePlan
+from ..settings import OperatorSettings
+from .pvc import claim_name
 
 CONFIG_MOUNT = "/etc/rlhf"
 CONFIG_FILE = "config.yaml"
@@ -28,37 +29,6 @@ CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
 
 TRAINER_PROGRAM = "rlhf-train"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-
-
-def claim_name(run: RLHFRun) -> str:
-    """The PVC the run's pods mount: storage.existingClaim, or the one the operator creates."""
-    return run.spec.storage.existing_claim or pvc_name(run.metadata.name)
-
-
-def object_meta(
-    run: RLHFRun,
-    name: str,
-    object_labels: dict[str, str],
-    owner: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """metadata for a child: namespace only when known (render may not know it)."""
-    meta: dict[str, Any] = {"name": name}
-    if run.metadata.namespace:
-        meta["namespace"] = run.metadata.namespace
-    meta["labels"] = dict(object_labels)
-    meta["annotations"] = {RUN_NAME_ANNOTATION: run.metadata.name}
-    if owner is not None:
-        meta["ownerReferences"] = [dict(owner)]
-    return meta
-
-
-def job_labels(run: RLHFRun, stage: StagePlan, attempt: int) -> dict[str, str]:
-    """Labels of the job object: the run/stage/attempt labels plus Kueue's queue label."""
-    result = labels(run.metadata.name, stage.name, attempt)
-    if run.spec.queue_name:
-        result[KUEUE_QUEUE_LABEL] = run.spec.queue_name
-    return result
 
 
 def is_distributed(placement: ResolvedPlacement) -> bool:
@@ -189,3 +159,20 @@ def scheduling(placement: ResolvedPlacement, settings: OperatorSettings) -> dict
 
 def image_pull_policy(placement: ResolvedPlacement, settings: OperatorSettings) -> str | None:
     return placement.image_pull_policy or settings.trainer_image_pull_policy
+
+
+def stage_pod_spec(
+    run: RLHFRun, stage: StagePlan, settings: OperatorSettings, containers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What every stage pod has around its containers: the volumes, the security context, the
+    grace period and the node placement."""
+    pod: dict[str, Any] = {
+        "containers": containers,
+        "volumes": volumes(run, stage),
+        "securityContext": pod_security_context(),
+        # SIGTERM (drain, spot reclaim, Kueue preemption) makes the trainer checkpoint the
+        # current step; this is how long it gets before SIGKILL.
+        "terminationGracePeriodSeconds": stage.placement.termination_grace_period_seconds,
+    }
+    pod.update(scheduling(stage.placement, settings))
+    return pod

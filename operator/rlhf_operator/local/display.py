@@ -1,0 +1,124 @@
+"""What `rlhf run` shows while it works: the Display protocol and the plain-line display.
+
+The runner calls a Display with four kinds of news: a stage's progress event (the trainer's
+`@@rlhf {...}` lines, rlhf_api.progress), any other line a stage printed (also in its
+stage.log), the run's transitions after a reconcile pass (its events), and the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from rlhf_api.status import RLHFRunStatus
+
+# (event type Normal|Warning, reason, message): one run event, as posted on a cluster.
+EventNote = tuple[str, str, str]
+
+# Per-step keys worth a line; the full record goes to the stage log and TensorBoard.
+PROGRESS_KEYS = (
+    "loss",
+    "eval_loss",
+    "accuracy",
+    "eval_accuracy",
+    "rewards/margins",
+    "reward_mean",
+    "kl",
+    "kl_coef",
+    "policy_loss",
+    "value_loss",
+    "response_length",
+    "tokens_per_s",
+    "learning_rate",
+)
+# Shown when a stage ends; everything else is in result.json and report.json.
+SUMMARY_METRICS = (
+    "task_accuracy_before",
+    "task_accuracy",
+    "pair_accuracy",
+    "train_loss",
+    "eval_loss",
+    "reward_mean",
+    "kl",
+)
+_TAIL = 8
+
+
+class Display(Protocol):
+    def progress(self, stage: str, event: dict[str, Any]) -> None: ...
+
+    def output(self, stage: str, line: str) -> None: ...
+
+    def transition(self, status: RLHFRunStatus, events: list[EventNote]) -> None: ...
+
+    def finish(self, status: RLHFRunStatus, root: Path) -> None: ...
+
+
+def format_progress(stage: str, event: dict[str, Any]) -> str | None:
+    """One line for a progress event, or None when it has nothing worth a line."""
+    event = {k: v for k, v in event.items() if k != "stage"}
+    kind = event.pop("event", None)
+    if kind == "done":
+        return None  # the stage's result is shown when the state machine records it
+    if kind is not None:
+        return f"[{stage}] {kind}" + "".join(f" {k}={v}" for k, v in event.items())
+    step, total = event.pop("step", None), event.pop("max_steps", None)
+    head = f"[{stage}]" + (f" step {step}/{total}" if total else f" step {step}" if step is not None else "")
+    parts = []
+    for key in PROGRESS_KEYS:
+        value = event.get(key)
+        if value is not None:
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join([head, *parts]) if parts else None
+
+
+def metrics_line(metrics: dict[str, float]) -> str:
+    shown = [k for k in SUMMARY_METRICS if k in metrics]
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in shown) or "see result.json"
+
+
+class PlainDisplay:
+    """Plain lines, for logs and terminals alike."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.tails: dict[str, deque[str]] = {}
+        self.phases: dict[str, str] = {}
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def progress(self, stage: str, event: dict[str, Any]) -> None:
+        line = format_progress(stage, event)
+        if line:
+            self.say(line)
+
+    def output(self, stage: str, line: str) -> None:
+        self.tails.setdefault(stage, deque(maxlen=_TAIL)).append(line)
+
+    def transition(self, status: RLHFRunStatus, events: list[EventNote]) -> None:
+        for type_, _reason, message in events:
+            self.say(("warning: " if type_ == "Warning" else "") + message)
+        for stage in status.stages:
+            before, self.phases[stage.name] = self.phases.get(stage.name), stage.phase
+            if before == stage.phase or (before is None and stage.phase in ("Succeeded", "Skipped")):
+                continue  # unchanged, or finished before this command started
+            if stage.phase == "Succeeded":
+                self.say(f"[{stage.name}] done: {metrics_line(stage.metrics)}")
+            elif stage.phase in ("Retrying", "Failed"):
+                tail = self.tails.pop(stage.name, None)
+                if tail:
+                    self.say("\n".join(f"  | {line}" for line in tail))
+
+    def finish(self, status: RLHFRunStatus, root: Path) -> None:
+        report = root / "report.json"
+        if status.phase == "Succeeded":
+            self.say(f"run succeeded. Report: {report}")
+        elif status.phase == "Suspended":
+            self.say(f"run suspended. Run the same command again to resume. Report: {report}")
+        else:
+            self.say(f"run {status.phase.lower()}: {status.message}")
+            self.say(f"finished stages are kept; run the same command again to retry. Report: {report}")

@@ -1,0 +1,31 @@
+"""The reconcile core: one pure state machine for the cluster and the laptop.
+
+machine (the state machine), actions (what a pass asks for), events (Event bodies),
+status_store (lenient status reading, minimal merge patches).
+"""
+
+from __future__ import annotations
+
+from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from .events import event_body, rfc3339
+from .machine import Outcome, backoff_seconds, jobs_followed, reconcile, results_needed
+from .status_store import dump_status, load_status, merge_patch, parse_time
+
+__all__ = [
+    "Action",
+    "Create",
+    "Outcome",
+    "PatchJob",
+    "PostEvent",
+    "ReleaseJob",
+    "backoff_seconds",
+    "dump_status",
+    "event_body",
+    "jobs_followed",
+    "load_status",
+    "merge_patch",
+    "parse_time",
+    "reconcile",
+    "results_needed",
+    "rfc3339",
+]

@@ -1,0 +1,48 @@
+"""What a reconcile pass asks its caller to do: plain data, applied by the kopf shell on a
+cluster and by the local backend on a laptop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..api_ref import ApiRef
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create if absent: 409 means it is already there (deterministic names)."""
+
+    api: ApiRef
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class PatchJob:
+    """Merge-patch a stage job (suspend / resume)."""
+
+    api: ApiRef
+    name: str
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """Remove the operator's finalizer from a deleted stage job whose outcome is recorded.
+    Applied after the status patch, so the outcome is stored before the job can vanish."""
+
+    api: ApiRef
+    name: str
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PostEvent:
+    body: dict[str, Any]
+
+
+Action = Create | PatchJob | ReleaseJob | PostEvent
