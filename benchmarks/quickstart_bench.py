@@ -1,11 +1,12 @@
 """Quickstart benchmark: wall time per stage and task_accuracy per stage over several seeds.
 
-    python benchmarks/quickstart_bench.py --seeds 3            # SFT -> reward -> PPO and SFT -> DPO
+    python benchmarks/quickstart_bench.py --seeds 3            # every quickstart in DEFAULT_EXAMPLES
     python benchmarks/quickstart_bench.py --example examples/quickstart.yaml --seeds 1
 
 Each seed runs the example end to end with `rlhf run` in a fresh work directory, with every
 stage's `seed` set to it. Prints a table per example and the seed-to-seed spread, so that the
-improvement of PPO/DPO over SFT can be compared with the noise.
+improvement of the final stage over SFT can be compared with the noise, and the 1-minute load
+average before and after each run (the machine may be shared).
 """
 
 from __future__ import annotations

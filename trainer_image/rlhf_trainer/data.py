@@ -315,6 +315,11 @@ def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> AnyDat
     return train  # unreachable: _require raised
 
 
+def dataset_columns(ds: AnyDataset) -> list[str]:
+    """Column names, also of a streamed dataset that only knows them after a peek."""
+    return _columns(ds)
+
+
 # ----------------------------------------------------------------------------- votes -> pairs
 
 

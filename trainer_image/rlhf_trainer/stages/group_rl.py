@@ -14,9 +14,10 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datasets import Dataset
 from rlhf_api.stage_config import GroupRLStageConfig, TrainerJobConfig
 
-from ..data import load_prompt_rows
+from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
 from ..rewards import build_reward_functions
@@ -47,14 +48,13 @@ def build_trainer(cfg: TrainerJobConfig, trainer_cls: Any, config_cls: Any, algo
     set_seed(section.seed)
     # Data and rewards first: a bad column or function path fails before the policy loads.
     prompts = load_prompt_rows(section.dataset, cfg.work_dir, section.seed)
-    columns = list(prompts.column_names or [])
-    if prompts.column_names is not None and len(prompts) == 0:
+    if isinstance(prompts, Dataset) and len(prompts) == 0:
         raise StageError("dataset", "the dataset yielded no prompts")
     rewards = build_reward_functions(
         section.rewards,
         reward_model=cfg.reward_model,
         work_dir=cfg.work_dir,
-        columns=columns,
+        columns=dataset_columns(prompts),
         device=PartialState().device,
     )
     model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
