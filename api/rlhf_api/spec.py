@@ -18,6 +18,7 @@ from .stage_config import (
     STAGES,
     DatasetConfig,
     DPOStageConfig,
+    EvaluationConfig,
     GRPOStageConfig,
     ModelConfig,
     PPOStageConfig,
@@ -307,6 +308,10 @@ class RLHFRunSpec(CamelModel):
     )
     wandb_project: str | None = Field(
         default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey)."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="The side-by-side comparison run after the final stage (<run>/eval/).",
     )
 
     @model_validator(mode="after")

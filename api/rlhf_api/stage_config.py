@@ -18,6 +18,8 @@ from .reward_sources import RewardSource, rewards_field, uses_reward_model
 
 StageName = Literal["sft", "reward", "ppo", "dpo", "grpo", "rloo"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo")
+# The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
+POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo", "grpo", "rloo")
 
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -349,6 +351,36 @@ StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConf
 ReportTo = Literal["tensorboard", "wandb"]
 
 
+class EvaluationConfig(CamelModel):
+    """The run's last step: its starting model and its trained model side by side."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "After the final stage (when it trains a policy), generate answers to held-out prompts "
+            "with the model it started from and the model it produced, score both with the run's "
+            "reward model when there is one, and write the win rate and samples to <run>/eval/."
+        ),
+    )
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Tokens generated per prompt (greedy). Unset: the final stage's training.evalMaxNewTokens.",
+    )
+
+
+class CompareConfig(CamelModel):
+    """What the final stage's program compares after training (set by the planner)."""
+
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int = Field(default=8, ge=1, le=8192, description="Tokens generated per prompt (greedy).")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="Scores both models' answers; without it there is no win rate."
+    )
+
+
 def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
 
@@ -387,6 +419,10 @@ class TrainerJobConfig(CamelModel):
             "Earlier stages of this run whose outputs the stage loads: each must have succeeded and "
             "trained its planned steps (their result.json says so) before this stage trains."
         ),
+    )
+    compare: CompareConfig | None = Field(
+        default=None,
+        description="Final stage only: compare the starting and the trained model after training (<workDir>/eval/).",
     )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None

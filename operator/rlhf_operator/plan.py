@@ -14,6 +14,8 @@ from rlhf_api import layout
 from rlhf_api.reward_sources import RewardSource, uses_reward_model
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
 from rlhf_api.stage_config import (
+    POLICY_STAGES,
+    CompareConfig,
     DPOStageConfig,
     GRPOStageConfig,
     InputRole,
@@ -181,6 +183,21 @@ def _as_model(path: str, base: ModelConfig) -> ModelConfig:
     return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
 
 
+def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str | None) -> CompareConfig | None:
+    """The final stage's program compares its starting and trained model after training."""
+    evaluation = spec.evaluation
+    if not evaluation.enabled or index != len(spec.pipeline) - 1 or stage not in POLICY_STAGES:
+        return None
+    section = spec.section(stage)
+    assert section is not None
+    default_tokens: int = section.training.eval_max_new_tokens
+    return CompareConfig(
+        prompts=evaluation.prompts,
+        max_new_tokens=evaluation.max_new_tokens or default_tokens,
+        reward_model=_as_model(reward_path, spec.model) if reward_path else None,
+    )
+
+
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
@@ -232,6 +249,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "work_dir": root,
                     "report_to": report_to,
                     "inputs": inputs,
+                    "compare": _compare(spec, stage, index, merged_of("reward")),
                     stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),
                 }
             )

@@ -197,6 +197,41 @@ def test_explicit_tolerations_replace_the_default() -> None:
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
 
 
+DPO_ONLY = {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}}
+# (case, spec changes, expected compare of each stage: None, or (prompts, max new tokens, reward model))
+COMPARE_CASES: list[tuple[str, dict[str, Any], list[tuple[int, int, str | None] | None]]] = [
+    ("final ppo, scored by the run's reward model", {}, [None, None, (128, 8, f"{R}/reward/merged")]),
+    ("final dpo, no reward model: no win rate", DPO_ONLY, [None, (128, 8, None)]),
+    (
+        "dpo scored by a provided reward model",
+        {**DPO_ONLY, "reward": {"existingOutput": "/ws/rm"}},
+        [None, (128, 8, "/ws/rm")],
+    ),
+    ("switched off", {"evaluation": {"enabled": False}}, [None, None, None]),
+    ("a reward model is no policy to compare", {"pipeline": ["sft", "reward"], "ppo": None}, [None, None]),
+    (
+        "sizes from the spec, else the final stage's evalMaxNewTokens",
+        {
+            "evaluation": {"prompts": 16},
+            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "training": {"evalMaxNewTokens": 5}},
+        },
+        [None, None, (16, 5, f"{R}/reward/merged")],
+    ),
+    ("maxNewTokens set", {"evaluation": {"maxNewTokens": 64}}, [None, None, (128, 64, f"{R}/reward/merged")]),
+    ("final stage skipped: nothing runs it", {"ppo": {"existingOutput": "/ws/p"}}, [None, None, None]),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in COMPARE_CASES], ids=[c[0] for c in COMPARE_CASES])
+def test_final_policy_stage_compares(spec: dict[str, Any], expected: list[tuple[int, int, str | None] | None]) -> None:
+    got = []
+    for p in plan(_run(**spec), "/ws"):
+        compare = p.config.compare if p.config else None
+        reward = compare.reward_model.name if compare and compare.reward_model else None
+        got.append((compare.prompts, compare.max_new_tokens, reward) if compare else None)
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     ("path", "data_file", "expected"),
     [

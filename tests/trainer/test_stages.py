@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlhf_trainer.builtin import materialize_tiny_llama
 
-from .stage_helpers import run_stage_cli, write_config
+from .stage_helpers import TINY, run_stage_cli, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -123,11 +123,33 @@ def test_reward_on_a_separate_encoder_base(work_dir: str, tmp_path: Path) -> Non
     assert AutoTokenizer.from_pretrained(out / "merged").eos_token == "[SEP]"
 
 
-def test_dpo_end_to_end(sft_output: Path, work_dir: str) -> None:
+@pytest.fixture(scope="module")
+def scorer_dir(sft_output: Path, work_dir: str) -> str:
+    """A fixed reward model for comparisons: the SFT model with a seeded one-output score head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(sft_output / "merged", num_labels=1)
+    target = Path(work_dir) / "scorer"
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(sft_output / "merged").save_pretrained(target)
+    return str(target)
+
+
+def test_dpo_end_to_end_then_compares_with_its_starting_model(sft_output: Path, work_dir: str, scorer_dir: str) -> None:
+    """DPO as the final stage: trains, then compares the SFT model with its own on every held-out question."""
+    import yaml
+    from rlhf_api.evaluation import read_samples, read_summary
+    from rlhf_api.result import read_result
+    from rlhf_trainer.__main__ import main
     from transformers import AutoModelForCausalLM
 
     out = Path(work_dir) / "dpo"
     config = write_config(Path(work_dir) / "dpo.yaml", "dpo", work_dir, out, model=str(sft_output / "merged"))
+    raw = yaml.safe_load(config.read_text())
+    raw["compare"] = {"prompts": 500, "maxNewTokens": TINY["evalMaxNewTokens"], "rewardModel": {"name": scorer_dir}}
+    config.write_text(yaml.safe_dump(raw))
     code, result = run_stage_cli("dpo", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
@@ -135,3 +157,25 @@ def test_dpo_end_to_end(sft_output: Path, work_dir: str) -> None:
     assert result.steps == result.planned_steps == 2
     assert (out / "adapter" / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(out / "merged")
+
+    # the comparison: same questions, same greedy decoding as each stage's task_accuracy
+    summary = read_summary(Path(work_dir) / "eval")
+    assert summary is not None and summary.prompts == 120 and summary.stage == "dpo"
+    sft_result = read_result(str(sft_output / "result.json"))
+    assert sft_result is not None
+    assert summary.baseline.task_accuracy == pytest.approx(sft_result.metrics["task_accuracy"])
+    assert summary.candidate.task_accuracy == pytest.approx(result.metrics["task_accuracy"])
+    assert summary.wins is not None and summary.ties is not None and summary.losses is not None
+    assert summary.wins + summary.ties + summary.losses == 120
+    assert summary.win_rate == pytest.approx((summary.wins + summary.ties / 2) / 120)
+    for key, value in summary.metrics().items():  # the summary reaches the status through the result
+        assert result.metrics[key] == pytest.approx(value)
+    samples = read_samples(Path(work_dir) / "eval")
+    assert len(samples) == 120 and all(s.baseline_score is not None and s.reference for s in samples)
+    assert sum(bool(s.candidate_correct) for s in samples) / 120 == pytest.approx(summary.candidate.task_accuracy)
+
+    # `rlhf-train compare` alone (what `rlhf compare DIR` runs) gives the same answers and scores
+    (Path(work_dir) / "eval" / "summary.json").unlink()
+    assert main(["compare", "--config", str(config)]) == 0
+    again = read_summary(Path(work_dir) / "eval")
+    assert again is not None and again.model_dump(exclude={"seconds"}) == summary.model_dump(exclude={"seconds"})

@@ -129,11 +129,42 @@ def _pick_threads(cfg: TrainerJobConfig) -> None:
     torch.set_num_threads(1)
 
 
+COMPARE = "compare"
+
+
+def run_compare(path: str) -> int:
+    """`rlhf-train compare --config FILE`: the stage's starting model against its merged output."""
+    try:
+        raw = _read_file(path)
+        stage = raw.get("stage") if isinstance(raw, dict) else None
+        cfg = load_config(path, str(stage))
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), 2)
+    from rlhf_api.layout import eval_dir, merged_dir
+
+    from .compare import compare_stage_output
+    from .errors import StageError
+
+    _pick_threads(cfg)
+    try:
+        summary = compare_stage_output(cfg, merged_dir(cfg.output_dir))
+    except StageError as exc:
+        return _fail(str(exc), exc.exit_code)
+    print(f"{PROG}: compared {summary.prompts} prompts; wrote {eval_dir(cfg.work_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage.")
-    parser.add_argument("stage", choices=STAGES, help="Which stage program to run.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage, or compare its output.")
+    parser.add_argument(
+        "stage",
+        choices=[*STAGES, COMPARE],
+        help="Which stage program to run; compare: the config's starting model against its merged output.",
+    )
     parser.add_argument("--config", required=True, help="The stage's YAML or JSON config file.")
     args = parser.parse_args(argv)
+    if args.stage == COMPARE:
+        return run_compare(args.config)
     preemption.install()
     try:
         cfg = load_config(args.config, args.stage)

@@ -320,6 +320,45 @@ def dataset_columns(ds: AnyDataset) -> list[str]:
     return _columns(ds)
 
 
+@dataclass(frozen=True)
+class HeldOutPrompt:
+    prompt: str
+    reference: str | None  # the dataset's answer, when it has one (shown beside the generations)
+    question: str | None = None  # builtin task: the question, for checking the exact answer
+
+
+# Columns that hold a reference answer, in order of preference.
+_REFERENCE_COLUMNS = ("answer", "completion", "chosen")
+
+
+def load_heldout_prompts(dataset: DatasetConfig, work_dir: str, seed: int, limit: int) -> list[HeldOutPrompt]:
+    """At most `limit` prompts never trained on: builtin held-out questions, or the eval split
+    (evalSplit, else the evalFraction held out with the same seed as in training)."""
+    head, _ = split_template(dataset.template)
+    if builtin.is_builtin_dataset(dataset.source):
+        prompt_of = builtin.prompt_formatter(dataset.template)
+        rows = builtin.eval_rows()[:limit]
+        return [HeldOutPrompt(prompt_of(r["question"]), r["answer"], r["question"]) for r in rows]
+    _, evals = _load_raw(dataset, seed)
+    if evals is None:
+        raise StageError(
+            "dataset.evalSplit", "the comparison needs held-out prompts: set dataset.evalSplit or evalFraction > 0"
+        )
+    evals = _rename(evals, dataset.fields)
+    columns = _columns(evals)
+    names = template_fields(head)
+    if "prompt" not in columns and not (names and set(names) <= set(columns)):
+        _require(evals, ["prompt"], "held-out prompts")
+    reference = next((c for c in _REFERENCE_COLUMNS if c in columns), None)
+    found: list[HeldOutPrompt] = []
+    for row in evals:
+        if len(found) >= limit:
+            break
+        prompt = str(row["prompt"]) if "prompt" in columns else head.format(**{n: str(row[n]) for n in names})
+        found.append(HeldOutPrompt(prompt, str(row[reference]) if reference else None))
+    return found
+
+
 # ----------------------------------------------------------------------------- votes -> pairs
 
 

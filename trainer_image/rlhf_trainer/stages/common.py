@@ -121,6 +121,8 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             resumed_from_step=outputs.resumed_from_step,
             exit_code=EXIT_SUCCEEDED,
         )
+        if cfg.compare is not None and is_main_process():
+            _compare_into(cfg, result)
     except Preempted as stop:
         result = _failed(cfg, started, stop.message, EXIT_PREEMPTED).model_copy(
             update={
@@ -141,6 +143,22 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
         if result.status == "succeeded":
             progress.emit(cfg.stage, event="done", metrics=result.metrics)
     return result
+
+
+def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
+    """The final stage's last step: the side-by-side comparison, its summary into the metrics.
+
+    The trained model is kept whatever happens here: a failed comparison is reported in the
+    result's message, not as a failed stage (a retry would train again for nothing)."""
+    from ..compare import compare_stage_output  # torch-heavy, and only the final stage needs it
+
+    try:
+        summary = compare_stage_output(cfg, result.merged_path)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        result.message = f"comparison failed: {type(exc).__name__}: {exc}".splitlines()[0][:1000]
+        return
+    result.metrics.update(summary.metrics())
 
 
 def _failed(cfg: TrainerJobConfig, started: str, message: str, code: int) -> StageResult:
