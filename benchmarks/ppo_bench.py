@@ -51,8 +51,10 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from rlhf_api.stage_config import PPOTrainingConfig
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import prompts_for_step, seed_everything
-    from rlhf_trainer.ppo.tiny import SPECIAL_TOKENS, tiny_llama, word_tokenizer
     from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: tests.support
+    from tests.support.tiny_models import SPECIAL_TOKENS, tiny_llama, word_tokenizer
 
     torch.set_num_threads(args.threads)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

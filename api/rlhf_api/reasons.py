@@ -27,6 +27,7 @@ STAGE_RETRYING: Final = "StageRetrying"  # an attempt failed; the next starts af
 STAGE_FAILED: Final = "StageFailed"  # an attempt failed and no retries are left (Warning)
 STAGE_RESTARTING: Final = "StageRestarting"  # the launcher restarts the job's pods in place (Warning)
 STAGE_JOB_DELETED: Final = "StageJobDeleted"  # the running stage's job was deleted: a failed attempt (Warning)
+STAGE_PREEMPTED: Final = "StagePreempted"  # SIGTERM: checkpointed and resumed at once, not counted (Warning)
 STAGE_RESULT_UNREADABLE: Final = "StageResultUnreadable"  # succeeded, but its result could not be read (Warning)
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
@@ -50,6 +51,7 @@ ALL: Final = (
     STAGE_FAILED,
     STAGE_RESTARTING,
     STAGE_JOB_DELETED,
+    STAGE_PREEMPTED,
     STAGE_RESULT_UNREADABLE,
     RESUMED,
     PROGRESSING,

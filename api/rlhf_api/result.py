@@ -19,6 +19,17 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_LIMIT = 4096
 
+# The trainer's exit codes, also recorded in the result (under torchrun the container's own exit
+# code only says that a worker failed).
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1  # failed while running (data content, hardware, files)
+EXIT_CONFIG = 2  # bad config or input values: retrying the same config cannot help
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped after a checkpoint at the current step; a retry resumes there
+
+
+# What a termination message keeps when even the paths do not fit.
+_IDENTITY = ("stage", "status", "exitCode", "preempted", "steps", "plannedSteps")
+
 
 class StageResult(CamelModel):
     stage: StageName
@@ -36,6 +47,13 @@ class StageResult(CamelModel):
         default=None, ge=0, description="The checkpoint step this attempt resumed from (None: started fresh)."
     )
     preempted: bool = Field(default=False, description="Stopped by SIGTERM after saving a checkpoint.")
+    exit_code: int | None = Field(
+        default=None,
+        ge=0,
+        le=255,
+        description="The trainer's exit code: 0 succeeded, 1 failed while running, 2 bad config or input, "
+        "143 preempted (SIGTERM).",
+    )
 
     def termination_message(self) -> str:
         """Compact JSON within the kubelet's 4096-byte limit, always valid JSON.
@@ -51,7 +69,7 @@ class StageResult(CamelModel):
         message = data.pop("message", None)
         base = _compact(data)
         if len(base.encode()) > TERMINATION_LIMIT:  # absurdly long paths: keep what identifies the stage
-            data = {k: data[k] for k in ("stage", "status", "preempted", "steps", "plannedSteps") if k in data}
+            data = {k: data[k] for k in _IDENTITY if k in data}
             base = _compact(data)
         if message:
             room = TERMINATION_LIMIT - len(base.encode()) - len(',"message":""') - 16

@@ -8,10 +8,12 @@ Each source is exactly one of:
 - `builtin`: a verifiable reward computed from the response, no model:
   `arithmetic` checks the exact sum of the quickstart task's "What is a + b?" questions, and
   `exactMatch` compares the response with a dataset column (e.g. `answer`) after normalisation;
-- `function`: a Python function `module:function` that the trainer image provides. The operator
-  never imports or runs it; ship it in a derived trainer image, or as a module on the run's
-  volume with that directory on `PYTHONPATH` (placement env). It is called like a TRL reward
-  function: `fn(prompts=[...], completions=[...], **dataset_columns) -> list[float | None]`.
+- `function`: a Python function `module:function` that the trainer provides. The operator never
+  imports or runs it. Ship it in a derived trainer image (installed, or on the image's
+  PYTHONPATH), or as a module on the run's volume named by `pythonPath` (added to the trainer's
+  import path); `rlhf run` also honours the PYTHONPATH it is started with. It is called like a
+  TRL reward function: `fn(prompts=[...], completions=[...], **dataset_columns)`, returning one
+  float (or None: no verdict) per completion.
 
 Torch-free (the operator validates and plans these); the trainer builds them in
 `rlhf_trainer.rewards`.
@@ -107,6 +109,16 @@ class RewardSource(CamelModel):
         ),
     )
 
+    python_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description=(
+            "type function: a directory holding the function's module, put first on the trainer's import "
+            "path; relative to the volume's mount path (e.g. code -> /workspace/code), or absolute."
+        ),
+    )
+
     @model_validator(mode="after")
     def _one_member(self) -> RewardSource:
         errors = source_errors(self)
@@ -142,6 +154,8 @@ def source_errors(source: RewardSource) -> list[str]:
         for option in _EXACT_MATCH_ONLY:
             if getattr(source, option) is not None:
                 errors.append(f"{option}: only for type builtin with builtin exactMatch")
+    if source.python_path is not None and source.type != "function":
+        errors.append("pythonPath: only for type function")
     return errors
 
 
@@ -161,6 +175,9 @@ def source_cel_rules() -> list[dict[str, str]]:
             " || (!has(self.column) && !has(self.extract))",
             "message": "column and extract are only for type builtin with builtin exactMatch",
         }
+    )
+    rules.append(
+        {"rule": "self.type == 'function' || !has(self.pythonPath)", "message": "pythonPath is only for type function"}
     )
     return rules
 

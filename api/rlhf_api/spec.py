@@ -13,17 +13,20 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .camel_model import FIELD_ERRORS, CamelModel
-from .reward_sources import uses_reward_model
+from .reward_sources import RewardSource
 from .rlaif_config import RLAIF_SOURCE
 from .stage_config import (
     STAGES,
     DatasetConfig,
     DPOStageConfig,
+    EvaluationConfig,
+    GRPOStageConfig,
     ModelConfig,
     PPOStageConfig,
     RestStageConfig,
     RewardStageConfig,
     RlaifStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
     StageName,
 )
@@ -61,6 +64,15 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["ppo"],
     ["sft", "dpo"],
     ["dpo"],
+    # group-relative RL: from the SFT model, or from the base model when there is no SFT
+    ["sft", "reward", "grpo"],
+    ["sft", "grpo"],
+    ["reward", "grpo"],
+    ["grpo"],
+    ["sft", "reward", "rloo"],
+    ["sft", "rloo"],
+    ["reward", "rloo"],
+    ["rloo"],
     # ReST (issue 11): last; scored by the reward stage's model or other reward sources.
     ["sft", "reward", "rest"],
     ["sft", "rest"],
@@ -73,10 +85,17 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["sft", "rlaif", "dpo"],
     ["rlaif", "reward"],
     ["rlaif", "dpo"],
+    ["sft", "rlaif", "reward", "grpo"],
+    ["sft", "rlaif", "reward", "rloo"],
 ]
+# Stages whose `rewards` list may name the reward stage's model (type rewardModel).
+REWARD_SOURCE_STAGES: tuple[StageName, ...] = ("grpo", "rloo", "rest")
+PIPELINE_SHAPES = (
+    "[sft, reward, ppo|grpo|rloo|rest] or [sft, dpo], with rlaif right before reward or dpo "
+    "([sft, rlaif, dpo], [sft, rlaif, reward, ppo|grpo|rloo|rest])"
+)
 # The stages that can train on an rlaif stage's pairs (always the stage right after it).
 AFTER_RLAIF: tuple[StageName, ...] = ("reward", "dpo")
-
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
@@ -208,15 +227,20 @@ class DPOSection(StageControl, DPOStageConfig):
     """Direct preference optimization of the SFT policy."""
 
 
+class GRPOSection(StageControl, GRPOStageConfig):
+    """GRPO (TRL GRPOTrainer): group-relative policy optimization against the reward sources."""
+
+
+class RLOOSection(StageControl, RLOOStageConfig):
+    """RLOO (TRL RLOOTrainer): REINFORCE with a leave-one-out baseline against the reward sources."""
+
+
 class RestSection(StageControl, RestStageConfig):
     """ReST: Grow (sample and score with the reward model), Improve (filter and fine-tune), repeated."""
 
 
 class RlaifSection(StageControl, RlaifStageConfig):
     """RLAIF: a judge model labels pairs of policy samples; the next stage (reward or dpo) trains on them."""
-
-
-Section = SFTSection | RewardSection | PPOSection | DPOSection | RestSection | RlaifSection
 
 
 class SecretKeyRef(CamelModel):
@@ -263,6 +287,11 @@ class Storage(CamelModel):
     )
 
 
+StageSection = (
+    SFTSection | RewardSection | PPOSection | DPOSection | GRPOSection | RLOOSection | RestSection | RlaifSection
+)
+
+
 def _default_pipeline() -> list[StageName]:
     return ["sft", "reward", "ppo"]
 
@@ -275,11 +304,7 @@ class RLHFRunSpec(CamelModel):
         default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
-        description=(
-            "Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]; ReST last after sft "
-            "and/or reward ([sft, reward, rest]); rlaif before reward or dpo ([sft, rlaif, dpo], "
-            "[sft, rlaif, reward, ppo]). Immutable."
-        ),
+        description=f"Ordered stages: a subsequence of {PIPELINE_SHAPES}. Immutable.",
     )
     sft: SFTSection | None = Field(default=None, description="Supervised fine-tuning stage.")
     reward: RewardSection | None = Field(default=None, description="Reward model stage.")
@@ -287,6 +312,8 @@ class RLHFRunSpec(CamelModel):
     dpo: DPOSection | None = Field(default=None, description="DPO stage.")
     rest: RestSection | None = Field(default=None, description="ReST stage (Reinforced Self-Training).")
     rlaif: RlaifSection | None = Field(default=None, description="RLAIF stage (AI-labelled preference pairs).")
+    grpo: GRPOSection | None = Field(default=None, description="GRPO stage.")
+    rloo: RLOOSection | None = Field(default=None, description="RLOO stage.")
     placement: Placement = Field(default_factory=Placement, description="Default placement for every stage.")
     storage: Storage = Field(default_factory=Storage, description="The run's volume.")
     secrets: SecretRefs = Field(default_factory=SecretRefs, description="Secret references.")
@@ -316,6 +343,10 @@ class RLHFRunSpec(CamelModel):
     wandb_project: str | None = Field(
         default=None, max_length=128, description="W&B project (needs secrets.wandbApiKey)."
     )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="The side-by-side comparison run after the final stage (<run>/eval/).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RLHFRunSpec:
@@ -325,8 +356,8 @@ class RLHFRunSpec(CamelModel):
             raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
         return self
 
-    def section(self, stage: StageName) -> Section | None:
-        section: Section | None = getattr(self, stage)
+    def section(self, stage: StageName) -> StageSection | None:
+        section: StageSection | None = getattr(self, stage)
         return section
 
     def provided(self, stage: StageName) -> bool:
@@ -341,7 +372,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     pipeline = list(spec.pipeline)
     if pipeline not in ALLOWED_PIPELINES:
         errors.append(
-            f"pipeline: {pipeline} is not an ordered subsequence of [sft, reward, ppo] or [sft, dpo]"
+            f"pipeline: {pipeline} is not an ordered subsequence of {PIPELINE_SHAPES}"
             + (" (dpo cannot follow reward or be combined with ppo)" if "dpo" in pipeline else "")
             + (" (rlaif must be followed by reward or dpo)" if "rlaif" in pipeline else "")
             + (" (rest comes last, after sft and/or reward)" if "rest" in pipeline else "")
@@ -361,6 +392,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
             )
         if "sft" not in pipeline and not spec.provided("sft"):
             errors.append("pipeline: ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput")
+    errors += _reward_source_errors(spec, pipeline)
     for stage in STAGES:
         section = spec.section(stage)
         if section is not None and stage not in pipeline and section.existing_output is None:
@@ -368,6 +400,37 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     if spec.secrets.wandb_api_key is None and spec.wandb_project:
         errors.append("wandbProject: needs secrets.wandbApiKey")
     return errors
+
+
+def _reward_source_errors(spec: RLHFRunSpec, pipeline: list[StageName]) -> list[str]:
+    """A rewardModel source needs the reward stage's model: in the pipeline, or existingOutput."""
+    if "reward" in pipeline or spec.provided("reward"):
+        return []
+    errors = []
+    for stage in REWARD_SOURCE_STAGES:
+        section = spec.section(stage)
+        if stage not in pipeline or section is None or section.existing_output is not None:
+            continue
+        rewards: list[RewardSource] = getattr(section, "rewards", [])
+        fix = "add 'reward' to the pipeline or set reward.existingOutput"
+        if "rewards" not in section.model_fields_set:
+            errors.append(f"{stage}.rewards: the default source is the reward stage's model: {fix}, or list rewards")
+        for index, source in enumerate(rewards if "rewards" in section.model_fields_set else []):
+            if source.type == "rewardModel":
+                errors.append(f"{stage}.rewards[{index}].type: rewardModel needs the reward stage's model: {fix}")
+    return errors
+
+
+def _reward_source_cel(stage: StageName) -> dict[str, str]:
+    return _cel(
+        f"!has(self.pipeline) || !('{stage}' in self.pipeline) || !has(self.{stage})"
+        f" || has(self.{stage}.existingOutput) || 'reward' in self.pipeline"
+        " || (has(self.reward) && has(self.reward.existingOutput))"
+        f" || (has(self.{stage}.rewards) && self.{stage}.rewards.all(r, r.type != 'rewardModel'))",
+        f"{stage}.rewards uses the reward stage's model (type rewardModel, the default): "
+        "add 'reward' to the pipeline or set reward.existingOutput",
+        f".{stage}",
+    )
 
 
 def follows_rlaif(spec: RLHFRunSpec, stage: StageName) -> bool:
@@ -378,14 +441,6 @@ def follows_rlaif(spec: RLHFRunSpec, stage: StageName) -> bool:
 def _rest_rlaif_errors(spec: RLHFRunSpec) -> list[str]:
     """Issue 11's cross-field rules (mirrored in spec_cel_rules)."""
     errors: list[str] = []
-    pipeline = list(spec.pipeline)
-    rest_uses_reward_model = "rest" in pipeline and spec.rest is not None and uses_reward_model(spec.rest.rewards)
-    if rest_uses_reward_model and "reward" not in pipeline and not spec.provided("reward"):
-        errors.append(
-            "pipeline: rest scores with the reward stage's model (a rest.rewards source of type rewardModel, "
-            "the default): add 'reward' to the pipeline, set reward.existingOutput, or give rest.rewards "
-            "without rewardModel"
-        )
     if spec.rlaif is not None and spec.rlaif.existing_output is not None:
         errors.append(
             "rlaif.existingOutput: rlaif writes preference pairs, not a model; to reuse pairs, give their "
@@ -415,14 +470,6 @@ def _rest_rlaif_errors(spec: RLHFRunSpec) -> list[str]:
 def _rest_rlaif_cel_rules() -> list[dict[str, str]]:
     in_pipeline = "has(self.pipeline) && '{stage}' in self.pipeline"
     rules = [
-        _cel(
-            "!has(self.pipeline) || !('rest' in self.pipeline) || 'reward' in self.pipeline"
-            " || (has(self.reward) && has(self.reward.existingOutput))"
-            " || (has(self.rest) && has(self.rest.rewards) && self.rest.rewards.all(s, s.type != 'rewardModel'))",
-            "rest scores with the reward stage's model (a rest.rewards source of type rewardModel, the default): "
-            "add 'reward' to the pipeline, set reward.existingOutput, or give rest.rewards without rewardModel",
-            ".pipeline",
-        ),
         _cel(
             "!has(self.rlaif) || !has(self.rlaif.existingOutput)",
             "rlaif writes preference pairs, not a model: it has no existingOutput",
@@ -461,9 +508,8 @@ def spec_cel_rules() -> list[dict[str, str]]:
     rules = [
         _cel(
             f"!has(self.pipeline) || self.pipeline in [{allowed}]",
-            "pipeline must be an ordered subsequence of [sft, reward, ppo] or [sft, dpo] "
-            "(dpo cannot follow reward or be combined with ppo), or a ReST or RLAIF pipeline: "
-            "rest last after sft and/or reward, rlaif followed by reward or dpo",
+            f"pipeline must be an ordered subsequence of {PIPELINE_SHAPES} "
+            "(dpo cannot follow reward or be combined with ppo)",
             ".pipeline",
         ),
         _cel(
@@ -479,11 +525,13 @@ def spec_cel_rules() -> list[dict[str, str]]:
             ".pipeline",
         ),
     ]
+    rules += [_reward_source_cel(stage) for stage in REWARD_SOURCE_STAGES]
     for stage in STAGES:
-        default_has = "true" if stage in ("sft", "reward", "ppo") else "false"
+        default_has = "true" if stage in _default_pipeline() else "false"
+        runs = f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has})"
         rules.append(
             _cel(
-                f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has}) ? has(self.{stage}) : true",
+                f"{runs} ? has(self.{stage}) : true",
                 f"the pipeline runs '{stage}' but spec.{stage} is missing",
                 f".{stage}",
             )
@@ -492,6 +540,13 @@ def spec_cel_rules() -> list[dict[str, str]]:
             f" || (has(self.pipeline) && 'rlaif' in self.pipeline && '{stage}' in self.pipeline)"
             if stage in AFTER_RLAIF
             else ""
+        )
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || {runs}",
+                f"{stage}: section given but '{stage}' is not in the pipeline (and has no existingOutput)",
+                f".{stage}",
+            )
         )
         rules.append(
             _cel(

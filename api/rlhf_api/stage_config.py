@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
 from .model_config import ModelConfig
@@ -17,8 +18,10 @@ from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
 from .rlaif_config import RlaifLabelConfig
 
-StageName = Literal["sft", "reward", "ppo", "dpo", "rest", "rlaif"]
-STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "rest", "rlaif")
+StageName = Literal["sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif"]
+STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif")
+# The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
+POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo", "grpo", "rloo", "rest")
 
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -101,15 +104,14 @@ class QuantizationConfig(CamelModel):
     compute_dtype: ComputeDtype = Field(default="bfloat16", description="4-bit only: matmul dtype.")
 
 
-class TrainingConfig(CamelModel):
-    """Hyperparameters shared by the Trainer-based stages (SFT, reward, DPO)."""
+class TrainerLoopConfig(CamelModel):
+    """Hyperparameters of every stage trained by a TRL Trainer (optimizer, schedule, checkpoints)."""
 
     learning_rate: PositiveFloat = Field(default=2e-4, le=1.0, description="Peak learning rate.")
     epochs: float = Field(default=1.0, gt=0.0, le=1000.0, description="Passes over the training data.")
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(default=4, ge=1, le=4096, description="Per-device batch size.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Micro-batches per optimizer step.")
-    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -122,6 +124,12 @@ class TrainingConfig(CamelModel):
     eval_max_new_tokens: int = Field(
         default=8, ge=1, le=4096, description="Tokens generated per question for task_accuracy."
     )
+
+
+class TrainingConfig(TrainerLoopConfig):
+    """Hyperparameters shared by the stages that train on given sequences (SFT, reward, DPO)."""
+
+    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
 
 
 class SFTTrainingConfig(TrainingConfig):
@@ -198,6 +206,93 @@ class PPOTrainingConfig(CamelModel):
         return self
 
 
+# ----------------------------------------------------------------------------- GRPO, RLOO
+# Group-relative RL on TRL's GRPOTrainer / RLOOTrainer: sample numGenerations responses per
+# prompt, score them with the stage's reward sources, and push the policy towards the responses
+# that beat their group (GRPO: group mean and std; RLOO: the leave-one-out mean of the others).
+
+
+class GroupRLTrainingConfig(TrainerLoopConfig):
+    """What GRPO and RLOO share: sampling, group size, KL to the starting policy, clipping."""
+
+    learning_rate: PositiveFloat = Field(default=1e-5, le=1.0, description="Peak learning rate.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description=(
+            "Completions per device per micro-step (prompts x numGenerations); batchSize x "
+            "gradientAccumulationSteps must be a multiple of numGenerations."
+        ),
+    )
+    num_generations: int = Field(
+        default=8, ge=2, le=256, description="Responses sampled per prompt: the group each one is compared with."
+    )
+    max_completion_length: int = Field(default=256, ge=1, le=131072, description="Most tokens sampled per response.")
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
+    top_k: int = Field(default=0, ge=0, description="Sampling top-k (0: off).")
+    num_iterations: int = Field(
+        default=1, ge=1, le=100, description="Optimizer passes over each sampled batch (TRL's mu)."
+    )
+    epsilon: float = Field(default=0.2, gt=0.0, le=10.0, description="Clip range of the policy ratio.")
+    logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> GroupRLTrainingConfig:
+        if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(GROUPS_FIT_MESSAGE)
+        return self
+
+
+GROUPS_FIT_MESSAGE = "batchSize x gradientAccumulationSteps must be a multiple of numGenerations"
+
+
+def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
+    """GroupRLTrainingConfig._groups_fit for the API server (which sees no defaults: unset fields
+    take the model's defaults here)."""
+
+    def value(name: str) -> str:
+        alias = to_camel(name)
+        return f"(has(self.{alias}) ? self.{alias} : {model.model_fields[name].default})"
+
+    product = f"{value('batch_size')} * {value('gradient_accumulation_steps')}"
+    return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}
+
+
+def _beta(default: float) -> Any:
+    return Field(
+        default=default,
+        ge=0.0,
+        le=10.0,
+        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
+    )
+
+
+class GRPOTrainingConfig(GroupRLTrainingConfig):
+    beta: float = _beta(0.0)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        default="dapo",
+        description=(
+            "How token losses are averaged (TRL): grpo per sequence (length bias), dapo over the "
+            "tokens of the accumulated batch, dr_grpo by a constant (maxCompletionLength), bnpo over "
+            "the tokens of the local batch."
+        ),
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="group",
+        description="Divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO).",
+    )
+
+
+class RLOOTrainingConfig(GroupRLTrainingConfig):
+    beta: float = _beta(0.05)
+    scale_rewards: Literal["none", "batch"] = Field(
+        default="none",
+        description="batch: normalize advantages to mean 0, std 1 over each sampled batch; none: raw leave-one-out.",
+    )
+
+
 def _lora(r: int, alpha: int, dropout: float) -> Any:
     return Field(
         default_factory=lambda: LoraConfig(r=r, alpha=alpha, dropout=dropout),
@@ -240,6 +335,19 @@ class DPOStageConfig(StageCommon):
     training: DPOTrainingConfig = Field(default_factory=DPOTrainingConfig, description="Hyperparameters.")
 
 
+class GroupRLStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    rewards: list[RewardSource] = rewards_field()
+
+
+class GRPOStageConfig(GroupRLStageConfig):
+    training: GRPOTrainingConfig = Field(default_factory=GRPOTrainingConfig, description="Hyperparameters.")
+
+
+class RLOOStageConfig(GroupRLStageConfig):
+    training: RLOOTrainingConfig = Field(default_factory=RLOOTrainingConfig, description="Hyperparameters.")
+
+
 # ---- ReST and RLAIF (issue 11): their own knobs live in rest_config / rlaif_config.
 
 
@@ -270,14 +378,74 @@ class RlaifStageConfig(RlaifLabelConfig, StageCommon):
     )
 
 
-StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig | RestStageConfig | RlaifStageConfig
+StageConfig = (
+    SFTStageConfig
+    | RewardStageConfig
+    | PPOStageConfig
+    | DPOStageConfig
+    | GRPOStageConfig
+    | RLOOStageConfig
+    | RestStageConfig
+    | RlaifStageConfig
+)
+
+
+def eval_max_new_tokens(section: StageConfig) -> int:
+    """Tokens generated per held-out question for task_accuracy: the stage's training setting
+    (rlaif, which trains nothing, has none: the default)."""
+    training = getattr(section, "training", None)
+    return int(getattr(training, "eval_max_new_tokens", TrainingConfig.model_fields["eval_max_new_tokens"].default))
 
 
 ReportTo = Literal["tensorboard", "wandb"]
 
 
+class EvaluationConfig(CamelModel):
+    """The run's last step: its starting model and its trained model side by side."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "After the final stage (when it trains a policy), generate answers to held-out prompts "
+            "with the model it started from and the model it produced, score both with the run's "
+            "reward model when there is one, and write the win rate and samples to <run>/eval/."
+        ),
+    )
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Tokens generated per prompt (greedy). Unset: the final stage's training.evalMaxNewTokens.",
+    )
+
+
+class CompareConfig(CamelModel):
+    """What the final stage's program compares after training (set by the planner)."""
+
+    prompts: int = Field(default=128, ge=1, le=10000, description="Held-out prompts to compare on (at most).")
+    max_new_tokens: int = Field(default=8, ge=1, le=8192, description="Tokens generated per prompt (greedy).")
+    reward_model: ModelConfig | None = Field(
+        default=None, description="Scores both models' answers; without it there is no win rate."
+    )
+
+
 def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
+
+
+# dataset: the stage after rlaif trains on that stage's pairs (issue 11).
+InputRole = Literal["model", "rewardModel", "dataset"]
+
+
+class StageInput(CamelModel):
+    """An earlier stage of the same run whose output this stage loads: checked before training."""
+
+    stage: StageName = Field(description="The stage that produced the input.")
+    output_dir: str = Field(min_length=1, description="That stage's output directory (holds its result.json).")
+    role: InputRole = Field(
+        description="What of this config the input provides: model, rewardModel, or dataset (rlaif's pairs)."
+    )
 
 
 class TrainerJobConfig(CamelModel):
@@ -297,10 +465,23 @@ class TrainerJobConfig(CamelModel):
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
+    inputs: list[StageInput] = Field(
+        default_factory=list,
+        description=(
+            "Earlier stages of this run whose outputs the stage loads: each must have succeeded and "
+            "trained its planned steps (their result.json says so) before this stage trains."
+        ),
+    )
+    compare: CompareConfig | None = Field(
+        default=None,
+        description="Final stage only: compare the starting and the trained model after training (<workDir>/eval/).",
+    )
     sft: SFTStageConfig | None = None
     reward: RewardStageConfig | None = None
     ppo: PPOStageConfig | None = None
     dpo: DPOStageConfig | None = None
+    grpo: GRPOStageConfig | None = None
+    rloo: RLOOStageConfig | None = None
     rest: RestStageConfig | None = None
     rlaif: RlaifStageConfig | None = None
     eval_task: DatasetConfig | None = Field(
@@ -319,7 +500,7 @@ class TrainerJobConfig(CamelModel):
         if self.stage == "ppo" and self.reward_model is None:
             raise ValueError("rewardModel is required for the ppo stage")
         if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
-            raise ValueError(f"rewardModel is required: a {self.stage}.rewards source has type rewardModel")
+            raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
         return self
 
     @property

@@ -44,6 +44,9 @@ class StageStatus(CamelModel):
     phase: StagePhase = Field(default="Pending", description="The stage's phase.")
     job_name: str | None = Field(default=None, description="The stage's PyTorchJob/TrainJob.")
     attempts: int = Field(default=0, ge=0, description="Jobs started for this stage (1 + retries used).")
+    preemptions: int | None = Field(
+        default=None, ge=0, description="Attempts stopped by SIGTERM (not counted against retries)."
+    )
     start_time: str | None = Field(default=None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(default=None, description="When the stage finished (RFC 3339).")
     retry_after: str | None = Field(default=None, description="Retrying: the next attempt starts after this time.")

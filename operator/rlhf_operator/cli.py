@@ -87,13 +87,119 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TrainerMissing as error:
         print(f"rlhf: error: {error}", file=sys.stderr)
         return 2
-    status = LocalRun(run, Path(args.workdir), nproc=args.nproc).execute()
+    status = LocalRun(run, Path(args.workdir), nproc=args.nproc, display=_display()).execute()
     return exit_code(status)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _display() -> Any:
+    """Live bars on a terminal that can redraw; plain, throttled lines in logs and pipes."""
+    from rich.console import Console
+
+    from .local.display import PlainDisplay
+    from .local.live import LiveDisplay
+
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        return LiveDisplay(console)
+    return PlainDisplay(sys.stdout)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.build import NotARunDirectory, write_report
+    from .report.scalars import ReportDependencyMissing
+
+    try:
+        path = write_report(args.dir)
+    except (NotARunDirectory, ReportDependencyMissing) as error:
+        print(f"rlhf: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (plots in {path.parent / 'plots'})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import NothingToCompare, run_compare, summary_line
+    from .local.runner import TrainerMissing, check_trainer
+
+    try:
+        check_trainer()
+        code = run_compare(Path(args.dir), args.prompts, args.max_new_tokens)
+    except (TrainerMissing, NothingToCompare) as error:
+        print(f"rlhf: error: {error}", file=sys.stderr)
+        return 2
+    if code != 0:
+        return code
+    print(summary_line(Path(args.dir)))
+    return cmd_report(args) if (Path(args.dir) / "report.json").is_file() else 0
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from .kubectl.client import Cluster
+
+    return Cluster(args.kubeconfig, args.context)
+
+
+def _cluster_errors(action: Any) -> int:
+    """Run a cluster read; turn the ways it fails into one line on stderr."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from .kubectl.client import NotFound
+
+    try:
+        code: int = action()
+        return code
+    except (ConnectionError, NotFound) as error:
+        print(f"rlhf: error: {error}", file=sys.stderr)
+    except ApiException as error:
+        print(f"rlhf: error: the API server answered {error.status} {error.reason}", file=sys.stderr)
+    except HTTPError as error:
+        print(f"rlhf: error: cannot reach the API server: {error}", file=sys.stderr)
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from rich.console import Console
+
+    from .kubectl.view import render
+
+    def show() -> int:
+        cluster = _cluster(args)
+        observed = cluster.observe(args.namespace or cluster.default_namespace, args.name)
+        Console(highlight=False).print(render(observed, dt.datetime.now(dt.UTC)))
+        return 0
+
+    return _cluster_errors(show)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    def stream() -> int:
+        cluster = _cluster(args)
+        namespace = args.namespace or cluster.default_namespace
+        pod, container, stage = cluster.stage_pod(namespace, args.name, args.stage, args.attempt)
+        print(f"==> {stage}: pod {pod}, container {container}", file=sys.stderr, flush=True)
+        try:
+            for line in cluster.log_lines(namespace, pod, container, args.follow, args.tail):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+
+    return _cluster_errors(stream)
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", help="the run's namespace (default: the kubeconfig context's)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rlhf", description="RLHFRun tools: validate, generate the CRD, render, run locally."
+        prog=prog,
+        description="RLHFRun tools: validate, generate the CRD, render, run locally, report; follow runs on a cluster.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -118,13 +224,44 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", default="runs", help="outputs go to WORKDIR/<run-name>/ (default: ./runs)")
     run.add_argument("--nproc", type=int, help="processes per stage (default: workers x GPUs per worker, at least 1)")
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="write DIR/report.html: curves, timeline, metrics, comparison")
+    report.add_argument("dir", metavar="DIR", help="a run directory, e.g. runs/quickstart")
+    report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser(
+        "compare", help="compare the final stage's starting and trained model on held-out prompts (DIR/eval/)"
+    )
+    compare.add_argument("dir", metavar="DIR", help="a run directory, e.g. runs/quickstart")
+    compare.add_argument("--prompts", type=int, help="held-out prompts to compare on (default: as planned, 128)")
+    compare.add_argument("--max-new-tokens", type=int, help="tokens generated per prompt (default: as planned)")
+    compare.set_defaults(func=cmd_compare)
+
+    status = sub.add_parser("status", help="a run on the cluster: phase, stages, conditions, what it waits on")
+    status.add_argument("name", metavar="NAME")
+    _cluster_options(status)
+    status.set_defaults(func=cmd_status)
+
+    logs = sub.add_parser("logs", help="the log of a stage's Master pod on the cluster")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("--stage", help="sft, reward, ppo or dpo (default: the current stage)")
+    logs.add_argument("--attempt", type=int, help="which attempt's job (default: the latest)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep streaming until the container ends")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    _cluster_options(logs)
+    logs.set_defaults(func=cmd_logs)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "rlhf") -> int:
+    args = build_parser(prog).parse_args(argv)
     code: int = args.func(args)
     return code
+
+
+def kubectl_main() -> int:
+    """`kubectl rlhf ...`: kubectl runs `kubectl-rlhf` from PATH as its `rlhf` plugin."""
+    return main(prog="kubectl rlhf")
 
 
 if __name__ == "__main__":

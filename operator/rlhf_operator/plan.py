@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
+from rlhf_api.reward_sources import RewardSource, uses_reward_model
 from rlhf_api.rlaif_config import RLAIF_SOURCE
 from rlhf_api.spec import (
     ACCELERATOR_PRODUCTS,
@@ -21,16 +22,23 @@ from rlhf_api.spec import (
     follows_rlaif,
 )
 from rlhf_api.stage_config import (
+    POLICY_STAGES,
+    CompareConfig,
     DatasetConfig,
     DPOStageConfig,
+    GRPOStageConfig,
+    InputRole,
     ModelConfig,
     PPOStageConfig,
     RestStageConfig,
     RewardStageConfig,
     RlaifStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
+    StageInput,
     StageName,
     TrainerJobConfig,
+    eval_max_new_tokens,
 )
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
@@ -45,6 +53,8 @@ _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
     "reward": RewardStageConfig,
     "ppo": PPOStageConfig,
     "dpo": DPOStageConfig,
+    "grpo": GRPOStageConfig,
+    "rloo": RLOOStageConfig,
     "rest": RestStageConfig,
     "rlaif": RlaifStageConfig,
 }
@@ -166,7 +176,23 @@ def _on_volume_section(section: Any, mount_root: str) -> Any:
             name = on_volume(model.name, mount_root)
             if name != model.name:
                 update[field] = model.model_copy(update={"name": name})
+    rewards = getattr(section, "rewards", None)
+    if rewards:
+        resolved = [_on_volume_source(source, mount_root) for source in rewards]
+        if resolved != rewards:
+            update["rewards"] = resolved
     return section.model_copy(update=update) if update else section
+
+
+def _on_volume_source(source: RewardSource, mount_root: str) -> RewardSource:
+    """A reward source's classifier path (like any model) and its pythonPath (always a directory
+    on the volume when relative) resolved against the volume root."""
+    update: dict[str, Any] = {}
+    if source.model is not None and on_volume(source.model.name, mount_root) != source.model.name:
+        update["model"] = source.model.model_copy(update={"name": on_volume(source.model.name, mount_root)})
+    if source.python_path is not None and not source.python_path.startswith("/"):
+        update["python_path"] = posixpath.normpath(posixpath.join(mount_root, source.python_path))
+    return source.model_copy(update=update) if update else source
 
 
 def _as_model(path: str, base: ModelConfig) -> ModelConfig:
@@ -190,6 +216,21 @@ def _rlaif_wiring(
     return {"eval_task": DatasetConfig.model_validate(prompts.model_dump())}
 
 
+def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str | None) -> CompareConfig | None:
+    """The final stage's program compares its starting and trained model after training."""
+    evaluation = spec.evaluation
+    if not evaluation.enabled or index != len(spec.pipeline) - 1 or stage not in POLICY_STAGES:
+        return None
+    section = spec.section(stage)
+    assert section is not None
+    default_tokens = eval_max_new_tokens(section)
+    return CompareConfig(
+        prompts=evaluation.prompts,
+        max_new_tokens=evaluation.max_new_tokens or default_tokens,
+        reward_model=_as_model(reward_path, spec.model) if reward_path else None,
+    )
+
+
 def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMAGE) -> list[StagePlan]:
     spec = run.spec
     root = run_root(run, mount_root)
@@ -204,6 +245,13 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             return layout.merged_dir(posixpath.join(root, stage))
         return None
 
+    def produced(stage: StageName, role: InputRole) -> list[StageInput]:
+        """An earlier stage of this run as an input (none for existingOutput: it has no result.json)."""
+        section = spec.section(stage)
+        if stage not in spec.pipeline or section is None or section.existing_output:
+            return []
+        return [StageInput(stage=stage, output_dir=posixpath.join(root, stage), role=role)]
+
     sft_model = merged_of("sft")
     plans: list[StagePlan] = []
     for index, stage in enumerate(spec.pipeline):
@@ -215,7 +263,16 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         if not skipped:
             # sft starts from the base model; every later stage from the SFT model when there is one.
             start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
-            reward_path = merged_of("reward") if stage in ("ppo", "rest") else None
+            # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
+            scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
+            reward_path = merged_of("reward") if scores_with_reward_model else None
+            # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
+            uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
+            inputs = (produced("sft", "model") if uses_sft else []) + (
+                produced("reward", "rewardModel") if scores_with_reward_model else []
+            )
+            if follows_rlaif(spec, stage):  # its data is the rlaif stage's pairs
+                inputs += produced("rlaif", "dataset")
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
             section_data = _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields))
             wiring = _rlaif_wiring(spec, stage, root, mount_root, section_data)
@@ -228,6 +285,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
+                    "inputs": inputs,
+                    "compare": _compare(spec, stage, index, merged_of("reward")),
                     stage: section_data,
                     **wiring,
                 }

@@ -58,6 +58,19 @@ def test_quickstart_sft_reward_ppo(tmp_path: Path) -> None:
     assert "[ppo] step" in proc.stdout and "run succeeded" in proc.stdout
     assert [s["attempts"] for s in report["stages"]] == [1, 1, 1]
 
+    # what a person sees: few lines per stage in a log, the headline, the comparison, the report
+    for stage in ("sft", "reward", "ppo"):
+        assert len([line for line in proc.stdout.splitlines() if line.startswith(f"[{stage}]")]) <= 15, proc.stdout
+    assert "headline task_accuracy" in proc.stdout and "win rate" in proc.stdout
+    summary = json.loads((root / "eval" / "summary.json").read_text())
+    assert summary["prompts"] == 120 and summary["winRate"] > 0.5  # PPO's answers beat SFT's by the reward model
+    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"])
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["ppo"]["task_accuracy"])
+    assert m["ppo"]["eval_win_rate"] == pytest.approx(summary["winRate"])  # in the status
+    page = (root / "report.html").read_text()
+    assert "Win rate of the trained model" in page and page.count("data:image/png;base64,") >= 10
+    assert (root / "plots" / "ppo-kl-to-the-reference.png").is_file()
+
     # a rerun finds every stage finished: nothing trains again
     jobs = (root / "jobs.json").read_text()
     again, report2 = rlhf_run("quickstart.yaml", tmp_path)
@@ -72,3 +85,7 @@ def test_quickstart_sft_dpo(tmp_path: Path) -> None:
     m = metrics(report)
     assert [s["phase"] for s in report["stages"]] == ["Succeeded", "Succeeded"]
     assert m["dpo"]["task_accuracy"] > m["sft"]["task_accuracy"]
+    # no reward model in this pipeline: the comparison has accuracies but no win rate
+    summary = json.loads((tmp_path / "quickstart-dpo" / "eval" / "summary.json").read_text())
+    assert "winRate" not in summary
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["dpo"]["task_accuracy"])

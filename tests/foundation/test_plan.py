@@ -18,6 +18,8 @@ def _run(**spec: Any) -> Any:
 
 
 R = "/ws/demo"
+GROUP_RL: dict[str, Any] = {"dataset": {"source": "builtin:arithmetic"}}
+ARITH = {"type": "builtin", "builtin": "arithmetic"}
 # (case, spec changes, expected [(stage, skipped, start model, reward model, output dir)])
 CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | None, str]]]] = [
     (
@@ -61,6 +63,37 @@ CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | N
         [("ppo", False, "/ws/s", "/ws/r", f"{R}/ppo")],
     ),
     (
+        "grpo scored by the reward stage's model",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": GROUP_RL},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", f"{R}/reward/merged", f"{R}/grpo"),
+        ],
+    ),
+    (
+        "rloo with a verifiable reward needs no reward model",
+        {"pipeline": ["sft", "rloo"], "reward": None, "ppo": None, "rloo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("rloo", False, f"{R}/sft/merged", None, f"{R}/rloo"),
+        ],
+    ),
+    (
+        "reward stage trained but not a source",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", None, f"{R}/grpo"),
+        ],
+    ),
+    (
+        "grpo from the base model with an existing reward model",
+        {"pipeline": ["grpo"], "sft": None, "reward": {"existingOutput": "/ws/r"}, "ppo": None, "grpo": GROUP_RL},
+        [("grpo", False, "builtin:tiny-llama", "/ws/r", f"{R}/grpo")],
+    ),
+    (
         "reward from its own base",
         {"reward": {"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}}},
         [
@@ -92,6 +125,42 @@ def test_stage_wiring(spec: dict[str, Any], expected: list[tuple[str, bool, str 
             # what the operator puts in the ConfigMap parses back into the trainer's model
             assert TrainerJobConfig.model_validate(p.config_file()) == p.config
             assert p.config.work_dir == R
+
+
+# (case, spec changes, {stage: [(input stage, role)]}): the handover checks the trainer runs.
+INPUT_CASES: list[tuple[str, dict[str, Any], dict[str, list[tuple[str, str]]]]] = [
+    (
+        "sft reward ppo",
+        {},
+        {"sft": [], "reward": [("sft", "model")], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+    (
+        "sft dpo",
+        {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}},
+        {"sft": [], "dpo": [("sft", "model")]},
+    ),
+    (
+        "existing outputs have no result.json to check",
+        {"sft": {"existingOutput": "/ws/old/merged"}},
+        {"reward": [], "ppo": [("reward", "rewardModel")]},
+    ),
+    (
+        "reward from its own base does not load the sft output",
+        {"reward": {"dataset": {"source": "d"}, "baseModel": {"name": "microsoft/deberta-v3-large"}}},
+        {"sft": [], "reward": [], "ppo": [("sft", "model"), ("reward", "rewardModel")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
+def test_inputs_are_the_earlier_stages_of_this_run(spec: dict[str, Any], expected: dict[str, Any]) -> None:
+    got = {
+        p.name: [(i.stage, i.role) for i in p.config.inputs] for p in plan(_run(**spec), "/ws") if p.config is not None
+    }
+    assert got == expected
+    for p in plan(_run(**spec), "/ws"):
+        for stage_input in p.config.inputs if p.config else []:
+            assert stage_input.output_dir == f"{R}/{stage_input.stage}"
 
 
 def test_reward_base_model_reaches_the_trainer() -> None:
@@ -126,6 +195,41 @@ def test_explicit_tolerations_replace_the_default() -> None:
     run = parse_run(load_example("dpo-7b.yaml"))
     dpo = plan(run, "/workspace")[1]
     assert {t["key"] for t in dpo.placement.tolerations} == {"nvidia.com/gpu", "dedicated"}
+
+
+DPO_ONLY = {"pipeline": ["sft", "dpo"], "reward": None, "ppo": None, "dpo": {"dataset": {"source": "d"}}}
+# (case, spec changes, expected compare of each stage: None, or (prompts, max new tokens, reward model))
+COMPARE_CASES: list[tuple[str, dict[str, Any], list[tuple[int, int, str | None] | None]]] = [
+    ("final ppo, scored by the run's reward model", {}, [None, None, (128, 8, f"{R}/reward/merged")]),
+    ("final dpo, no reward model: no win rate", DPO_ONLY, [None, (128, 8, None)]),
+    (
+        "dpo scored by a provided reward model",
+        {**DPO_ONLY, "reward": {"existingOutput": "/ws/rm"}},
+        [None, (128, 8, "/ws/rm")],
+    ),
+    ("switched off", {"evaluation": {"enabled": False}}, [None, None, None]),
+    ("a reward model is no policy to compare", {"pipeline": ["sft", "reward"], "ppo": None}, [None, None]),
+    (
+        "sizes from the spec, else the final stage's evalMaxNewTokens",
+        {
+            "evaluation": {"prompts": 16},
+            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "training": {"evalMaxNewTokens": 5}},
+        },
+        [None, None, (16, 5, f"{R}/reward/merged")],
+    ),
+    ("maxNewTokens set", {"evaluation": {"maxNewTokens": 64}}, [None, None, (128, 64, f"{R}/reward/merged")]),
+    ("final stage skipped: nothing runs it", {"ppo": {"existingOutput": "/ws/p"}}, [None, None, None]),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [c[1:] for c in COMPARE_CASES], ids=[c[0] for c in COMPARE_CASES])
+def test_final_policy_stage_compares(spec: dict[str, Any], expected: list[tuple[int, int, str | None] | None]) -> None:
+    got = []
+    for p in plan(_run(**spec), "/ws"):
+        compare = p.config.compare if p.config else None
+        reward = compare.reward_model.name if compare and compare.reward_model else None
+        got.append((compare.prompts, compare.max_new_tokens, reward) if compare else None)
+    assert got == expected
 
 
 @pytest.mark.parametrize(
@@ -173,3 +277,37 @@ def test_termination_grace_period_default_and_override() -> None:
     grace = {p.name: p.placement.termination_grace_period_seconds for p in plan(run, R)}
     assert grace == {"sft": 900, "reward": 120, "ppo": 120}
     assert {p.placement.termination_grace_period_seconds for p in plan(_run(), R)} == {600}
+
+
+def test_group_rl_sections_reach_the_trainer() -> None:
+    sources = [ARITH, {"type": "rewardModel", "weight": 0.5}, {"type": "function", "function": "my.mod:fn"}]
+    training = {"numGenerations": 4, "beta": 0.0, "lossType": "dr_grpo", "maxCompletionLength": 16}
+    run = _run(
+        pipeline=["sft", "reward", "grpo"], ppo=None, grpo={**GROUP_RL, "rewards": sources, "training": training}
+    )
+    grpo = plan(run, "/ws")[2]
+    assert grpo.config is not None and grpo.config.grpo is not None
+    assert [(s.type, s.weight) for s in grpo.config.grpo.rewards] == [
+        ("builtin", 1.0),
+        ("rewardModel", 0.5),
+        ("function", 1.0),
+    ]
+    assert grpo.config.grpo.training.loss_type == "dr_grpo" and grpo.config.grpo.training.num_generations == 4
+    file = grpo.config_file()
+    assert file["grpo"]["rewards"][2] == {"type": "function", "weight": 1.0, "function": "my.mod:fn"}
+    assert "retries" not in file["grpo"] and "placement" not in file["grpo"]
+
+
+def test_reward_source_paths_resolve_against_the_volume_root() -> None:
+    sources = [
+        {"type": "model", "model": {"name": "./models/rm"}},
+        {"type": "model", "model": {"name": "org/rm"}},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "code"},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "/opt/rewards"},
+    ]
+    run = _run(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": sources})
+    for root in ("/workspace", "/home/me/runs"):
+        grpo = plan(run, root)[1]
+        assert grpo.config is not None and grpo.config.grpo is not None
+        got = [(s.model.name if s.model else None, s.python_path) for s in grpo.config.grpo.rewards]
+        assert got == [(f"{root}/models/rm", None), ("org/rm", None), (None, f"{root}/code"), (None, "/opt/rewards")]

@@ -57,7 +57,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("rlaif last", run_doc(["sft", "rlaif"], rlaif=RLAIF), "spec.pipeline: "),
     ("rest not last", run_doc(["sft", "rest", "reward"], rest=REST), "spec.pipeline: "),
     ("rest with dpo", run_doc(["sft", "dpo", "rest"], rest=REST, dpo={"dataset": ARITHMETIC}), "spec.pipeline: "),
-    ("rest without a reward model", run_doc(["sft", "rest"], rest=REST), "spec.pipeline: rest scores with"),
+    (
+        "rest without a reward model",
+        run_doc(["sft", "rest"], rest=REST),
+        "spec.rest.rewards: the default source is the reward stage's model",
+    ),
     (
         "dpo after rlaif with its own data",
         run_doc(["sft", "rlaif", "dpo"], rlaif=RLAIF, dpo={"dataset": {"source": "pairs.jsonl"}}),
@@ -207,6 +211,7 @@ def test_rlaif_pairs_are_the_next_stage_data(dpo: dict[str, Any]) -> None:
     assert dpo_plan.config.model.name == "/ws/demo/sft/merged"
     # task_accuracy of the dpo stage is measured on the prompts' task, which has ground truth
     assert dpo_plan.config.eval_task is not None and dpo_plan.config.eval_task.source == "builtin:arithmetic"
+    assert [(i.stage, i.role) for i in dpo_plan.config.inputs] == [("sft", "model"), ("rlaif", "dataset")]
     assert TrainerJobConfig.model_validate(dpo_plan.config_file()) == dpo_plan.config
 
 

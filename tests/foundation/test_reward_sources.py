@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import cel
+import jsonschema
 import pytest
 from pydantic import ValidationError
-from rlhf_api.reward_sources import RewardSource, labels, source_cel_rules, uses_reward_model
+from rlhf_api.reward_sources import RewardSource, labels, uses_reward_model
 from rlhf_api.validation import format_errors
+from rlhf_operator.crd import crd
 
 SOURCE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("reward stage model", {"type": "rewardModel"}, []),
@@ -27,6 +29,8 @@ SOURCE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("member on rewardModel", {"type": "rewardModel", "builtin": "arithmetic"}, ["builtin: only allowed"]),
     ("column on arithmetic", {"type": "builtin", "builtin": "arithmetic", "column": "a"}, ["column: only for"]),
     ("extract on a model", {"type": "model", "model": {"name": "m"}, "extract": "full"}, ["extract: only for"]),
+    ("function from the volume", {"type": "function", "function": "rw:f", "pythonPath": "code/rewards"}, []),
+    ("pythonPath on a builtin", {"type": "builtin", "builtin": "arithmetic", "pythonPath": "c"}, ["pythonPath: only"]),
 ]
 
 
@@ -73,13 +77,27 @@ def test_labels_default_and_unique() -> None:
     assert uses_reward_model(sources) and not uses_reward_model(sources[1:]) and not uses_reward_model(None)
 
 
+def _source_schema() -> dict[str, Any]:
+    props = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    schema: dict[str, Any] = props["grpo"]["properties"]["rewards"]["items"]
+    return schema
+
+
 @pytest.mark.parametrize("source", [c[1] for c in SOURCE_CASES], ids=[c[0] for c in SOURCE_CASES])
 def test_cel_rules_agree_with_pydantic(source: dict[str, Any]) -> None:
-    """The API server's copy of the rules rejects exactly the sources `rlhf validate` rejects."""
-    cel_ok = all(cel.evaluate(r["rule"], {"self": source}) for r in source_cel_rules())
+    """The API server rejects exactly the sources `rlhf validate` rejects."""
+    schema = _source_schema()
+    jsonschema.Draft4Validator(schema).validate(source)  # CEL runs on schema-valid objects only
+    cel_ok = all(cel.evaluate(r["rule"], {"self": source}) for r in schema["x-kubernetes-validations"])
     try:
         RewardSource.model_validate(source)
         model_ok = True
     except ValidationError:
         model_ok = False
     assert cel_ok == model_ok
+
+
+def test_rloo_sources_share_the_rules() -> None:
+    props = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert props["rloo"]["properties"]["rewards"]["items"] == _source_schema()
+    assert props["grpo"]["properties"]["rewards"]["maxItems"] == 8

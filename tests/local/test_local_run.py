@@ -49,6 +49,22 @@ def fake_command(stage: str, config_path: str, nproc: int) -> list[str]:
     return [sys.executable, str(FAKE), stage, "--config", config_path]
 
 
+def fake_rlhf_run(doc: dict[str, Any], workdir: Path) -> list[str]:
+    """`rlhf run` in a fresh interpreter (signals, a terminal), stage programs replaced by the fake."""
+    path = workdir / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    program = (
+        "import sys\n"
+        "from rlhf_operator.local import launcher\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_local_run import fake_command\n"
+        "launcher.stage_command = fake_command\n"
+        "from rlhf_operator import cli\n"
+        f"sys.exit(cli.main(['run', {str(path)!r}, '--workdir', {str(workdir)!r}]))\n"
+    )
+    return [sys.executable, "-c", program]
+
+
 @pytest.fixture(autouse=True)
 def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_launcher, "stage_command", fake_command)
@@ -154,19 +170,8 @@ def test_ctrl_c_suspends_and_the_same_command_resumes(tmp_path: Path) -> None:
     doc = document(pipeline=["sft"])
     for other in ("reward", "ppo"):
         doc["spec"].pop(other)
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    program = (
-        "import sys\n"
-        "from rlhf_operator.local import launcher\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_local_run import fake_command\n"
-        "launcher.stage_command = fake_command\n"
-        "from rlhf_operator import cli\n"
-        f"sys.exit(cli.main(['run', {str(path)!r}, '--workdir', {str(tmp_path)!r}]))\n"
-    )
     env = dict(os.environ, FAKE_STEPS="40", FAKE_STEP_SECONDS="0.05")
-    proc = subprocess.Popen([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(fake_rlhf_run(doc, tmp_path), env=env, stdout=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "demo" / "sft" / "checkpoints" / "checkpoint-3"
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and time.monotonic() < deadline:

@@ -586,3 +586,32 @@ def test_unreadable_stored_status_keeps_its_history(damage: Any) -> None:
     assert stage_of(after, "reward")["jobName"] == "demo-reward-1"
     assert creates(outcome) == []  # nothing re-run
     assert "futureField" not in outcome.status_patch  # keys it does not know are left alone
+
+
+def test_preempted_attempt_resumes_at_once_and_is_not_counted() -> None:
+    body = body_of(base_run("demo", sft={"dataset": {"source": "builtin:arithmetic"}, "retries": 0}))
+    _, body = step(body)
+    preempted = result("sft").model_copy(update={"status": "failed", "preempted": True, "exit_code": 143})
+    for attempt in (1, 2):
+        observed = {
+            f"demo-sft-{attempt}": dataclasses.replace(
+                job(f"demo-sft-{attempt}", "Failed")[f"demo-sft-{attempt}"], result=preempted
+            )
+        }
+        outcome, body = step(body, observed)
+        sft = stage_of(body, "sft")
+        assert sft["phase"] == "Running" and sft["attempts"] == attempt + 1 and sft["preemptions"] == attempt
+        assert event_reasons(outcome) == [("Warning", "StagePreempted")]
+    # A real failure still counts: with retries 0 the stage fails.
+    _, body = step(body, job("demo-sft-3", "Failed"))
+    assert stage_of(body, "sft")["phase"] == "Failed"
+
+
+def test_configuration_error_is_not_retried() -> None:
+    _, body = step(body_of(base_run("demo")))
+    bad = result("sft").model_copy(update={"status": "failed", "exit_code": 2, "message": "model.name: not merged"})
+    observed = {"demo-sft-1": dataclasses.replace(job("demo-sft-1", "Failed")["demo-sft-1"], result=bad)}
+    outcome, after = step(body, observed)
+    sft = stage_of(after, "sft")
+    assert sft["phase"] == "Failed" and "configuration error: not retried" in sft["message"]
+    assert creates(outcome) == [] and after["status"]["phase"] == "Failed"

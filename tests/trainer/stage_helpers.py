@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 from rlhf_api.result import StageResult, read_result
+from rlhf_api.stage_config import TrainerJobConfig
 from rlhf_trainer.__main__ import main
 
 TINY = {"maxSteps": 2, "batchSize": 2, "maxLength": 64, "loggingSteps": 1, "saveSteps": 2, "evalMaxNewTokens": 3}
@@ -32,7 +33,8 @@ def write_config(
         "reportTo": ["tensorboard"],
         stage: {
             "dataset": dataset or {"source": "builtin:arithmetic", "maxSamples": 64},
-            "training": {**TINY, **(training or {})},
+            # a None value drops a TINY default (e.g. maxLength, which GRPO/RLOO do not have)
+            "training": {k: v for k, v in {**TINY, **(training or {})}.items() if v is not None},
             **section,
         },
     }
@@ -45,3 +47,51 @@ def run_stage_cli(stage: str, config: Path) -> tuple[int, StageResult | None]:
     with open(config) as f:
         out = (yaml.safe_load(f) or {}).get("outputDir")
     return code, read_result(str(Path(out) / "result.json")) if out else None
+
+
+PPO_TINY = {
+    "steps": 2,
+    "batchSize": 4,
+    "miniBatchSize": 4,
+    "ppoEpochs": 1,
+    "minNewTokens": 2,
+    "maxNewTokens": 4,
+    "saveSteps": 1,
+    "evalMaxNewTokens": 4,
+}
+
+
+def ppo_job(
+    work_dir: str, out: Path, reward_path: str, dataset: dict[str, Any] | None = None, **training: Any
+) -> TrainerJobConfig:
+    """A PPO stage on the builtin tiny Llama (LoRA r4) scored by the model at reward_path."""
+    return TrainerJobConfig.model_validate(
+        {
+            "stage": "ppo",
+            "runName": "test",
+            "model": {"name": "builtin:tiny-llama"},
+            "rewardModel": {"name": reward_path},
+            "outputDir": str(out),
+            "workDir": work_dir,
+            "ppo": {
+                "dataset": dataset or {"source": "builtin:arithmetic"},
+                "lora": {"r": 4},
+                "training": {**PPO_TINY, **training},
+            },
+        }
+    )
+
+
+def untrained_reward_model(work_dir: str) -> str:
+    """An untrained one-output classifier on the builtin tiny Llama, saved under work_dir/reward/merged."""
+    from rlhf_trainer.builtin import materialize_tiny_llama
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = materialize_tiny_llama(work_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    path = Path(work_dir) / "reward" / "merged"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlhf_api.stage_config import DatasetConfig
 from rlhf_trainer.data import (
+    load_heldout_prompts,
     load_prompts,
     load_stage_data,
     split_template,
@@ -183,6 +184,31 @@ def test_load_prompts_from_file(tmp_path: Path) -> None:
         "Question: Why?\n\nAnswer: ",
         "Question: How?\n\nAnswer: ",
     ]
+
+
+def test_heldout_prompts_builtin_have_ground_truth(tmp_path: Path) -> None:
+    ds = DatasetConfig(source="builtin:arithmetic")
+    held = load_heldout_prompts(ds, str(tmp_path), seed=0, limit=500)
+    assert len(held) == 120  # every held-out question, never trained on
+    assert held[0].prompt == f"Question: {held[0].question}\n\nAnswer: " and held[0].reference
+    assert len(load_heldout_prompts(ds, str(tmp_path), seed=0, limit=5)) == 5
+
+
+def test_heldout_prompts_are_the_eval_split_training_never_saw(tmp_path: Path) -> None:
+    rows = [{"title": f"q{i}", "response": f"a{i}"} for i in range(40)]
+    ds = DatasetConfig(
+        source=write_jsonl(tmp_path / "d.jsonl", rows),
+        fields={"question": "title", "answer": "response"},
+        eval_fraction=0.1,
+    )
+    held = load_heldout_prompts(ds, str(tmp_path), seed=3, limit=100)
+    trained = load_stage_data(ds, "sft", str(tmp_path), seed=3).train
+    assert len(held) == 4 and all(h.question is None for h in held)
+    assert {h.prompt for h in held}.isdisjoint(row["prompt"] for row in trained)
+    assert all(h.reference == "a" + h.prompt.split("q")[1].split("\n")[0] for h in held)
+    with pytest.raises(StageError) as info:
+        load_heldout_prompts(ds.model_copy(update={"eval_fraction": 0.0}), str(tmp_path), seed=3, limit=10)
+    assert info.value.field == "dataset.evalSplit"
 
 
 # ----------------------------------------------------------------------------- errors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import subprocess_env
 
 WORKER = textwrap.dedent(
     """
@@ -21,8 +22,8 @@ WORKER = textwrap.dedent(
     from rlhf_trainer.ppo import distributed as dist
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import train_loop
-    from rlhf_trainer.ppo.tiny import tiny_llama, word_tokenizer
     from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
+    from tests.support.tiny_models import tiny_llama, word_tokenizer
 
     torch.set_num_threads(1)
     dist.init_from_env()
@@ -63,7 +64,7 @@ def _free_port() -> int:
 def test_two_process_gloo_run_keeps_replicas_identical(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = subprocess_env()
     command = [
         sys.executable,
         "-m",

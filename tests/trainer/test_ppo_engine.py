@@ -19,8 +19,9 @@ from rlhf_trainer.ppo.core import logprobs_from_logits
 from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.loop import prompts_for_step, train_loop
 from rlhf_trainer.ppo.rollout import Rollout, response_mask_for
-from rlhf_trainer.ppo.tiny import tiny_llama, word_tokenizer
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
+
+from tests.support.tiny_models import tiny_llama, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(20)]
 PROMPTS = [" ".join(WORDS[i : i + 1 + i % 3]) for i in range(12)]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlhf_api.stage_config import TrainerJobConfig
+from .stage_helpers import ppo_job, untrained_reward_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -19,43 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(work_dir, path): an untrained one-output classifier on the builtin tiny Llama."""
-    from rlhf_trainer.builtin import materialize_tiny_llama
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    work_dir = tmp_path_factory.mktemp("run")
-    base = materialize_tiny_llama(str(work_dir))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    path = work_dir / "reward" / "merged"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(work_dir), str(path)
+    work_dir = str(tmp_path_factory.mktemp("run"))
+    return work_dir, untrained_reward_model(work_dir)
 
 
-def job(work_dir: str, out: Path, reward_path: str, **training: Any) -> TrainerJobConfig:
-    settings = {
-        "steps": 2,
-        "batchSize": 4,
-        "miniBatchSize": 4,
-        "ppoEpochs": 1,
-        "minNewTokens": 2,
-        "maxNewTokens": 4,
-        "saveSteps": 1,
-        "evalMaxNewTokens": 4,
-        **training,
-    }
-    return TrainerJobConfig.model_validate(
-        {
-            "stage": "ppo",
-            "runName": "test",
-            "model": {"name": "builtin:tiny-llama"},
-            "rewardModel": {"name": reward_path},
-            "outputDir": str(out),
-            "workDir": work_dir,
-            "ppo": {"dataset": {"source": "builtin:arithmetic"}, "lora": {"r": 4}, "training": settings},
-        }
-    )
+job = ppo_job
 
 
 def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, str], tmp_path: Path) -> None:
@@ -71,6 +38,8 @@ def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, st
     assert 0.0 <= result.metrics["task_accuracy"] <= 1.0
     on_disk = json.loads((out / "result.json").read_text())
     assert on_disk["status"] == "succeeded"
+    assert (on_disk["steps"], on_disk["plannedSteps"], on_disk["exitCode"]) == (2, 2, 0)
+    assert "resumedFromStep" not in on_disk
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert any((out / "logs").iterdir())
     assert result.merged_path is not None
@@ -81,6 +50,7 @@ def test_stage_trains_merges_reports_and_resumes(reward_model_dir: tuple[str, st
     again = ppo.run(job(work_dir, out, reward_path, steps=3))
     assert again.status == "succeeded", again.message
     assert again.metrics["resumed_from_step"] == 2
+    assert (again.steps, again.planned_steps, again.resumed_from_step) == (3, 3, 2)
     # Measured before training in the first run and carried in the checkpoint.
     assert again.metrics["task_accuracy_before"] == result.metrics["task_accuracy_before"]
     assert (out / "checkpoints" / "step-3").is_dir()

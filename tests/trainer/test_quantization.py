@@ -148,3 +148,37 @@ def test_full_finetuning_of_a_quantized_base_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StageError) as info:
         apply_lora(model, LoraConfig(enabled=False), "CAUSAL_LM")
     assert info.value.field == "lora.enabled"
+
+
+@pytest.mark.parametrize(
+    ("model", "compute_dtype", "task", "expected"),
+    [
+        (
+            ModelConfig(name="org/llama", revision="v1.1", trust_remote_code=True),
+            "bfloat16",
+            "CAUSAL_LM",
+            {"trust_remote_code": True, "revision": "v1.1", "dtype": torch.bfloat16},
+        ),
+        (
+            ModelConfig(name="org/deberta", revision="main"),
+            "float32",
+            "SEQ_CLS",
+            {"trust_remote_code": False, "revision": "main", "dtype": torch.float32, "num_labels": 1},
+        ),
+        # A local path has no revision: only the remote-code choice carries over.
+        (
+            ModelConfig(name="/w/run/sft/merged", revision="v2", trust_remote_code=True),
+            "float32",
+            "CAUSAL_LM",
+            {"trust_remote_code": True, "dtype": torch.float32},
+        ),
+    ],
+    ids=["hub revision and remote code", "reward classifier", "local path"],
+)
+def test_the_qlora_merge_reloads_the_base_as_the_stage_loaded_it(
+    model: ModelConfig, compute_dtype: str, task: str, expected: dict[str, Any]
+) -> None:
+    from rlhf_trainer.modeling import BaseWeights, full_precision_kwargs
+
+    quantization = QuantizationConfig(mode="4bit-nf4", compute_dtype=compute_dtype)  # type: ignore[arg-type]
+    assert full_precision_kwargs(BaseWeights(model, quantization, "/w/run"), task) == expected

@@ -72,6 +72,7 @@ def test_rlaif_writes_pairs_judgements_and_metrics(
     code, result = run_stage_cli("rlaif", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert result.merged_path is None  # the stage's output is data
+    assert result.steps == result.planned_steps == 12  # prompts labelled: what the next stage's handover checks
     metrics = result.metrics
     assert metrics["prompts"] == 12 and 1 <= metrics["pairs_judged"] <= 12
     assert metrics["pairs_written"] == metrics["pairs_judged"]  # threshold 0.5 keeps every pair
@@ -236,6 +237,7 @@ def test_rest_grows_improves_and_resumes_at_the_iteration_it_stopped(
         assert record["samples"] == 24 and record["samples_kept"] == 24  # threshold 0 keeps all
         assert 0.0 <= record["task_accuracy"] <= 1.0 and record["train_loss"] > 0
 
+    assert (result.steps, result.planned_steps, result.resumed_from_step) == (4, 4, 2)  # Improve steps
     metrics = result.metrics
     assert metrics["iterations"] == 4 and metrics["samples_kept"] == 24
     assert metrics["task_accuracy"] == resumed["iterations"][-1]["task_accuracy"]
@@ -245,3 +247,25 @@ def test_rest_grows_improves_and_resumes_at_the_iteration_it_stopped(
     # one policy on the volume at a time: earlier steps' models were deleted
     assert not list((out / "steps").glob("*/merged"))
     assert list((out / "logs").rglob("events.out.tfevents*"))
+
+
+def test_the_stage_after_rlaif_checks_its_pairs_were_written(tmp_path: Path) -> None:
+    """Handover: an unfinished rlaif stage is named as the next stage's dataset, before any loading."""
+    from rlhf_api.stage_config import TrainerJobConfig
+    from rlhf_trainer.errors import StageError
+    from rlhf_trainer.handover import check_inputs
+
+    cfg = TrainerJobConfig.model_validate(
+        {
+            "stage": "dpo",
+            "runName": "r",
+            "model": {"name": str(tmp_path / "sft" / "merged")},
+            "outputDir": str(tmp_path / "dpo"),
+            "workDir": str(tmp_path),
+            "inputs": [{"stage": "rlaif", "outputDir": str(tmp_path / "rlaif"), "role": "dataset"}],
+            "dpo": {"dataset": {"source": str(tmp_path / "rlaif" / "preferences.jsonl")}},
+        }
+    )
+    with pytest.raises(StageError) as caught:
+        check_inputs(cfg)
+    assert str(caught.value).startswith("dataset.source: input stage 'rlaif' has no readable result")

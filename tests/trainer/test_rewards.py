@@ -110,6 +110,23 @@ def test_user_function_by_import_path(tmp_path: Path, monkeypatch: pytest.Monkey
         short(prompts=["p", "p"], completions=["a", "b"])
 
 
+def test_user_function_from_a_directory_on_the_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pythonPath: a directory put first on the import path (the plan makes a relative one absolute)."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "volume_rewards.py").write_text(
+        "def one(prompts, completions, **kw):\n    return [1] * len(completions)\n"
+    )
+    source = {"type": "function", "function": "volume_rewards:one", "pythonPath": str(tmp_path / "code")}
+    rewards = _build([source])
+    assert rewards.functions[0](prompts=["p"], completions=["c"]) == [1.0]
+    with pytest.raises(StageError) as caught:
+        _build([{**source, "pythonPath": str(tmp_path / "absent")}])
+    assert caught.value.field == "rewards[0].pythonPath"
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"), ("json:no_such_fn", "has no function")],

@@ -1,8 +1,10 @@
 """`rlhf-train <stage> --config FILE`: run one stage from its config file.
 
-Exit codes: 0 succeeded, 1 failed while running, 2 bad config or input values. A failure
-prints one line on stderr ("rlhf-train: error: <field>: <problem>") and, when the output
-directory is known, records it in result.json.
+Exit codes: 0 succeeded, 1 failed while running, 2 bad config or input values (including an
+input stage that did not hand over a finished model), 143 preempted: SIGTERM arrived, a
+checkpoint of the current step was saved and a rerun resumes there. A failure prints one line on
+stderr ("rlhf-train: error: <field>: <problem>") and, when the output directory is known,
+records it in result.json.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_api.layout import result_path
-from rlhf_api.result import StageResult, write_result
+from rlhf_api.result import EXIT_CONFIG, EXIT_FAILED, StageResult, write_result
 from rlhf_api.stage_config import STAGES, TrainerJobConfig
+
+from . import preemption
 
 PROG = "rlhf-train"
 
@@ -42,7 +46,7 @@ def _validation_message(exc: Any) -> str:
     """The first pydantic error as 'field.path: message' (camelCase, as in the file)."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    text = str(first.get("msg", "invalid value"))
+    text = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"{where}: {text}" if where else text
 
 
@@ -125,23 +129,53 @@ def _pick_threads(cfg: TrainerJobConfig) -> None:
     torch.set_num_threads(1)
 
 
+COMPARE = "compare"
+
+
+def run_compare(path: str) -> int:
+    """`rlhf-train compare --config FILE`: the stage's starting model against its merged output."""
+    try:
+        raw = _read_file(path)
+        stage = raw.get("stage") if isinstance(raw, dict) else None
+        cfg = load_config(path, str(stage))
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), 2)
+    from rlhf_api.layout import eval_dir, merged_dir
+
+    from .compare import compare_stage_output
+    from .errors import StageError
+
+    _pick_threads(cfg)
+    try:
+        summary = compare_stage_output(cfg, merged_dir(cfg.output_dir))
+    except StageError as exc:
+        return _fail(str(exc), exc.exit_code)
+    print(f"{PROG}: compared {summary.prompts} prompts; wrote {eval_dir(cfg.work_dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage.")
-    parser.add_argument("stage", choices=STAGES, help="Which stage program to run.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage, or compare its output.")
+    parser.add_argument(
+        "stage",
+        choices=[*STAGES, COMPARE],
+        help="Which stage program to run; compare: the config's starting model against its merged output.",
+    )
     parser.add_argument("--config", required=True, help="The stage's YAML or JSON config file.")
     args = parser.parse_args(argv)
+    if args.stage == COMPARE:
+        return run_compare(args.config)
+    preemption.install()
     try:
         cfg = load_config(args.config, args.stage)
     except ValueError as exc:
-        return _fail(str(exc), 2)
-
-    # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
-    from .stages.common import exit_code
+        return _fail(str(exc), EXIT_CONFIG)
 
     _pick_threads(cfg)
+    # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
     module = importlib.import_module(f"rlhf_trainer.stages.{cfg.stage}")
     result: StageResult = module.run(cfg)
-    code = exit_code(result)
+    code = EXIT_FAILED if result.exit_code is None else result.exit_code
     if code != 0:
         return _fail(result.message or "stage failed", code)
     return 0

@@ -204,11 +204,6 @@ def eval_rows() -> list[dict[str, str]]:
     return [{"question": p.question, "answer": p.answer} for p in held_out]
 
 
-def training_questions() -> set[str]:
-    train, _ = _split_problems()
-    return {p.question for p in train}
-
-
 def prompt_formatter(template: str) -> Any:
     """question -> the template's text before {answer}."""
     head = template.split("{answer}", 1)[0]

@@ -8,6 +8,7 @@ Output columns per stage:
 - sft: `text`, or `prompt`/`completion`, or `messages` (chat)
 - reward, dpo: `prompt`/`chosen`/`rejected` (reward also accepts chosen/rejected alone)
 - ppo: a list of prompt strings (`load_prompts`)
+- grpo, rloo: `prompt` and the dataset's other columns, e.g. ground truth (`load_prompt_rows`)
 """
 
 from __future__ import annotations
@@ -281,42 +282,96 @@ def load_stage_data(dataset: DatasetConfig, stage: str, work_dir: str, seed: int
 
 def load_prompts(dataset: DatasetConfig, work_dir: str, seed: int) -> list[str]:
     """PPO prompts: the `prompt` column, or `question` formatted by the template's prompt part."""
-    return load_prompt_rows(dataset, work_dir, seed).prompts
+    return [str(row["prompt"]) for row in load_prompt_rows(dataset, work_dir, seed)]
 
 
-@dataclass
-class PromptRows:
-    """Prompts with the dataset's other columns, row-aligned (e.g. `answer`, the ground truth that
-    reward sources and label-agreement checks read)."""
+def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> AnyDataset:
+    """Prompts to sample from (PPO, GRPO, RLOO), with every other column kept (renamed by
+    `fields`) so that reward functions can read ground truth such as `answer`.
 
-    prompts: list[str]
-    columns: dict[str, list[Any]]
-
-
-def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> PromptRows:
-    """load_prompts, keeping the other columns; builtin:arithmetic brings `question` and `answer`."""
+    The prompt is the `prompt` column, or the template's prompt part formatted from the row.
+    builtin:arithmetic gives prompt, question and answer (the right sum) for its training
+    questions, shuffled by the seed.
+    """
     head, _ = split_template(dataset.template)
     if builtin.is_builtin_dataset(dataset.source):
         prompt_of = builtin.prompt_formatter(dataset.template)
         questions = builtin.ppo_questions(seed)
         if dataset.max_samples is not None:
             questions = questions[: dataset.max_samples]
-        answers = [builtin.correct_answer(q) for q in questions]
-        return PromptRows([prompt_of(q) for q in questions], {"question": questions, "answer": answers})
+        rows = [{"prompt": prompt_of(q), "question": q, "answer": builtin.correct_answer(q)} for q in questions]
+        return Dataset.from_list(rows)
     if dataset.source.startswith("builtin:"):
         raise StageError("dataset.source", f"unknown builtin dataset '{dataset.source}'", kind="config")
     train, _ = _load_raw(dataset.model_copy(update={"eval_fraction": 0.0}), seed)
     train = _rename(train, dataset.fields)
     columns = _columns(train)
-    rows = list(train)
-    others = {c: [row[c] for row in rows] for c in columns if c != "prompt"}
     if "prompt" in columns:
-        return PromptRows([str(row["prompt"]) for row in rows], others)
+        return train
     names = template_fields(head)
     if names and set(names) <= set(columns):
-        return PromptRows([head.format(**{n: str(row[n]) for n in names}) for row in rows], others)
-    _require(train, ["prompt"], "ppo prompts")
-    return PromptRows([], {})  # unreachable: _require raised
+        return train.map(lambda row: {"prompt": head.format(**{n: str(row[n]) for n in names})})
+    _require(train, ["prompt"], "prompts")
+    return train  # unreachable: _require raised
+
+
+@dataclass
+class PromptRows:
+    """load_prompt_rows in memory: the prompts and the other columns, row-aligned (e.g. `answer`,
+    the ground truth that reward sources and label-agreement checks read). ReST and RLAIF."""
+
+    prompts: list[str]
+    columns: dict[str, list[Any]]
+
+
+def prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> PromptRows:
+    rows = list(load_prompt_rows(dataset, work_dir, seed))
+    names = [c for c in (rows[0] if rows else {}) if c != "prompt"]
+    return PromptRows([str(r["prompt"]) for r in rows], {c: [r[c] for r in rows] for c in names})
+
+
+def dataset_columns(ds: AnyDataset) -> list[str]:
+    """Column names, also of a streamed dataset that only knows them after a peek."""
+    return _columns(ds)
+
+
+@dataclass(frozen=True)
+class HeldOutPrompt:
+    prompt: str
+    reference: str | None  # the dataset's answer, when it has one (shown beside the generations)
+    question: str | None = None  # builtin task: the question, for checking the exact answer
+
+
+# Columns that hold a reference answer, in order of preference.
+_REFERENCE_COLUMNS = ("answer", "completion", "chosen")
+
+
+def load_heldout_prompts(dataset: DatasetConfig, work_dir: str, seed: int, limit: int) -> list[HeldOutPrompt]:
+    """At most `limit` prompts never trained on: builtin held-out questions, or the eval split
+    (evalSplit, else the evalFraction held out with the same seed as in training)."""
+    head, _ = split_template(dataset.template)
+    if builtin.is_builtin_dataset(dataset.source):
+        prompt_of = builtin.prompt_formatter(dataset.template)
+        rows = builtin.eval_rows()[:limit]
+        return [HeldOutPrompt(prompt_of(r["question"]), r["answer"], r["question"]) for r in rows]
+    _, evals = _load_raw(dataset, seed)
+    if evals is None:
+        raise StageError(
+            "dataset.evalSplit", "the comparison needs held-out prompts: set dataset.evalSplit or evalFraction > 0"
+        )
+    evals = _rename(evals, dataset.fields)
+    columns = _columns(evals)
+    names = template_fields(head)
+    if "prompt" not in columns and not (names and set(names) <= set(columns)):
+        _require(evals, ["prompt"], "held-out prompts")
+    reference = next((c for c in _REFERENCE_COLUMNS if c in columns), None)
+    found: list[HeldOutPrompt] = []
+    for row in evals:
+        if len(found) >= limit:
+            break
+        prompt = str(row["prompt"]) if "prompt" in columns else head.format(**{n: str(row[n]) for n in names})
+        found.append(HeldOutPrompt(prompt, str(row[reference]) if reference else None))
+    return found
 
 
 # ----------------------------------------------------------------------------- votes -> pairs

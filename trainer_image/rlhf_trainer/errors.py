@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rlhf_api.result import EXIT_CONFIG, EXIT_FAILED
+
 
 class StageError(Exception):
     """Bad input to a stage, e.g. StageError('dataset.fields.question', "column 'q' not in dataset").
@@ -18,4 +20,4 @@ class StageError(Exception):
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.kind == "config" else 1
+        return EXIT_CONFIG if self.kind == "config" else EXIT_FAILED

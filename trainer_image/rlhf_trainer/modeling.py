@@ -5,13 +5,14 @@
 - Quantized bases (8-bit, 4-bit NF4) come from bitsandbytes; on CPU the 4-bit layers get the
   gradient-trap fix from DESIGN.md (`fix_bnb_cpu_layout`).
 - `save_merged` writes `<out>/adapter` and `<out>/merged`; a quantized base is reloaded in full
-  precision for the merge, so the merged model is a plain loadable checkpoint.
+  precision for the merge (as the stage loaded it: revision, remote code), so the merged model is
+  a plain loadable checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +31,17 @@ from . import builtin
 from .errors import StageError
 
 TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
-# Written next to a saved adapter: how its base was loaded, so the merge can reload it.
-_BASE_INFO = "rlhf_base.json"
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """The model a stage trained on, as the stage loaded it: what save_merged reloads in full
+    precision to merge a LoRA adapter trained on a quantized (QLoRA) base."""
+
+    model: ModelConfig
+    quantization: QuantizationConfig
+    work_dir: str
+    field: str = "model"
 
 
 def _looks_local(name: str) -> bool:
@@ -74,13 +84,18 @@ def _load_kwargs(model: ModelConfig) -> dict[str, Any]:
     return kwargs
 
 
-def load_tokenizer(model: ModelConfig, work_dir: str, field: str = "model") -> PreTrainedTokenizerBase:
-    """The model's tokenizer, with a pad token (eos, else unk, when it has none)."""
+def load_saved_tokenizer(model: ModelConfig, work_dir: str, field: str = "model") -> PreTrainedTokenizerBase:
+    """The model's tokenizer as saved, special tokens untouched."""
     path = resolve_model_path(model, work_dir, field)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **_load_kwargs(model))
+        return AutoTokenizer.from_pretrained(path, **_load_kwargs(model))
     except (OSError, ValueError) as exc:
         raise StageError(f"{field}.name", f"cannot load a tokenizer from '{model.name}': {exc}") from exc
+
+
+def load_tokenizer(model: ModelConfig, work_dir: str, field: str = "model") -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (eos, else unk, when it has none)."""
+    tokenizer = load_saved_tokenizer(model, work_dir, field)
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:
@@ -146,8 +161,6 @@ def _load(
         raise StageError(f"{field}.name", f"cannot load model '{model.name}': {exc}") from exc
     if quant.mode != "none":
         fix_bnb_cpu_layout(loaded)
-    # Remember how the base was loaded, for save_merged's full-precision reload.
-    loaded._rlhf_base = {"path": path, "quant": quant.mode, "compute_dtype": quant.compute_dtype}
     return loaded  # type: ignore[no-any-return]
 
 
@@ -211,7 +224,6 @@ def is_quantized(model: torch.nn.Module) -> bool:
 
 def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: TaskType) -> Any:
     """Wrap the model with trainable LoRA adapters, or make it fully trainable when disabled."""
-    base_info = getattr(model, "_rlhf_base", None)
     if not lora.enabled:
         if is_quantized(model):
             raise StageError("lora.enabled", "a quantized base can only be trained with LoRA (set lora.enabled: true)")
@@ -236,8 +248,6 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: TaskType) ->
         peft_model = get_peft_model(model, peft_config)
     except ValueError as exc:
         raise StageError("lora.targetModules", str(exc)) from exc
-    if base_info is not None:
-        peft_model._rlhf_base = base_info
     return peft_model
 
 
@@ -245,11 +255,11 @@ def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") and not hasattr(model, "peft_config") else model
 
 
-def save_merged(model: Any, tokenizer: Any, output_dir: str) -> tuple[str, str | None]:
+def save_merged(model: Any, tokenizer: Any, output_dir: str, base: BaseWeights) -> tuple[str, str | None]:
     """Write `<out>/merged` (a plain model + tokenizer) and, for LoRA, `<out>/adapter`.
 
     Merging mutates `model` (merge_and_unload); call it last. For a quantized base the merge
-    happens on a fresh full-precision copy of the base, in the quantization compute dtype.
+    happens on a fresh full-precision copy of `base`, in the quantization compute dtype.
     """
     from peft import PeftModel
 
@@ -263,12 +273,9 @@ def save_merged(model: Any, tokenizer: Any, output_dir: str) -> tuple[str, str |
     adapter_path = str(Path(output_dir) / ADAPTER)
     model.save_pretrained(adapter_path)
     tokenizer.save_pretrained(adapter_path)
-    base_info = getattr(model, "_rlhf_base", None) or {}
-    with open(Path(adapter_path) / _BASE_INFO, "w") as f:
-        json.dump(base_info, f)
 
     if is_quantized(model.get_base_model()):
-        merged = _merge_into_full_precision(model, adapter_path, base_info)
+        merged = _merge_into_full_precision(model, adapter_path, base)
     else:
         merged = model.merge_and_unload()
     merged.save_pretrained(merged_path)
@@ -276,15 +283,20 @@ def save_merged(model: Any, tokenizer: Any, output_dir: str) -> tuple[str, str |
     return merged_path, adapter_path
 
 
-def _merge_into_full_precision(model: Any, adapter_path: str, base_info: dict[str, Any]) -> Any:
+def full_precision_kwargs(base: BaseWeights, task: str) -> dict[str, Any]:
+    """from_pretrained kwargs for the merge's reload: as the stage loaded the base (revision,
+    remote code), unquantized, in the quantization compute dtype."""
+    extra: dict[str, Any] = {"num_labels": 1} if task == "SEQ_CLS" else {}
+    return _load_kwargs(base.model) | {"dtype": getattr(torch, base.quantization.compute_dtype)} | extra
+
+
+def _merge_into_full_precision(model: Any, adapter_path: str, base: BaseWeights) -> Any:
     from peft import PeftModel
 
-    base_path = base_info.get("path") or model.peft_config["default"].base_model_name_or_path
-    dtype = getattr(torch, base_info.get("compute_dtype", "float32"))
     task = model.peft_config["default"].task_type
     auto_cls = AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
-    extra: dict[str, Any] = {"num_labels": 1} if task == "SEQ_CLS" else {}
-    base = auto_cls.from_pretrained(base_path, dtype=dtype, **extra)
+    path = resolve_model_path(base.model, base.work_dir, base.field)
+    full = auto_cls.from_pretrained(path, **full_precision_kwargs(base, task))
     if task == "SEQ_CLS":
-        base.config.pad_token_id = model.config.pad_token_id
-    return PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
+        full.config.pad_token_id = model.config.pad_token_id
+    return PeftModel.from_pretrained(full, adapter_path).merge_and_unload()

@@ -324,7 +324,8 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         if jobs[name].state == "Succeeded":
             jobs[name] = dataclasses.replace(jobs[name], result=result, result_error=error)
         else:
-            jobs[name] = dataclasses.replace(jobs[name], message=failure_message(jobs[name].message, result, pods))
+            message = failure_message(jobs[name].message, result, pods)
+            jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
     outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings)
 

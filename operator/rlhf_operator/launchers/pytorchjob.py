@@ -68,7 +68,7 @@ def pod_spec(run: RLHFRun, stage: StagePlan, settings: OperatorSettings) -> dict
         "name": PYTORCH_CONTAINER,
         "image": placement.image,
         "command": trainer_command(stage),
-        "env": trainer_env(run),
+        "env": trainer_env(run, stage),
         "volumeMounts": volume_mounts(run),
         # The trainer writes its result JSON to /dev/termination-log; when it dies before that
         # (OOM, import error), the log tail becomes the message instead.

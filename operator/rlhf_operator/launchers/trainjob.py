@@ -82,7 +82,7 @@ class TrainJobLauncher:
         trainer: dict[str, Any] = {
             "image": placement.image,
             "command": trainer_command(stage),
-            "env": trainer_env(run),
+            "env": trainer_env(run, stage),
             "numNodes": placement.workers,
             "numProcPerNode": placement.processes_per_worker,
         }

@@ -94,7 +94,7 @@ class LocalBackend:
         observed = {}
         for name, record in self.jobs.items():
             job = self.launcher.observe(record)
-            if job.state == "Succeeded":
+            if job.state == "Succeeded" or (job.state == "Failed" and record["status"].get("resultFresh")):
                 result = read_result(layout.result_path(str(record["spec"]["outputDir"])))
                 error = None if result is not None else "result.json is missing or unreadable"
                 job = dataclasses.replace(job, result=result, result_error=error)
@@ -161,6 +161,7 @@ class LocalBackend:
         out = Path(spec["outputDir"])
         out.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, RLHF_TERMINATION_LOG=str(out / TERMINATION_LOG), PYTHONUNBUFFERED="1")
+        env.update(spec.get("env") or {})
         log = open(out / STAGE_LOG, "a")  # noqa: SIM115  (closed by the reader thread)
         popen = subprocess.Popen(
             spec["command"],
@@ -226,7 +227,7 @@ class LocalBackend:
         elif code == 0:
             status["state"] = "Succeeded"
         elif fresh and result is not None and result.message:
-            status["message"] = result.message
+            status["message"], status["resultFresh"] = result.message, True
         else:
             last = process.tail[-1] if process.tail else "no output"
             status["message"] = f"exit code {code}: {last}" if code >= 0 else f"killed by signal {-code}"

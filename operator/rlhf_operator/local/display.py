@@ -12,7 +12,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from rich.console import Console
 from rlhf_api.status import RLHFRunStatus
+
+from ..report.build import REPORT_HTML, REPORT_JSON
+from .progress_text import describe, step_of
+from .summary_table import summary
+from .throttle import ProgressThrottle
 
 # (event type Normal|Warning, reason, message): one run event, as posted on a cluster.
 EventNote = tuple[str, str, str]
@@ -49,7 +55,7 @@ SUMMARY_METRICS = (
     "mean_confidence",
     "label_agreement",
 )
-_TAIL = 8
+TAIL_LINES = 8  # a failed stage's last output lines, shown with its failure
 
 
 class Display(Protocol):
@@ -65,11 +71,9 @@ class Display(Protocol):
 def format_progress(stage: str, event: dict[str, Any]) -> str | None:
     """One line for a progress event, or None when it has nothing worth a line."""
     event = {k: v for k, v in event.items() if k != "stage"}
-    kind = event.pop("event", None)
-    if kind == "done":
-        return None  # the stage's result is shown when the state machine records it
-    if kind is not None:
-        return f"[{stage}] {kind}" + "".join(f" {k}={v}" for k, v in event.items())
+    if event.get("event") is not None:
+        text = describe(event)  # done and merged say nothing: the state machine reports the end
+        return f"[{stage}] {text}" if text else None
     step, total = event.pop("step", None), event.pop("max_steps", None)
     head = f"[{stage}]" + (f" step {step}/{total}" if total else f" step {step}" if step is not None else "")
     parts = []
@@ -85,13 +89,28 @@ def metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in shown) or "see result.json"
 
 
-class PlainDisplay:
-    """Plain lines, for logs and terminals alike."""
+def finish_lines(status: RLHFRunStatus, root: Path) -> list[str]:
+    """What the run's end says besides the summary table: outcome, what next, where the report is."""
+    html, json_report = root / REPORT_HTML, root / REPORT_JSON
+    report = f"{html} (status: {json_report})" if html.is_file() else str(json_report)
+    if status.phase == "Succeeded":
+        return [f"run succeeded. Report: {report}"]
+    if status.phase == "Suspended":
+        return [f"run suspended. Run the same command again to resume. Report: {report}"]
+    return [
+        f"run {status.phase.lower()}: {status.message}",
+        f"finished stages are kept; run the same command again to retry. Report: {report}",
+    ]
 
-    def __init__(self, out: TextIO | None = None) -> None:
+
+class PlainDisplay:
+    """Plain lines, for logs and terminals alike: a stage's progress every 10% (ProgressThrottle)."""
+
+    def __init__(self, out: TextIO | None = None, throttle: ProgressThrottle | None = None) -> None:
         self.out = out or sys.stdout
         self.tails: dict[str, deque[str]] = {}
         self.phases: dict[str, str] = {}
+        self.throttle = throttle or ProgressThrottle()
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -99,11 +118,15 @@ class PlainDisplay:
 
     def progress(self, stage: str, event: dict[str, Any]) -> None:
         line = format_progress(stage, event)
+        position = step_of(event)
+        if line and position is not None:
+            timing = self.throttle.due(stage, *position)
+            line = None if timing is None else f"{line} | {timing}" if timing else line
         if line:
             self.say(line)
 
     def output(self, stage: str, line: str) -> None:
-        self.tails.setdefault(stage, deque(maxlen=_TAIL)).append(line)
+        self.tails.setdefault(stage, deque(maxlen=TAIL_LINES)).append(line)
 
     def transition(self, status: RLHFRunStatus, events: list[EventNote]) -> None:
         for type_, _reason, message in events:
@@ -112,6 +135,8 @@ class PlainDisplay:
             before, self.phases[stage.name] = self.phases.get(stage.name), stage.phase
             if before == stage.phase or (before is None and stage.phase in ("Succeeded", "Skipped")):
                 continue  # unchanged, or finished before this command started
+            if stage.phase == "Running":
+                self.throttle.reset(stage.name)
             if stage.phase == "Succeeded":
                 self.say(f"[{stage.name}] done: {metrics_line(stage.metrics)}")
             elif stage.phase in ("Retrying", "Failed"):
@@ -120,11 +145,8 @@ class PlainDisplay:
                     self.say("\n".join(f"  | {line}" for line in tail))
 
     def finish(self, status: RLHFRunStatus, root: Path) -> None:
-        report = root / "report.json"
-        if status.phase == "Succeeded":
-            self.say(f"run succeeded. Report: {report}")
-        elif status.phase == "Suspended":
-            self.say(f"run suspended. Run the same command again to resume. Report: {report}")
-        else:
-            self.say(f"run {status.phase.lower()}: {status.message}")
-            self.say(f"finished stages are kept; run the same command again to retry. Report: {report}")
+        console = Console(file=self.out, width=120, no_color=True, highlight=False)
+        console.print()
+        console.print(summary(status, root))
+        for line in finish_lines(status, root):
+            self.say(line)

@@ -17,6 +17,7 @@ from rlhf_api.naming import job_name, labels
 from rlhf_api.spec import RLHFRun
 
 from ..api_ref import ApiRef
+from ..manifests.pod import SHUTDOWN_TIMEOUT_ENV, shutdown_timeout
 from ..observed_job import JobState, ObservedJob, observe_common
 from ..plan import StagePlan
 from ..settings import OperatorSettings
@@ -66,6 +67,8 @@ class LocalLauncher:
                 "outputDir": stage.output_dir,
                 "command": stage_command(stage.name, config_path, nproc),
                 "nproc": nproc,
+                # torchrun's grace for its workers after SIGTERM (Ctrl-C): as long as a pod's.
+                "env": {SHUTDOWN_TIMEOUT_ENV: str(shutdown_timeout(stage.placement))} if nproc > 1 else {},
                 "suspend": suspend,
             },
         }

@@ -31,6 +31,7 @@ from rlhf_api.status import RLHFRunStatus
 
 from ..plan import run_root
 from ..reconcile import Outcome, PostEvent, load_status, reconcile
+from ..report.build import write_report_at_end
 from ..settings import OperatorSettings
 from .backend import LocalBackend
 from .display import Display, EventNote, PlainDisplay
@@ -137,6 +138,7 @@ class LocalRun:
                 outcome = self._drive()
         except KeyboardInterrupt:
             outcome = self._suspend()
+        write_report_at_end(self.root, outcome.status)
         self.display.finish(outcome.status, self.root)
         return outcome.status
 

@@ -29,6 +29,7 @@ CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
 
 TRAINER_PROGRAM = "rlhf-train"
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # read by torchrun
 
 
 def is_distributed(placement: ResolvedPlacement) -> bool:
@@ -58,13 +59,26 @@ def _secret_env(name: str, secret: Any) -> dict[str, Any]:
     }
 
 
-def trainer_env(run: RLHFRun) -> list[dict[str, Any]]:
+# Seconds of the grace period kept for torchrun itself to exit after its workers.
+_SHUTDOWN_MARGIN = 10
+
+
+def shutdown_timeout(placement: ResolvedPlacement) -> int:
+    """How long torchrun lets its workers checkpoint after SIGTERM before it SIGKILLs them
+    (its default, 30 s, is shorter than most checkpoints of a large model): the pod's grace
+    period, less a margin."""
+    return max(1, placement.termination_grace_period_seconds - _SHUTDOWN_MARGIN)
+
+
+def trainer_env(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
     """Env for the trainer container. Credentials come only from Secret references."""
     spec = run.spec
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HF_HOME", "value": posixpath.join(spec.storage.mount_path, HF_HOME_DIR)},
     ]
+    if is_distributed(stage.placement):
+        env.append({"name": SHUTDOWN_TIMEOUT_ENV, "value": str(shutdown_timeout(stage.placement))})
     if spec.secrets.hf_token is not None:
         env.append(_secret_env("HF_TOKEN", spec.secrets.hf_token))
     if spec.secrets.wandb_api_key is not None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from rlhf_api import reasons
 from rlhf_api.naming import job_name
+from rlhf_api.result import EXIT_CONFIG
 from rlhf_api.spec import RLHFRun
 from rlhf_api.status import Condition, RLHFRunStatus, RunPhase, StageStatus, condition, kstatus_conditions
 from rlhf_api.validation import RunInvalid, parse_run
@@ -354,7 +355,15 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             _stage_succeeded(step, stage, stage_plan, job)
             continue
         if job.state == "Failed":
-            _stage_failed(step, stage, stage_plan, job.message or "the job failed", reasons.STAGE_RETRYING)
+            result = job.result
+            why = job.message or "the job failed"
+            if result is not None and result.preempted:
+                _stage_preempted(step, stage, why)
+            elif result is not None and result.exit_code == EXIT_CONFIG:
+                why = f"{why} (a configuration error: not retried)"
+                _stage_failed(step, stage, stage_plan, why, reasons.STAGE_FAILED, retry=False)
+            else:
+                _stage_failed(step, stage, stage_plan, why, reasons.STAGE_RETRYING)
             if stage.phase == "Retrying":
                 _advance_retry(step, stage, stage_plan)
             return
@@ -410,9 +419,27 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     )
 
 
-def _stage_failed(step: _Step, stage: StageStatus, stage_plan: StagePlan, why: str, reason: str) -> None:
-    """A failed attempt: retried after the backoff while retries are left, else the stage fails."""
-    if stage.attempts <= stage_plan.retries:
+def _stage_preempted(step: _Step, stage: StageStatus, why: str) -> None:
+    """SIGTERM (drain, spot reclaim, Kueue preemption): the trainer checkpointed the step it was
+    at. Not the stage's fault: retried at once, not counted against `retries`."""
+    stage.preemptions = (stage.preemptions or 0) + 1
+    stage.phase = "Retrying"
+    stage.retry_after = None
+    stage.message = f"attempt {stage.attempts} preempted: {why}"
+    step.note(
+        f"{stage.name}-preempted-{stage.attempts}",
+        f"stage {stage.name} attempt {stage.attempts} preempted ({why}); resuming",
+        reasons.STAGE_PREEMPTED,
+        warning=True,
+    )
+
+
+def _stage_failed(
+    step: _Step, stage: StageStatus, stage_plan: StagePlan, why: str, reason: str, retry: bool = True
+) -> None:
+    """A failed attempt: retried after the backoff while retries are left, else the stage fails.
+    Preempted attempts do not count against `retries`."""
+    if retry and stage.attempts - (stage.preemptions or 0) <= stage_plan.retries:
         delay = backoff_seconds(stage_plan, stage.attempts)
         stage.phase = "Retrying"
         stage.retry_after = rfc3339(step.now + timedelta(seconds=delay))

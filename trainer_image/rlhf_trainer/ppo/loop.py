@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from rlhf_api import layout, progress
 
+from .. import preemption
 from . import distributed as dist
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .engine import PPOEngine
@@ -83,6 +84,8 @@ def train_loop(
 ) -> dict[str, Any]:
     """Run cfg.steps PPO iterations, resuming from the latest checkpoint under output_dir.
 
+    After SIGTERM (see preemption): checkpoint at the step just done, then raise Preempted.
+
     `extra_state` (JSON-able) is stored in every checkpoint and returned from the one resumed,
     so a stage can keep facts like the accuracy measured before training. Returns
     {"stats": last step's stats, "extra": extra state, "resumed_from": step or None}.
@@ -126,8 +129,11 @@ def train_loop(
                     writer.flush()
             if on_step is not None:
                 on_step(done, last_stats)
-            if done % cfg.save_steps == 0 or done == cfg.steps:
+            stop = preemption.stop_agreed()  # every rank, every step: all stop at the same step
+            if stop or done % cfg.save_steps == 0 or done == cfg.steps:
                 save_checkpoint(root, done, engine, {"extra": extra, "stats": last_stats})
+            if stop:
+                raise preemption.Preempted(done, cfg.steps, resumed_from)
     finally:
         if writer is not None:
             writer.close()

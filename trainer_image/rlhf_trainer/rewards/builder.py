@@ -114,4 +114,4 @@ def _score_of(
             )
         return exact_match(column, source.extract or "firstLine")
     assert source.function is not None  # type function, by RewardSource validation
-    return import_reward_function(source.function, f"{where}.function")
+    return import_reward_function(source.function, where, source.python_path)

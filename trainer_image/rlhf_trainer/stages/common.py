@@ -10,17 +10,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhf_api import progress
 from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
-from rlhf_api.result import StageResult, write_result
-from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
+from rlhf_api.result import EXIT_FAILED, EXIT_PREEMPTED, EXIT_SUCCEEDED, StageResult, write_result
+from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens
 from transformers import TrainerCallback
 
+from .. import preemption
 from ..errors import StageError
+from ..handover import check_inputs, models_used
+from ..preemption import Preempted
+
+if TYPE_CHECKING:
+    from ..modeling import BaseWeights
 
 __all__ = [
+    "PreemptionCallback",
     "ProgressCallback",
     "StageError",
     "StageOutputs",
@@ -39,6 +46,9 @@ class StageOutputs:
     merged_path: str | None = None
     adapter_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    steps: int | None = None  # optimizer (or PPO) steps done in total
+    planned_steps: int | None = None  # steps the stage was set to train
+    resumed_from_step: int | None = None  # the checkpoint this attempt resumed from
 
 
 def rank() -> int:
@@ -80,11 +90,12 @@ def latest_checkpoint(directory: str) -> str | None:
 
 
 def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOutputs]) -> StageResult:
-    """Run a stage body and record the outcome in result.json (rank 0 only).
+    """Check the inputs (handover), run a stage body, record the outcome in result.json (rank 0).
 
-    StageError -> status failed with "field: message"; any other exception -> failed with the
-    exception's one-line summary (traceback on stderr). Never raises; the caller maps the
-    returned status to an exit code.
+    StageError -> status failed with "field: message"; SIGTERM (Preempted) -> failed and
+    preempted, with the step of the checkpoint saved; any other exception -> failed with the
+    exception's one-line summary (traceback on stderr). Never raises; the result carries the
+    process's exit code.
     """
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +104,9 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
     try:
-        outputs = body(cfg)
+        with preemption.interruptible():
+            check_inputs(cfg)
+            outputs = body(cfg)
         result = StageResult(
             stage=cfg.stage,
             status="succeeded",
@@ -103,14 +116,28 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             metrics={k: float(v) for k, v in outputs.metrics.items()},
             started_at=started,
             finished_at=_now(),
+            steps=outputs.steps,
+            planned_steps=outputs.planned_steps,
+            resumed_from_step=outputs.resumed_from_step,
+            exit_code=EXIT_SUCCEEDED,
+        )
+        if cfg.compare is not None and is_main_process():
+            _compare_into(cfg, result)
+    except Preempted as stop:
+        result = _failed(cfg, started, stop.message, EXIT_PREEMPTED).model_copy(
+            update={
+                "preempted": True,
+                "steps": stop.step,
+                "planned_steps": stop.planned_steps,
+                "resumed_from_step": stop.resumed_from,
+            }
         )
     except StageError as exc:
-        result = _failed(cfg, started, str(exc))
-        result._exit_code = exc.exit_code  # type: ignore[attr-defined]
+        result = _failed(cfg, started, str(exc), exc.exit_code)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
-        result = _failed(cfg, started, summary)
+        result = _failed(cfg, started, summary, EXIT_FAILED)
     if is_main_process():
         write_result(result, result_path(cfg.output_dir))
         if result.status == "succeeded":
@@ -118,7 +145,23 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     return result
 
 
-def _failed(cfg: TrainerJobConfig, started: str, message: str) -> StageResult:
+def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
+    """The final stage's last step: the side-by-side comparison, its summary into the metrics.
+
+    The trained model is kept whatever happens here: a failed comparison is reported in the
+    result's message, not as a failed stage (a retry would train again for nothing)."""
+    from ..compare import compare_stage_output  # torch-heavy, and only the final stage needs it
+
+    try:
+        summary = compare_stage_output(cfg, result.merged_path)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        result.message = f"comparison failed: {type(exc).__name__}: {exc}".splitlines()[0][:1000]
+        return
+    result.metrics.update(summary.metrics())
+
+
+def _failed(cfg: TrainerJobConfig, started: str, message: str, code: int) -> StageResult:
     return StageResult(
         stage=cfg.stage,
         status="failed",
@@ -126,17 +169,20 @@ def _failed(cfg: TrainerJobConfig, started: str, message: str) -> StageResult:
         message=message,
         started_at=started,
         finished_at=_now(),
+        exit_code=code,
     )
 
 
-def exit_code(result: StageResult) -> int:
-    if result.status == "succeeded":
-        return 0
-    return int(getattr(result, "_exit_code", 1))
+def trained_base(cfg: TrainerJobConfig) -> BaseWeights:
+    """The model the stage trains, as it loads it: what the merge reloads."""
+    from ..modeling import BaseWeights
+
+    field, model = models_used(cfg)[0]
+    return BaseWeights(model=model, quantization=cfg.section.quantization, work_dir=cfg.work_dir, field=field)
 
 
-def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int) -> dict[str, Any]:
-    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO).
+def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: int) -> dict[str, Any]:
+    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO, GRPO, RLOO).
 
     On CPU: use_cpu and no bf16 (TRL defaults to bf16, which is slow and lossy there), and no
     activation checkpointing unless asked (TRL turns it on by default).
@@ -178,6 +224,39 @@ def resume_point(cfg: TrainerJobConfig) -> str | None:
     return latest_checkpoint(checkpoints_dir(cfg.output_dir))
 
 
+class PreemptionCallback(TrainerCallback):
+    """Once any rank received SIGTERM: save a checkpoint at the end of the step in progress and
+    stop. The Trainer's checkpoint holds the model, optimizer, scheduler, every rank's RNG
+    states and the step (the data position: on resume the Trainer skips the batches already
+    seen), so the next attempt continues exactly where this one stopped."""
+
+    def __init__(self) -> None:
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        # Every rank runs this at every optimizer step, so the all-reduce inside lines up.
+        if preemption.stop_agreed():
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+
+class _Finished(Exception):
+    """The checkpoint resumed from already reached the planned steps (raised before the loop)."""
+
+
+class _StopIfFinished(TrainerCallback):
+    """Resumed at or past max_steps in the middle of an epoch, transformers 5.23 trains one step
+    more than planned (measured: a rerun from checkpoint-4 of 4 trained and saved step 5, so a
+    retried stage would not equal an uninterrupted one). By on_train_begin the checkpoint's
+    model, optimizer and state are loaded: stop there instead."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if 0 < state.max_steps <= state.global_step:
+            raise _Finished()
+
+
 class ProgressCallback(TrainerCallback):
     """Turns the Trainer's log events into progress lines (main process only)."""
 
@@ -204,14 +283,28 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
     resume = resume_point(cfg)
     if resume and is_main_process():
         progress.emit(cfg.stage, event="resume", checkpoint=resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics: dict[str, float] = {"train_loss": float(result.training_loss)}
-    metrics["global_step"] = float(trainer.state.global_step)
+    stop = PreemptionCallback()
+    trainer.add_callback(stop)
+    trainer.add_callback(_StopIfFinished())
+    result = None
+    try:
+        with preemption.training():
+            result = trainer.train(resume_from_checkpoint=resume)
+    except _Finished:
+        pass  # resumed from the last step's checkpoint: the model is loaded, nothing left to train
+    # A signal during the last step's save ends training normally: that checkpoint is the stop.
+    if stop.stopped_at is not None or preemption.stop_agreed():
+        finish(trainer)  # every rank's part of the checkpoint (its RNG state) is on disk
+        state = trainer.state
+        raise Preempted(state.global_step, state.max_steps, _step_of(resume) if resume else None)
+    metrics: dict[str, float] = {"global_step": float(trainer.state.global_step)}
     if resume:
         metrics["resumed_from_step"] = float(_step_of(resume))
-    for key in ("train_runtime", "train_samples_per_second"):
-        if key in result.metrics:
-            metrics[key] = float(result.metrics[key])
+    if result is not None:
+        metrics["train_loss"] = float(result.training_loss)
+        for key in ("train_runtime", "train_samples_per_second"):
+            if key in result.metrics:
+                metrics[key] = float(result.metrics[key])
     if evaluate and trainer.eval_dataset is not None:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float):
@@ -226,10 +319,18 @@ def train_evaluate_merge(
     metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it."""
     from ..modeling import save_merged  # torch-heavy: imported only where a stage runs
 
-    outputs = StageOutputs(metrics=fit(trainer, cfg))
+    metrics = fit(trainer, cfg)
+    outputs = StageOutputs(
+        metrics=metrics,
+        steps=trainer.state.global_step,
+        planned_steps=trainer.state.max_steps,
+        resumed_from_step=int(metrics["resumed_from_step"]) if "resumed_from_step" in metrics else None,
+    )
     if is_main_process():
         outputs.metrics.update(evaluate(trainer.model, trainer.processing_class))
-        outputs.merged_path, outputs.adapter_path = save_merged(trainer.model, trainer.processing_class, cfg.output_dir)
+        outputs.merged_path, outputs.adapter_path = save_merged(
+            trainer.model, trainer.processing_class, cfg.output_dir, trained_base(cfg)
+        )
     finish(trainer)
     return outputs
 
@@ -259,7 +360,7 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
     task = cfg.eval_task or section.dataset
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        max_new_tokens = getattr(getattr(section, "training", None), "eval_max_new_tokens", 8)
+        max_new_tokens = eval_max_new_tokens(section)
         accuracy = task_accuracy(model, tokenizer, task, cfg.work_dir, max_new_tokens)
         return {} if accuracy is None else {"task_accuracy": accuracy}
 

@@ -16,6 +16,7 @@ from rlhf_api import progress
 from rlhf_api.result import StageResult
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
+from .. import preemption
 from ..data import load_prompts
 from ..evaluate import task_accuracy
 from ..modeling import (
@@ -31,7 +32,7 @@ from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
 from ..ppo.reward import RewardModelScorer
 from ..ppo.value_head import ActorCritic, ValueHead
-from .common import StageError, StageOutputs, run_stage
+from .common import StageError, StageOutputs, run_stage, trained_base
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:
@@ -95,14 +96,19 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
 
     scorer = RewardModelScorer(reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
-    outcome = train_loop(
-        engine,
-        prompts,
-        cfg.output_dir,
-        seed=section.seed,
-        extra_state={"task_accuracy_before": accuracy_before},
-        tensorboard="tensorboard" in cfg.report_to,
-    )
+    with preemption.training():
+        outcome = train_loop(
+            engine,
+            prompts,
+            cfg.output_dir,
+            seed=section.seed,
+            extra_state={"task_accuracy_before": accuracy_before},
+            tensorboard="tensorboard" in cfg.report_to,
+        )
+    # Past the end of the last step (its checkpoint saved): a SIGTERM now stops at that step.
+    steps_done = max(training.steps, outcome["resumed_from"] or 0)
+    if preemption.stop_agreed():
+        raise preemption.Preempted(steps_done, training.steps, outcome["resumed_from"])
     stats, extra = outcome["stats"], outcome["extra"]
     accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir)
 
@@ -122,10 +128,17 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
 
     merged_path = adapter_path = None
     if dist.rank() == 0:
-        merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir)
+        merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir, trained_base(cfg))
         progress.emit("ppo", event="merged", path=merged_path)
     dist.barrier()
-    return StageOutputs(merged_path=merged_path, adapter_path=adapter_path, metrics=metrics)
+    return StageOutputs(
+        merged_path=merged_path,
+        adapter_path=adapter_path,
+        metrics=metrics,
+        steps=steps_done,
+        planned_steps=training.steps,
+        resumed_from_step=outcome["resumed_from"],
+    )
 
 
 def _has_checkpoint(output_dir: str) -> bool:

@@ -25,16 +25,25 @@ from rlhf_api.result import StageResult
 from rlhf_api.stage_config import RestStageConfig, TrainerJobConfig
 from transformers import set_seed
 
-from ..data import PromptRows, load_prompt_rows
+from .. import preemption
+from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
-from ..modeling import apply_lora, is_quantized, load_causal_lm, save_merged
+from ..modeling import BaseWeights, apply_lora, is_quantized, load_causal_lm, save_merged
 from ..rest.schedule import Step, grow_prompts, kept, steps, threshold
 from ..rest.store import Iteration, RestState, samples_path
 from ..rewards import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
-from .common import ProgressCallback, StageOutputs, latest_checkpoint, run_stage, trainer_arguments, world_size
+from .common import (
+    PreemptionCallback,
+    ProgressCallback,
+    StageOutputs,
+    latest_checkpoint,
+    run_stage,
+    trainer_arguments,
+    world_size,
+)
 
 STEPS_DIR = "steps"
 
@@ -54,6 +63,8 @@ class _Run:
         self.cfg, self.section, self.rows, self.rewards = cfg, section, rows, rewards
         self.out = Path(cfg.output_dir)
         self.task = cfg.eval_task or section.dataset
+        # Improve steps done and planned: the stage's steps in result.json (and when preempted)
+        self.done, self.planned = 0, section.grow_steps * section.improve_steps
         self.writer: Any = None
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter
@@ -134,9 +145,15 @@ class _Run:
         resume = latest_checkpoint(str(checkpoints))
         if resume:
             progress.emit("rest", event="resume", checkpoint=resume)
-        loss = float(trainer.train(resume_from_checkpoint=resume).training_loss)
+        stop = PreemptionCallback()  # SIGTERM: checkpoint the step in progress, the next attempt resumes it
+        trainer.add_callback(stop)
+        with preemption.training():
+            loss = float(trainer.train(resume_from_checkpoint=resume).training_loss)
+        if stop.stopped_at is not None:
+            raise preemption.Preempted(self.done, self.planned)
         accuracy = self.accuracy(trainer.model, tokenizer)
-        merged, _ = save_merged(trainer.model, tokenizer, str(step_dir))
+        base = BaseWeights(model=policy, quantization=section.quantization, work_dir=self.cfg.work_dir, field="model")
+        merged, _ = save_merged(trainer.model, tokenizer, str(step_dir), base)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the merged model is this step's resume point
         return merged, loss, accuracy
 
@@ -168,7 +185,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         raise StageError("placement", "rest runs in one process: set workers 1 and gpusPerWorker at most 1")
     started = time.perf_counter()
     set_seed(section.seed)
-    rows = load_prompt_rows(section.dataset, cfg.work_dir, section.seed)
+    rows = prompt_rows(section.dataset, cfg.work_dir, section.seed)
     if not rows.prompts:
         raise StageError("rest.dataset", "the dataset yielded no prompts")
     rewards = build_reward_functions(
@@ -190,7 +207,9 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     if state.iterations:
         progress.emit("rest", event="resume", after=len(state.iterations), of=len(schedule))
     policy = run.model_config(state.iterations[-1].policy) if state.iterations else cfg.model
+    resumed_from = len(state.iterations) or None
     for index, step in enumerate(schedule[len(state.iterations) :], start=len(state.iterations) + 1):
+        run.done = index - 1
         samples = run.grow(policy, step.grow)
         scores = [float(s["reward"]) for s in samples]
         limit = threshold(scores, section.threshold.mode, section.threshold.values[step.improve - 1])
@@ -220,6 +239,9 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         merged_path=merged_path,
         adapter_path=adapter_path,
         metrics=_metrics(state, time.perf_counter() - started),
+        steps=len(state.iterations),
+        planned_steps=len(schedule),
+        resumed_from_step=resumed_from,
     )
 
 

@@ -14,7 +14,6 @@ from transformers import set_seed
 from trl import RewardConfig, RewardTrainer
 
 from ..data import StageData, load_stage_data
-from ..errors import StageError
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier
 from .common import (
@@ -22,6 +21,7 @@ from .common import (
     StageOutputs,
     run_stage,
     train_evaluate_merge,
+    trained_base,
     trainer_arguments,
 )
 
@@ -32,16 +32,14 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
     assert isinstance(section, RewardStageConfig)
     training = section.training
     set_seed(section.seed)
-    base, field = (section.base_model, "reward.baseModel") if section.base_model else (cfg.model, "model")
+    base = trained_base(cfg)
     data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
-    model, tokenizer = load_sequence_classifier(base, section.quantization, cfg.work_dir, field)
+    model, tokenizer = load_sequence_classifier(base.model, base.quantization, cfg.work_dir, base.field)
     if tokenizer.eos_token is None:
         # Encoders (BERT, MiniLM) have no eos; the trainer appends one to every text, so use
-        # the separator, which such models already expect at the end.
-        substitute = tokenizer.sep_token or tokenizer.pad_token
-        if substitute is None:
-            raise StageError(f"{field}.name", "the tokenizer has no eos, sep or pad token")
-        tokenizer.eos_token = substitute
+        # the separator, which such models already expect at the end (the handover checked
+        # that one of eos, sep, pad exists).
+        tokenizer.eos_token = tokenizer.sep_token or tokenizer.pad_token
     model = apply_lora(model, section.lora, "SEQ_CLS")
     args = RewardConfig(
         **trainer_arguments(cfg, training, section.seed),

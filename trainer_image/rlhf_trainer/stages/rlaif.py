@@ -22,7 +22,7 @@ from rlhf_api.result import StageResult
 from rlhf_api.stage_config import RlaifStageConfig, TrainerJobConfig
 from transformers import set_seed
 
-from ..data import PromptRows, load_prompt_rows
+from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import load_causal_lm
@@ -100,7 +100,7 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
     if builtin_judge.is_builtin_judge(section.judge):
         builtin_judge.check_usable(section, section.dataset)  # before any sampling
     set_seed(section.seed)
-    rows = load_prompt_rows(section.dataset, cfg.work_dir, section.seed)
+    rows = prompt_rows(section.dataset, cfg.work_dir, section.seed)
     if not rows.prompts:
         raise StageError("rlaif.dataset", "the dataset yielded no prompts")
 
@@ -138,7 +138,8 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
     )
     metrics = _metrics(rows, judged, kept, truth)
     progress.emit("rlaif", event="labelled", path=str(pairs_file), **metrics)
-    return StageOutputs(metrics=metrics)
+    # Its steps are the prompts labelled (the handover to the next stage checks them).
+    return StageOutputs(metrics=metrics, steps=len(rows.prompts), planned_steps=len(rows.prompts))
 
 
 def _judgement_row(judgement: Judgement, kept: bool, truth: tuple[bool | None, bool | None]) -> dict[str, Any]:

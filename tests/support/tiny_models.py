@@ -1,4 +1,4 @@
-"""Tiny models and tokenizers built offline, for the PPO tests and benchmark (nothing downloaded)."""
+"""Tiny models and tokenizers built offline, for the PPO tests and benchmarks (nothing downloaded)."""
 
 from __future__ import annotations
 

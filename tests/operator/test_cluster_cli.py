@@ -1,0 +1,214 @@
+"""`rlhf status` and `rlhf logs` against the kmock emulator, through a kubeconfig, as a user runs them.
+
+The CLI uses the synchronous kubernetes client, so it runs in a thread while the emulator
+serves on the test's event loop. kmock has no pod logs: the tests serve the `log` subresource
+with a reaction (whole text, or a chunked stream for --follow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+from rlhf_operator import cli
+
+from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+TEXT = kmock.headers({"Content-Type": "text/plain"})  # what the API server sends for pods/log
+
+
+@pytest.fixture
+def kubeconfig(cluster: Cluster, tmp_path: Path) -> str:
+    """A kubeconfig whose current context points at the emulator, namespace `team`."""
+    url = str(cluster.kmock.url).rstrip("/")
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": NAMESPACE}}],
+        "current-context": "kmock",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+async def rlhf(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(cli.main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def set_status(cluster: Cluster, name: str, status: dict[str, Any]) -> None:
+    path = f"/apis/rlhf.dev/v1alpha1/namespaces/{NAMESPACE}/rlhfruns/{name}/status"
+    await cluster._call("PATCH", path, {"status": status}, "application/merge-patch+json")
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps tables at the terminal width
+
+
+async def test_status_and_logs_follow_a_run_driven_by_the_operator(
+    cluster: Cluster, operator: OperatorThread, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await cluster.apply(base_run("demo"))
+    await wait_for(lambda: "demo-sft-1" in cluster.job_names(), what="the sft job")
+    code, out, _ = await rlhf(capsys, "status", "demo", "--kubeconfig", kubeconfig)
+    assert code == 0, out
+    assert "RLHFRun team/demo" in out and "phase Running" in out
+    assert "Waiting on: the training operator to start the pods of PyTorchJob demo-sft-1" in out
+
+    # the training operator starts the job; its Master pod runs and logs
+    await cluster.set_job_condition("demo-sft-1", "Running")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "demo-sft-1-master-0",
+            "namespace": NAMESPACE,
+            "labels": {"training.kubeflow.org/job-name": "demo-sft-1", "training.kubeflow.org/replica-type": "master"},
+        },
+        "status": {"phase": "Running"},
+    }
+    await cluster._call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+    await wait_for(lambda: cluster.stage("demo", "sft").get("phase") == "Running", what="sft Running")
+    code, out, _ = await rlhf(capsys, "status", "demo", "--kubeconfig", kubeconfig)
+    assert "Waiting on: stage sft to finish training (PyTorchJob demo-sft-1 is running)" in out
+    assert "demo-sft-1" in out
+
+    log = f"/api/v1/namespaces/{NAMESPACE}/pods/demo-sft-1-master-0/log"
+    cluster.kmock[f"get {log}"] << TEXT << b'loading\n@@rlhf {"stage":"sft","step":10,"max_steps":600}\n'
+    code, out, err = await rlhf(capsys, "logs", "demo", "--stage", "sft", "--kubeconfig", kubeconfig)
+    assert code == 0, err
+    assert out.splitlines() == ["loading", '@@rlhf {"stage":"sft","step":10,"max_steps":600}']
+    assert "demo-sft-1-master-0" in err and "pytorch" in err
+    request = next(r for r in reversed(list(cluster.kmock)) if r.url.path == log)
+    assert request.params.get("container") == "pytorch"
+
+    # the whole run through: a finished run shows its metrics and waits on nothing
+    async with cluster.kmock.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/demo-sft-1-master-0") as resp:
+        assert resp.status < 400  # finish_stage creates the pod again, terminated with the result
+    await cluster.finish_stage("demo-sft-1", metrics={"task_accuracy": 0.475})
+    for stage in ("reward", "ppo"):
+        job = f"demo-{stage}-1"
+        await wait_for(lambda job=job: job in cluster.job_names(), what=job)
+        await cluster.finish_stage(job, metrics={"task_accuracy_before": 0.475, "task_accuracy": 0.808})
+    await wait_for(lambda: cluster.status("demo").get("phase") == "Succeeded", what="Succeeded")
+    code, out, _ = await rlhf(capsys, "status", "demo", "--kubeconfig", kubeconfig)
+    assert "phase Succeeded" in out and "Waiting on: nothing: every stage succeeded" in out
+    assert "task_accuracy=0.808" in out
+    assert "Ready" in out and "True" in out
+
+
+async def test_logs_follow_streams_until_the_container_ends(
+    cluster: Cluster, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await cluster.apply(base_run("demo"))
+    await set_status(
+        cluster,
+        "demo",
+        {
+            "phase": "Running",
+            "currentStage": "reward",
+            "stages": [
+                {"name": "sft", "phase": "Succeeded", "attempts": 1, "jobName": "demo-sft-1"},
+                {"name": "reward", "phase": "Running", "attempts": 2, "jobName": "demo-reward-2"},
+            ],
+        },
+    )
+    for attempt in (1, 2):
+        await cluster.create_master_pod(f"demo-reward-{attempt}", None)
+    base = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    cluster.kmock[f"get {base}/demo-reward-2-master-0/log"] << TEXT << (b"step 1\n", b"step 2\n", b"done\n")
+    cluster.kmock[f"get {base}/demo-reward-1-master-0/log"] << TEXT << b"first attempt\n"
+
+    code, out, err = await rlhf(capsys, "logs", "demo", "-f", "--kubeconfig", kubeconfig)  # the current stage
+    assert code == 0, err
+    assert out.splitlines() == ["step 1", "step 2", "done"]
+    request = next(r for r in reversed(list(cluster.kmock)) if r.url.path.endswith("demo-reward-2-master-0/log"))
+    assert request.params.get("follow") == "true"
+
+    first = ("logs", "demo", "--stage", "reward", "--attempt", "1", "--kubeconfig", kubeconfig)
+    code, out, err = await rlhf(capsys, *first)
+    assert code == 0 and out.splitlines() == ["first attempt"], err
+
+
+async def test_status_says_what_a_queued_run_waits_on(
+    cluster: Cluster, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await cluster.apply(base_run("queued", queueName="team-queue"))
+    await set_status(
+        cluster,
+        "queued",
+        {
+            "phase": "Running",
+            "currentStage": "sft",
+            "stages": [{"name": "sft", "phase": "Running", "attempts": 1, "jobName": "queued-sft-1"}],
+        },
+    )
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": "queued-sft-1",
+            "namespace": NAMESPACE,
+            "labels": {"kueue.x-k8s.io/queue-name": "team-queue"},
+        },
+        "spec": {"runPolicy": {"suspend": True}},
+    }
+    await cluster._call("POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs", job)
+    code, out, _ = await rlhf(capsys, "status", "queued", "--kubeconfig", kubeconfig)
+    assert code == 0
+    assert "Waiting on: Kueue to admit PyTorchJob queued-sft-1 (queue team-queue)" in out
+
+
+async def test_clear_errors_for_a_missing_run_stage_or_pod(
+    cluster: Cluster, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = await rlhf(capsys, "status", "nope", "--kubeconfig", kubeconfig)
+    assert code == 1 and "rlhfrun nope not found in namespace team" in err
+    code, _, err = await rlhf(capsys, "status", "nope", "-n", "other", "--kubeconfig", kubeconfig)
+    assert "namespace other" in err
+    await cluster.apply(base_run("fresh"))
+    code, out, _ = await rlhf(capsys, "status", "fresh", "--kubeconfig", kubeconfig)
+    assert "Waiting on: the operator: the run has no status yet" in out
+    code, _, err = await rlhf(capsys, "logs", "fresh", "--stage", "ppo", "--kubeconfig", kubeconfig)
+    assert code == 1 and "has no stage 'ppo'" in err
+    started = {"phase": "Running", "stages": [{"name": "sft", "phase": "Running", "attempts": 1}]}
+    await set_status(cluster, "fresh", started)
+    code, _, err = await rlhf(capsys, "logs", "fresh", "--stage", "sft", "--kubeconfig", kubeconfig)
+    assert code == 1 and "no Master pod for job fresh-sft-1" in err
+
+
+def test_unreachable_cluster_and_missing_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["status", "demo", "--kubeconfig", str(tmp_path / "absent")])
+    assert code == 1 and "cannot load a kubeconfig" in capsys.readouterr().err
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    code = cli.main(["status", "demo", "--kubeconfig", str(path)])
+    assert code == 1 and "cannot reach the API server" in capsys.readouterr().err
+
+
+def test_kubectl_plugin_names_itself(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """kubectl runs `kubectl-rlhf` from PATH for `kubectl rlhf ...`: its help says so."""
+    monkeypatch.setattr(sys, "argv", ["kubectl-rlhf", "status", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.kubectl_main()
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: kubectl rlhf status [-h] [-n NAMESPACE]")

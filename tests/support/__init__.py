@@ -1,0 +1,1 @@
+"""Test and benchmark helpers (tiny models built offline, shared fixtures): never imported by the product."""
