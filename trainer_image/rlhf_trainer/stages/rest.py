@@ -32,7 +32,7 @@ from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import BaseWeights, apply_lora, is_quantized, load_causal_lm, save_merged
 from ..rest.schedule import Step, grow_prompts, kept, steps, threshold
-from ..rest.store import Iteration, RestState, samples_path
+from ..rest.store import STATE, Iteration, RestState, samples_path
 from ..rewards import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
 from .common import (
@@ -205,7 +205,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         del model
     schedule = steps(section.grow_steps, section.improve_steps)
     if state.iterations:
-        progress.emit("rest", event="resume", after=len(state.iterations), of=len(schedule))
+        where = str(Path(cfg.output_dir) / STATE)
+        progress.emit("rest", event="resume", checkpoint=where, after=len(state.iterations), of=len(schedule))
     policy = run.model_config(state.iterations[-1].policy) if state.iterations else cfg.model
     resumed_from = len(state.iterations) or None
     for index, step in enumerate(schedule[len(state.iterations) :], start=len(state.iterations) + 1):
