@@ -235,6 +235,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         run.log(index, len(schedule), record)
         _drop_older_policy(run.out, policy.name, merged)
         policy = run.model_config(merged)
+    if run.writer is not None:
+        run.writer.close()
     merged_path, adapter_path = _finalize(run.out, policy.name)
     return StageOutputs(
         merged_path=merged_path,
