@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
+from .model_config import Dtype as Dtype  # re-exported: precision and placement import it from here
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
@@ -23,6 +24,9 @@ STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo", 
 # The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
 POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo", "grpo", "rloo", "rest")
 
+# How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
+# parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
+Strategy = Literal["ddp", "fsdp"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -390,6 +394,13 @@ StageConfig = (
 )
 
 
+def trains_all_weights(section: StageConfig) -> bool:
+    """Full fine-tuning: LoRA disabled, or a stage without LoRA settings (rlaif, whose only
+    training is the builtin judge's)."""
+    lora = getattr(section, "lora", None)
+    return lora is None or not lora.enabled
+
+
 def eval_max_new_tokens(section: StageConfig) -> int:
     """Tokens generated per held-out question for task_accuracy: the stage's training setting
     (rlaif, which trains nothing, has none: the default)."""
@@ -465,6 +476,12 @@ class TrainerJobConfig(CamelModel):
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
+    strategy: Strategy = Field(
+        default="ddp", description="ddp: a model copy per process; fsdp: sharded over all processes (FSDP2)."
+    )
+    fsdp_offload: bool = Field(
+        default=False, description="fsdp only: keep the shards of parameters, gradients and optimizer state on the CPU."
+    )
     inputs: list[StageInput] = Field(
         default_factory=list,
         description=(
@@ -501,6 +518,8 @@ class TrainerJobConfig(CamelModel):
             raise ValueError("rewardModel is required for the ppo stage")
         if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
             raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
+        if self.fsdp_offload and self.strategy != "fsdp":
+            raise ValueError("fsdpOffload needs strategy fsdp")
         return self
 
     @property

@@ -25,7 +25,7 @@ from rlhf_api.result import StageResult
 from rlhf_api.stage_config import RestStageConfig, TrainerJobConfig
 from transformers import set_seed
 
-from .. import preemption
+from .. import placement, preemption
 from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..evaluate import task_accuracy
@@ -42,7 +42,6 @@ from .common import (
     latest_checkpoint,
     run_stage,
     trainer_arguments,
-    world_size,
 )
 
 STEPS_DIR = "steps"
@@ -181,7 +180,7 @@ class _Run:
 def train(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.rest
     assert section is not None  # TrainerJobConfig validation
-    if world_size() > 1:
+    if placement.hardware().distributed:
         raise StageError("placement", "rest runs in one process: set workers 1 and gpusPerWorker at most 1")
     started = time.perf_counter()
     set_seed(section.seed)

@@ -22,6 +22,7 @@ from rlhf_api.result import StageResult
 from rlhf_api.stage_config import RlaifStageConfig, TrainerJobConfig
 from transformers import set_seed
 
+from .. import placement
 from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..jsonl import read_jsonl, write_jsonl
@@ -31,7 +32,7 @@ from ..rlaif import builtin_judge
 from ..rlaif.judge import PairJudge
 from ..rlaif.labels import Judgement, agreement, pick_pair
 from ..sampling import sample_responses
-from .common import StageOutputs, run_stage, world_size
+from .common import StageOutputs, run_stage
 
 CANDIDATES = "candidates.jsonl"
 JUDGEMENTS = "judgements.jsonl"
@@ -95,7 +96,7 @@ def _ground_truth(rows: PromptRows, index: list[int], judged: list[Judgement]) -
 def label(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.rlaif
     assert section is not None  # TrainerJobConfig validation
-    if world_size() > 1:
+    if placement.hardware().distributed:
         raise StageError("placement", "rlaif runs in one process: set workers 1 and gpusPerWorker at most 1")
     if builtin_judge.is_builtin_judge(section.judge):
         builtin_judge.check_usable(section, section.dataset)  # before any sampling
