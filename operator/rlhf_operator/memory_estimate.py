@@ -248,6 +248,8 @@ def estimate_stage(
         return replace(base, note="skipped (existingOutput)")
     if gpus == 0:
         return replace(base, note="CPU stage (gpusPerWorker: 0)")
+    if not hasattr(section, "lora"):  # rlaif: sampling and a judge model, no training formula here
+        return replace(base, note=f"no estimate: {stage} trains nothing (it samples and asks its judge)")
     found = _find(policy_names, lookup)
     if found is None:
         return replace(base, note=f"model size unknown: {policy_names[0]} (no config.json here, not in the table)")

@@ -233,3 +233,18 @@ def test_threshold_rules_in_the_crd() -> None:
     falling_late = {"mode": "absolute", "values": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.5]}
     assert not all(cel.evaluate(r["rule"], {"self": falling_late}) for r in rules)
     assert all(cel.evaluate(r["rule"], {"self": {"mode": "absolute", "values": [-3.0, 250.0]}}) for r in rules)
+
+
+def test_memory_estimate_covers_rest_and_says_why_not_rlaif() -> None:
+    from rlhf_operator.memory_estimate import estimate_run
+    from rlhf_operator.model_catalog import lookup
+
+    gpu = {"gpusPerWorker": 1, "nodePool": {"accelerator": "nvidia-a100-80gb"}}
+    llama = {"name": "meta-llama/Llama-2-7b-hf"}
+    rest = run_doc(["sft", "reward", "rest"], rest=REST, model=llama, placement=gpu)
+    estimates = {e.stage: e for e in estimate_run(parse_run(rest), lookup)}
+    assert estimates["rest"].estimated and estimates["rest"].total > 0
+    rlaif = run_doc(["sft", "rlaif", "dpo"], rlaif=RLAIF, dpo={}, model=llama, placement=gpu)
+    estimates = {e.stage: e for e in estimate_run(parse_run(rlaif), lookup)}
+    assert estimates["rlaif"].note.startswith("no estimate: rlaif trains nothing")
+    assert estimates["dpo"].estimated
