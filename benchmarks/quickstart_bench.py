@@ -39,6 +39,7 @@ STAGE_METRICS = (
     "label_agreement",
     "pairs_written",
     "mean_confidence",
+    "reward_on_shared_base",
 )
 
 

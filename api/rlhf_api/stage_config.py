@@ -176,6 +176,29 @@ class PPOTrainingConfig(CamelModel):
     batch_size: int = Field(default=64, ge=1, le=65536, description="Prompts per rollout.")
     mini_batch_size: int = Field(default=16, ge=1, le=65536, description="Samples per gradient step.")
     ppo_epochs: int = Field(default=4, ge=1, le=100, description="Passes over each rollout.")
+    micro_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description=(
+            "Samples per forward/backward pass inside a mini-batch; gradients are accumulated over "
+            "the mini-batch's micro-batches before each optimizer step (same update, less activation "
+            "memory). Unset: the whole mini-batch at once."
+        ),
+    )
+    rollout_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description=(
+            "Samples generated and scored by the reward model at a time (the KV cache and the reward "
+            "pass scale with it; the reference pass runs per micro-batch). Unset: the whole batch at once."
+        ),
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute the policy's activations in the backward pass (less memory, ~30% more compute).",
+    )
     learning_rate: PositiveFloat = Field(default=1.4e-5, le=1.0, description="Adam learning rate.")
     gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount factor.")
     lam: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE lambda.")
@@ -205,6 +228,10 @@ class PPOTrainingConfig(CamelModel):
     def _sizes(self) -> PPOTrainingConfig:
         if self.mini_batch_size > self.batch_size:
             raise ValueError("miniBatchSize must not exceed batchSize")
+        if self.micro_batch_size is not None and self.micro_batch_size > self.mini_batch_size:
+            raise ValueError("microBatchSize must not exceed miniBatchSize")
+        if self.rollout_batch_size is not None and self.rollout_batch_size > self.batch_size:
+            raise ValueError("rolloutBatchSize must not exceed batchSize")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError("minNewTokens must not exceed maxNewTokens")
         return self

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from rlhf_api.reward_sources import source_cel_rules
 from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
-from rlhf_api.stage_config import GRPOTrainingConfig, RLOOTrainingConfig, groups_fit_cel_rule
+from rlhf_api.stage_config import GRPOTrainingConfig, PPOTrainingConfig, RLOOTrainingConfig, groups_fit_cel_rule
 from rlhf_api.status import RLHFRunStatus
 
 CRD_PATH = "crds/rlhf.dev_rlhfruns.yaml"
@@ -27,12 +27,28 @@ _FIELD_RULES: dict[str, list[dict[str, str]]] = {
         {"rule": "self == oldSelf", "message": "storage is immutable once the run exists"},
     ],
 }
+
+
+def _ppo_default(field: str) -> Any:
+    return PPOTrainingConfig.model_fields[field].default
+
+
 # Rules attached to a definition wherever it is used.
 _DEF_RULES: dict[str, list[dict[str, str]]] = {
     "PPOTrainingConfig": [
         {
             "rule": "!has(self.miniBatchSize) || !has(self.batchSize) || self.miniBatchSize <= self.batchSize",
             "message": "miniBatchSize must not exceed batchSize",
+        },
+        {
+            "rule": "!has(self.microBatchSize) || self.microBatchSize <= "
+            f"(has(self.miniBatchSize) ? self.miniBatchSize : {_ppo_default('mini_batch_size')})",
+            "message": "microBatchSize must not exceed miniBatchSize",
+        },
+        {
+            "rule": "!has(self.rolloutBatchSize) || self.rolloutBatchSize <= "
+            f"(has(self.batchSize) ? self.batchSize : {_ppo_default('batch_size')})",
+            "message": "rolloutBatchSize must not exceed batchSize",
         },
         {
             "rule": "!has(self.minNewTokens) || !has(self.maxNewTokens) || self.minNewTokens <= self.maxNewTokens",

@@ -49,6 +49,7 @@ def test_quickstart_sft_reward_ppo(tmp_path: Path) -> None:
     # SFT learned the task's format and most non-carry sums, but not the carries (its data is wrong there)
     assert 0.2 <= m["sft"]["task_accuracy"] < 0.9
     assert m["reward"]["pair_accuracy"] >= 0.8
+    assert m["ppo"]["reward_on_shared_base"] == 1.0  # the LoRA reward model scored on the policy's base
     assert m["ppo"]["task_accuracy_before"] == pytest.approx(m["sft"]["task_accuracy"], abs=1e-6)
     assert m["ppo"]["task_accuracy"] > m["sft"]["task_accuracy"]
     root = tmp_path / "quickstart"

@@ -164,3 +164,29 @@ def test_group_fit_rule_in_cel(stage: str, training: dict[str, Any], fits: bool)
     except RunInvalid:
         model_ok = False
     assert model_ok is fits
+
+
+@pytest.mark.parametrize(
+    ("training", "valid"),
+    [
+        ({"miniBatchSize": 4, "microBatchSize": 2}, True),
+        ({"miniBatchSize": 4, "microBatchSize": 4}, True),
+        ({"miniBatchSize": 4, "microBatchSize": 8}, False),
+        ({"microBatchSize": 17}, False),  # above the default miniBatchSize (16)
+        ({"microBatchSize": 16}, True),
+        ({"batchSize": 8, "miniBatchSize": 4, "rolloutBatchSize": 4}, True),
+        ({"batchSize": 8, "miniBatchSize": 4, "rolloutBatchSize": 9}, False),
+        ({"rolloutBatchSize": 65}, False),  # above the default batchSize (64)
+    ],
+)
+def test_ppo_memory_rules_in_cel_agree_with_pydantic(training: dict[str, Any], valid: bool) -> None:
+    from rlhf_api.stage_config import PPOTrainingConfig
+
+    rules = _schema()["properties"]["spec"]["properties"]["ppo"]["properties"]["training"]["x-kubernetes-validations"]
+    assert all(cel.evaluate(r["rule"], {"self": training}) for r in rules) == valid
+    try:
+        PPOTrainingConfig.model_validate(training)
+        model_ok = True
+    except ValueError:
+        model_ok = False
+    assert model_ok == valid

@@ -111,9 +111,7 @@ def test_rollout_pads_after_eos_and_respects_lengths(tokenizer) -> None:  # type
     from rlhf_trainer.ppo.rollout import SamplingSettings, sample_rollout
 
     lengths = [1, 2, 3, 4, 5, 5]
-    rollout = sample_rollout(
-        model.policy, tokenizer, PROMPTS[:6], lengths, SamplingSettings(top_k=5), 64, engine.device
-    )
+    rollout = sample_rollout(model, tokenizer, PROMPTS[:6], lengths, SamplingSettings(top_k=5), 64, engine.device)
     real = rollout.response_mask.sum(-1).tolist()
     assert all(1 <= n <= limit for n, limit in zip(real, lengths, strict=True))
     pad = tokenizer.pad_token_id
@@ -127,7 +125,8 @@ def test_rollout_pads_after_eos_and_respects_lengths(tokenizer) -> None:  # type
 
 def _loss_on(engine: PPOEngine, rollout: Rollout) -> list[float]:
     exp = engine.make_experience(rollout)
-    _, logprobs, values = engine._logprobs_and_values(rollout, with_grad=False)
+    with torch.no_grad():
+        _, logprobs, values = engine.policy_pass(rollout, torch.arange(2))
     from rlhf_trainer.ppo.core import clipped_policy_loss, clipped_value_loss
 
     mask = rollout.response_mask

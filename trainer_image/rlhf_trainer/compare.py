@@ -25,7 +25,7 @@ from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
 from .evaluate import generate_answers
 from .modeling import load_causal_lm, load_sequence_classifier
-from .ppo.reward import RewardModelScorer
+from .ppo.reward import RewardModelScorer, classifier_score
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _score(reward_cfg: ModelConfig, work_dir: str, prompts: list[HeldOutPrompt],
     model, tokenizer = load_sequence_classifier(reward_cfg, QuantizationConfig(), work_dir, field="compare.rewardModel")
     device = _device()
     model.to(device)  # type: ignore[arg-type]
-    scorer = RewardModelScorer(model, tokenizer, device=device)
+    scorer = RewardModelScorer(classifier_score(model), tokenizer, device=device)
     texts = [p.prompt for p in prompts]
     for side in sides:
         side.scores = scorer(texts, side.answers, []).tolist()

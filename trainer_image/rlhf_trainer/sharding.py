@@ -78,11 +78,13 @@ def shard_actor_critic(model: ActorCritic, offload: bool = False) -> ActorCritic
     shard_layers(model.policy, offload)
     if model.reference is not None:
         shard_layers(model.reference, offload)
-    if model.value_trunk is not None:
-        shard_layers(model.value_trunk, offload)
     fully_shard(model, **_fsdp_kwargs(offload))
     register_fsdp_forward_method(model, "reference_logits")
-    # The engine samples with model.policy.generate, which bypasses the root's forward: route it
+    # The engine's sampling loop calls these instead of forward (trunk with a KV cache, then the
+    # heads): each call gathers the root group (embeddings, output layer, value head) first.
+    register_fsdp_forward_method(model, "policy_hidden")
+    register_fsdp_forward_method(model, "heads")
+    # Evaluation samples with model.policy.generate, which bypasses the root's forward: route it
     # through a root method so the root group (embeddings, output layer) is gathered first.
     policy: Any = model.policy
     policy_generate = policy.generate

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -22,9 +21,16 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None)
     return zeroed.sum() if dim is None else zeroed.sum(dim)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean over the unmasked entries (all of them, or along `dim`)."""
-    count = mask.sum() if dim is None else mask.sum(dim)
+def masked_mean(
+    values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over the unmasked entries (all of them, or along `dim`).
+
+    `count` replaces the number of unmasked entries as the divisor: a micro-batch divides by
+    its whole mini-batch's token count, so the micro-batch means add up to the mini-batch mean.
+    """
+    if count is None:
+        count = mask.sum() if dim is None else mask.sum(dim)
     return masked_sum(values, mask, dim) / count.clamp(min=1)
 
 
@@ -50,16 +56,26 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) under softmax(logits): [B, T, V], [B, T] -> [B, T]."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log p(token) under softmax(logits): [..., V], [...] -> [...], in fp32.
+
+    Never materialises a full-vocabulary log_softmax: fp32 logits give gather - logsumexp;
+    lower-precision logits are upcast one sequence at a time (an fp32 copy of [B, T, V] bf16
+    logits is twice their size, and it grows with the vocabulary).
+    """
+    if logits.dim() > 2 and logits.dtype not in (torch.float32, torch.float64):
+        return torch.stack([logprobs_from_logits(row, t) for row, t in zip(logits, tokens, strict=True)])
+    logits = logits.float()
+    chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return chosen - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) per position: logsumexp(z) - sum(p * z)."""
+    """Entropy of softmax(logits) per position, fp32: logsumexp(z) - sum(p * z)."""
+    if logits.dim() > 2 and logits.dtype not in (torch.float32, torch.float64):
+        return torch.stack([entropy_from_logits(row) for row in logits])
     logits = logits.float()
-    probs = F.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+    logz = torch.logsumexp(logits, dim=-1, keepdim=True)
+    return logz.squeeze(-1) - (torch.exp(logits - logz) * logits).sum(-1)
 
 
 def kl_penalized_rewards(
@@ -127,15 +143,19 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
+    token_count: torch.Tensor | None = None,
 ) -> PolicyLossOutput:
-    """PPO surrogate: mean over tokens of max(-A * r, -A * clip(r, 1 - eps, 1 + eps))."""
+    """PPO surrogate: mean over tokens of max(-A * r, -A * clip(r, 1 - eps, 1 + eps)).
+
+    token_count: divide by this instead of mask.sum() (micro-batches of one mini-batch).
+    """
     log_ratio = torch.where(mask.bool(), logprobs - old_logprobs, torch.zeros_like(logprobs))
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clip_frac = masked_mean((clipped > unclipped).float(), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, count=token_count)
+    clip_frac = masked_mean((clipped > unclipped).float(), mask, count=token_count)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask, count=token_count)
     return PolicyLossOutput(loss=loss, clip_frac=clip_frac.detach(), approx_kl=approx_kl.detach())
 
 
@@ -151,13 +171,14 @@ def clipped_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip_range_value: float,
+    token_count: torch.Tensor | None = None,
 ) -> ValueLossOutput:
-    """0.5 * mean over tokens of max((v - R)^2, (clip(v, v_old +- eps) - R)^2)."""
+    """0.5 * mean over tokens of max((v - R)^2, (clip(v, v_old +- eps) - R)^2) (token_count: as above)."""
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
-    clip_frac = masked_mean((clipped_err > unclipped_err).float(), mask)
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask, count=token_count)
+    clip_frac = masked_mean((clipped_err > unclipped_err).float(), mask, count=token_count)
     return ValueLossOutput(loss=loss, clip_frac=clip_frac.detach())
 
 

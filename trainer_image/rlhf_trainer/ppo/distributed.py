@@ -46,6 +46,21 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
+def all_reduce_max(value: int) -> int:
+    """The largest of an int over processes (the sampler's step count under FSDP)."""
+    if not is_distributed():
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    out = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out)
+
+
+def all_reduce_min(value: int) -> int:
+    """The smallest of an int over processes (the sampler's 'every rank is done' under FSDP)."""
+    return -all_reduce_max(-value)
+
+
 def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     """Concatenate a 1-D tensor of the same length from every process."""
     if not is_distributed():

@@ -1,12 +1,30 @@
-"""Sampling responses for a batch of prompts, and the masks PPO needs over them."""
+"""Sampling responses for a batch of prompts, and the masks PPO needs over them.
+
+The sampler is a plain KV-cached decode loop over the policy trunk rather than
+`generate()`: every step's hidden state is at hand, so the old log-probs, values and
+entropies PPO needs come out of the rollout itself instead of a second full forward pass,
+and there is no per-token generation machinery (stopping criteria, output bookkeeping).
+Sampling itself uses transformers' logits warpers (temperature, top-k, top-p).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+import torch.nn.functional as F
+from peft import PeftModel
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from . import distributed as dist
+from .core import entropy_from_logits, logprobs_from_logits
+from .value_head import ActorCritic
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,11 @@ class Rollout:
     response_mask: torch.Tensor
     responses: list[str]
     response_token_ids: list[list[int]]
+    # From the sampling pass, [B, R] fp32 (None when built by hand): log-probs of the sampled
+    # tokens under softmax(logits / temperature), values, and per-token entropies.
+    logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -69,17 +92,95 @@ def response_mask_for(responses: torch.Tensor, lengths: list[int], eos_token_id:
     return (columns < limits.unsqueeze(-1)).long()
 
 
+def warpers(sampling: SamplingSettings) -> LogitsProcessorList:
+    """Top-k / top-p filtering (temperature is applied to the logits before, by the caller)."""
+    out = LogitsProcessorList()
+    if sampling.top_k > 0:
+        out.append(TopKLogitsWarper(top_k=sampling.top_k))
+    if sampling.top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p=sampling.top_p))
+    return out
+
+
+@dataclass
+class _Sampled:
+    tokens: torch.Tensor  # [B, R]
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+
+
+@torch.no_grad()
+def _decode(
+    model: ActorCritic,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    lengths: torch.Tensor,
+    sampling: SamplingSettings,
+    pad_id: int,
+    eos_id: int | None,
+    synced: bool = False,
+) -> _Sampled:
+    """KV-cached ancestral sampling; a row stops at eos or its length (later slots: pad).
+
+    synced: the policy is sharded over the processes (FSDP), so every forward pass is a
+    collective and all ranks step together until the last rank is done (as generate()'s
+    synced_gpus), finished rows carrying pad.
+    """
+    batch, prompt_width = prompt_ids.shape
+    steps = dist.all_reduce_max(int(lengths.max())) if synced else int(lengths.max())
+    filters = warpers(sampling)
+    trunk, _ = model._policy_parts
+    cache = DynamicCache(config=getattr(trunk, "config", None))
+    # The whole attention mask up front (each step attends to one more column), no per-step cat.
+    mask = torch.cat([prompt_mask, torch.ones_like(prompt_mask[:, :1]).expand(batch, steps)], dim=1)
+    positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = model.policy_hidden(prompt_ids, prompt_mask, positions, cache=cache)[:, -1:]
+    next_position = positions[:, -1:] + 1
+    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    pad = torch.full((batch,), pad_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    tokens, logprobs, values, entropy = [], [], [], []
+    for step in range(steps):
+        logits, value = model.heads(hidden, sampling.temperature)
+        logits = logits[:, -1].float()
+        filtered = filters(prompt_ids, logits) if filters else logits  # type: ignore[arg-type]
+        token = torch.where(done, pad, torch.multinomial(F.softmax(filtered, dim=-1), 1).squeeze(-1))
+        tokens.append(token)
+        logprobs.append(logprobs_from_logits(logits, token))
+        values.append(value[:, -1])
+        entropy.append(entropy_from_logits(logits))
+        done = done | (step + 1 >= lengths)
+        if eos_id is not None:
+            done = done | (token == eos_id)
+        if dist.all_reduce_min(int(done.all())) if synced else bool(done.all()):
+            break
+        width = prompt_width + step + 1
+        hidden = model.policy_hidden(token.unsqueeze(-1), mask[:, : width + 1], next_position, cache=cache)
+        next_position = next_position + 1
+    del cache  # the KV cache is freed here, before scoring and the update
+    return _Sampled(*(torch.stack(t, dim=1) for t in (tokens, logprobs, values, entropy)))
+
+
+def _pad_right(parts: list[torch.Tensor], width: int, value: float) -> torch.Tensor:
+    return torch.cat([F.pad(p, (0, width - p.shape[1]), value=value) for p in parts])
+
+
 @torch.no_grad()
 def sample_rollout(
-    policy: nn.Module,
+    model: ActorCritic,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     lengths: list[int],
     sampling: SamplingSettings,
     max_prompt_length: int,
     device: torch.device,
+    chunk_size: int | None = None,
 ) -> Rollout:
-    """Sample one response per prompt; response i is cut at lengths[i] tokens or at eos."""
+    """Sample one response per prompt; response i is cut at lengths[i] tokens or at eos.
+
+    Rows are sampled `chunk_size` at a time (all at once by default), so the KV cache and
+    activations of generation scale with the chunk, not the batch.
+    """
     if len(lengths) != len(prompts):
         raise ValueError("one sampled length per prompt is required")
     prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompts, max_prompt_length)
@@ -88,31 +189,29 @@ def sample_rollout(
     if pad_id is None:
         raise ValueError("the policy tokenizer has neither a pad nor an eos token")
     eos_id = tokenizer.eos_token_id
-    generation = GenerationConfig(
-        do_sample=True,
-        max_new_tokens=max(lengths),
-        temperature=sampling.temperature,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    output = policy.generate(  # type: ignore[operator]
-        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation
-    )
-    start = prompt_ids.shape[1]
-    responses = output[:, start:].cpu()
+    limits = torch.tensor(lengths, dtype=torch.long, device=device)
+    # transformers' own flag on a sharded model (set by sharding.shard_layers, read by generate()).
+    base = model.policy.get_base_model() if isinstance(model.policy, PeftModel) else model.policy
+    synced = dist.is_distributed() and bool(getattr(base, "_is_fsdp_managed_module", False))
+    chunks = [
+        _decode(model, prompt_ids[rows], prompt_mask[rows], limits[rows], sampling, pad_id, eos_id, synced)
+        for rows in torch.arange(len(prompts), device=device).split(chunk_size or len(prompts))
+    ]
+    width = max(c.tokens.shape[1] for c in chunks)
+    responses = _pad_right([c.tokens for c in chunks], width, pad_id).cpu()
     mask = response_mask_for(responses, lengths, eos_id)
     responses = torch.where(mask.bool(), responses, torch.full_like(responses, pad_id))
     token_lists = [row[: int(n)].tolist() for row, n in zip(responses, mask.sum(-1), strict=True)]
     texts = tokenizer.batch_decode(token_lists, skip_special_tokens=True)
     return Rollout(
         prompts=list(prompts),
-        input_ids=torch.cat([prompt_ids.cpu(), responses], dim=1).to(device),
-        attention_mask=torch.cat([prompt_mask.cpu(), mask], dim=1).to(device),
-        response_start=start,
+        input_ids=torch.cat([prompt_ids, responses.to(device)], dim=1),
+        attention_mask=torch.cat([prompt_mask, mask.to(device)], dim=1),
+        response_start=prompt_ids.shape[1],
         response_mask=mask.to(device),
         responses=texts,
         response_token_ids=token_lists,
+        logprobs=_pad_right([c.logprobs for c in chunks], width, 0.0),
+        values=_pad_right([c.values for c in chunks], width, 0.0),
+        entropy=_pad_right([c.entropy for c in chunks], width, 0.0),
     )

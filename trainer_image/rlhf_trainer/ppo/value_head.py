@@ -3,14 +3,17 @@
 The shared arrangement (the default) keeps ONE copy of the base weights: the policy is the
 base with a trainable LoRA adapter, the reference is the same module with the adapter
 disabled, and the value head reads the policy's last hidden states, so one forward pass
-yields logits and values. `reference` / `value_trunk` exist for full fine-tuning (which needs
-a frozen reference copy) and for the benchmark's naive arrangement (separate copies).
+yields logits and values. Full fine-tuning needs a frozen reference copy (`reference`).
+
+Precision: the trunk runs in the model's dtype (bf16 on GPUs); the value head, log-probs
+and losses are fp32 (the head casts its input; log-probs upcast one sequence at a time).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -49,29 +52,35 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere (modules and attention probabilities), so that train mode, which
+    gradient checkpointing needs, computes the same function as eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "attention_dropout") and isinstance(module.attention_dropout, float):
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010  # an nn.Module attribute to mypy
+
+
 class ActorCritic(nn.Module):
-    def __init__(
-        self,
-        policy: nn.Module,
-        value_head: ValueHead,
-        reference: nn.Module | None = None,
-        value_trunk: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, policy: nn.Module, value_head: ValueHead, reference: nn.Module | None = None) -> None:
         super().__init__()
         if reference is None and not isinstance(policy, PeftModel):
             raise ValueError("without a LoRA adapter the reference policy needs its own frozen copy")
         self.policy = policy
         self.value_head = value_head
         self.reference = reference
-        self.value_trunk = value_trunk
         if reference is not None:
             reference.requires_grad_(False)
         # A tuple, not attributes: the policy's modules must not be registered twice.
         self._policy_parts = split_causal_lm(policy)
+        self._checkpointing = False
+        disable_dropout(self)
+        self.eval()
 
     @property
     def shares_weights(self) -> bool:
-        return self.reference is None and self.value_trunk is None
+        return self.reference is None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -80,41 +89,92 @@ class ActorCritic(nn.Module):
         names = {id(p) for p in self.trainable_parameters()}
         return {n: p.detach().clone() for n, p in self.named_parameters() if id(p) in names}
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each decoder layer's activations in backward (transformers' own checkpointing,
+        non-reentrant, so LoRA on a frozen base gets gradients without input grads)."""
+        base = self.policy.get_base_model() if isinstance(self.policy, PeftModel) else self.policy
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+        self._checkpointing = True
+
+    @contextlib.contextmanager
+    def training_pass(self) -> Iterator[None]:
+        """Train mode for a pass with gradients when checkpointing (transformers only checkpoints
+        in train mode); dropout is off, so the function computed is the same as in eval mode."""
+        if not self._checkpointing:
+            yield
+            return
+        self.train()
+        try:
+            yield
+        finally:
+            self.eval()
+
+    def policy_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+    ) -> torch.Tensor:
+        """The policy trunk's last hidden states [B, T, H] (with a KV cache while sampling)."""
+        trunk, _ = self._policy_parts
+        if position_ids is None:
+            position_ids = position_ids_for(attention_mask)
+        out = trunk(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state  # type: ignore[no-any-return]
+
+    def heads(self, hidden: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits / temperature in the model dtype, fp32 values) from policy hidden states."""
+        _, lm_head = self._policy_parts
+        return scaled_logits(lm_head, hidden, temperature), self.value_head(hidden)
+
     def forward(  # type: ignore[override]
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits predicting each response token, and the value of the state before it.
+        """Logits / temperature predicting each response token, and the value of the state before it.
 
         Both have response length R = input_ids.shape[1] - response_start.
         """
-        positions = position_ids_for(attention_mask)
-        trunk, lm_head = self._policy_parts
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
-        before_response = hidden[:, response_start - 1 : -1]
-        logits = lm_head(before_response)
-        if self.value_trunk is None:
-            values = self.value_head(before_response)
-        else:
-            value_hidden = self.value_trunk(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-            ).last_hidden_state
-            values = self.value_head(value_hidden[:, response_start - 1 : -1])
-        return logits, values
+        hidden = self.policy_hidden(input_ids, attention_mask)
+        return self.heads(hidden[:, response_start - 1 : -1], temperature)
 
     @torch.no_grad()
     def reference_logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int, temperature: float = 1.0
     ) -> torch.Tensor:
         positions = position_ids_for(attention_mask)
         with self._reference_weights() as (trunk, head):
             hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
-            return head(hidden[:, response_start - 1 : -1])  # type: ignore[no-any-return]
+            return scaled_logits(head, hidden[:, response_start - 1 : -1], temperature)
 
     @contextlib.contextmanager
     def _reference_weights(self) -> Iterator[tuple[nn.Module, nn.Module]]:
-        if self.reference is not None:
-            yield split_causal_lm(self.reference)
-        else:
+        if self.reference is None:
             assert isinstance(self.policy, PeftModel)
             with self.policy.disable_adapter():
                 yield self._policy_parts
+        elif isinstance(self.reference, PeftModel):  # the frozen copy also hosts the reward adapter
+            try:
+                with self.reference.disable_adapter():
+                    yield split_causal_lm(self.reference)
+            finally:
+                # peft marks an adapter trainable again when it re-enables it.
+                self.reference.requires_grad_(False)
+        else:
+            yield split_causal_lm(self.reference)
+
+
+def scaled_logits(lm_head: nn.Module, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+    """lm_head(hidden) / temperature; without a bias the division happens on the (much smaller)
+    hidden states, so no second [B, T, V] tensor is made or kept for backward."""
+    if temperature == 1.0:
+        return lm_head(hidden)  # type: ignore[no-any-return]
+    if getattr(lm_head, "bias", None) is None:
+        return lm_head(hidden / temperature)  # type: ignore[no-any-return]
+    return lm_head(hidden) / temperature  # type: ignore[no-any-return]

@@ -1,21 +1,27 @@
 """PPO stage: the SFT model + LoRA, scored by the reward stage's model, trained by our engine.
 
 Memory: policy, reference and value share one set of base weights (reference = adapter
-disabled, value head on the policy's hidden states). With `lora.enabled: false` (full
-fine-tuning) the reference must be a frozen copy of the SFT weights, so memory doubles.
+disabled, value head on the policy's hidden states). When the reward stage trained a LoRA
+adapter on the same weights the policy starts from (the default wiring: both start from the
+SFT output), the reward model is that adapter and its score head on the same base too, not a
+second model. With `lora.enabled: false` (full fine-tuning) the reference must be a frozen
+copy of the SFT weights (which then also hosts the reward adapter), so memory doubles.
 Under `strategy: fsdp` the policy (with its reference) and the reward model are sharded over
-the stage's processes (`sharding`); evaluation and the merged model use an unsharded copy.
+the stage's processes (`sharding`; the reward model is then always the separate merged model);
+evaluation and the merged model use an unsharded copy.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
 import torch
-from rlhf_api import progress
-from rlhf_api.result import StageResult
+from peft import LoraConfig
+from rlhf_api import layout, progress
+from rlhf_api.result import StageResult, read_result
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
 from .. import preemption, sharding
@@ -27,13 +33,21 @@ from ..modeling import (
     is_quantized,
     load_causal_lm,
     load_sequence_classifier,
+    resolve_model_path,
     save_merged,
 )
 from ..placement import Loading
 from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
-from ..ppo.reward import RewardModelScorer
+from ..ppo.reward import (
+    REWARD_ADAPTER,
+    AdapterScore,
+    RewardModelScorer,
+    ScoreFn,
+    classifier_score,
+    load_reward_adapter,
+)
 from ..ppo.value_head import ActorCritic, ValueHead
 from .common import StageError, StageOutputs, run_stage, trained_base
 
@@ -69,17 +83,23 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     policy, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=loading)
     if not is_quantized(policy) and not sharded:  # sharding moves each rank's shards itself
         policy.to(device)  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
-    reward_model, reward_tokenizer = load_sequence_classifier(
-        cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel", loading=loading
-    )
-    if sharded:
-        sharding.shard_frozen(reward_model, cfg.fsdp_offload)
-    else:
-        reward_model.to(device)  # type: ignore[arg-type]
-    if reward_model.config.num_labels != 1:
-        raise StageError(
-            "rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels"
+    # Under fsdp the adapter would live inside the sharded modules: keep the separate model there.
+    reward_adapter = None if sharded else shared_reward_adapter(cfg)
+    separate_score: ScoreFn | None = None
+    reward_tokenizer = tokenizer  # the reward adapter was trained on the same base and tokenizer
+    if reward_adapter is None:
+        reward_model, reward_tokenizer = load_sequence_classifier(
+            cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel", loading=loading
         )
+        if sharded:
+            sharding.shard_frozen(reward_model, cfg.fsdp_offload)
+        else:
+            reward_model.to(device)  # type: ignore[arg-type]
+        if reward_model.config.num_labels != 1:
+            raise StageError(
+                "rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels"
+            )
+        separate_score = classifier_score(reward_model)
 
     # Measured on the SFT weights, before any adapter exists (skipped when resuming).
     started = time.perf_counter()
@@ -96,12 +116,22 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     policy = apply_lora(policy, section.lora, "CAUSAL_LM")
     if is_quantized(policy):
         fix_bnb_cpu_layout(policy)
+    score = separate_score
+    if reward_adapter is not None:
+        # On the weights that stay the SFT weights: the policy's base under LoRA, else the frozen copy.
+        host, head = load_reward_adapter(policy if reference is None else reference, reward_adapter)
+        if reference is not None:
+            reference = host
+        score = AdapterScore(host, head.to(device), reward_tokenizer.pad_token_id)
+        progress.emit("ppo", event="reward_adapter", path=reward_adapter)
+    assert score is not None
     hidden_size = policy.config.get_text_config().hidden_size
     model = ActorCritic(policy, ValueHead(hidden_size).to(device), reference=reference)
     if sharded:
         sharding.shard_actor_critic(model, cfg.fsdp_offload)
 
-    scorer = RewardModelScorer(reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device)
+    scoring_batch = training.rollout_batch_size or training.batch_size
+    scorer = RewardModelScorer(score, reward_tokenizer, batch_size=scoring_batch, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
     with preemption.training():
         outcome = train_loop(
@@ -124,6 +154,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     metrics: dict[str, float] = {
         "steps": float(training.steps),
         "train_seconds": time.perf_counter() - started,
+        "reward_on_shared_base": float(reward_adapter is not None),
     }
     for key in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy", "response_length", "tokens_per_s"):
         if key in stats:
@@ -136,6 +167,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         metrics["task_accuracy_before"] = float(extra["task_accuracy_before"])
 
     merged_path = adapter_path = None
+    if reward_adapter is not None and reference is None:
+        policy.delete_adapter(REWARD_ADAPTER)  # the outputs hold the policy alone
     if dist.rank() == 0:
         merged_path, adapter_path = save_merged(policy, tokenizer, cfg.output_dir, trained_base(cfg))
         progress.emit("ppo", event="merged", path=merged_path)
@@ -148,6 +181,33 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         planned_steps=training.steps,
         resumed_from_step=outcome["resumed_from"],
     )
+
+
+def shared_reward_adapter(cfg: TrainerJobConfig) -> str | None:
+    """The reward stage's LoRA adapter dir, when it can score on the policy's own base weights.
+
+    Only when the reward stage of this run (the input with role rewardModel; else the stage
+    whose output directory holds the merged reward model) succeeded, wrote the merged model PPO
+    was given and a LoRA adapter, and that adapter was trained on the very weights (peft's
+    base_model_name_or_path, the same directory) the policy starts from. The adapter then scores
+    on the base as PPO loaded it. Anything else keeps the separate reward model.
+    """
+    assert cfg.reward_model is not None
+    reward_merged = os.path.realpath(cfg.reward_model.name)
+    inputs = [i.output_dir for i in cfg.inputs if i.role == "rewardModel"]
+    result = read_result(layout.result_path(inputs[0] if inputs else os.path.dirname(reward_merged)))
+    if result is None or result.stage != "reward" or result.status != "succeeded" or not result.adapter_path:
+        return None
+    if result.merged_path is None or os.path.realpath(result.merged_path) != reward_merged:
+        return None
+    try:
+        trained_on = LoraConfig.from_pretrained(result.adapter_path).base_model_name_or_path
+        policy_path = resolve_model_path(cfg.model, cfg.work_dir)
+    except (OSError, ValueError, StageError):
+        return None
+    if not trained_on or not os.path.isdir(policy_path):
+        return None
+    return result.adapter_path if os.path.realpath(trained_on) == os.path.realpath(policy_path) else None
 
 
 def _has_checkpoint(output_dir: str) -> bool:
