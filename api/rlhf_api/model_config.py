@@ -35,5 +35,9 @@ class ModelConfig(CamelModel):
     )
     dtype: Dtype = Field(
         default="auto",
-        description="Weight dtype when loading: auto picks bfloat16 on GPUs that support it, else float32.",
+        description=(
+            "Weight and compute dtype: auto is bfloat16 on GPUs with native bf16 (A100, H100, L4), "
+            "float16 mixed precision on older GPUs (SFT, reward, DPO; float32 for PPO) and float32 on CPU. "
+            "float16 trains with loss scaling; bfloat16 needs a GPU with native bf16. See docs/gpu.md."
+        ),
     )

@@ -17,6 +17,8 @@ FAILED: Final = "Failed"  # the run stopped for good: Stalled=True (Warning)
 SUSPENDED: Final = "Suspended"  # spec.suspend holds the running stage's job (Normal)
 INVALID_SPEC: Final = "InvalidSpec"  # the spec does not validate; fix it and the run carries on (Warning)
 SPEC_CHANGE_REJECTED: Final = "SpecChangeRejected"  # an immutable field changed; the change is ignored (Warning)
+# `rlhf estimate` at creation: a stage needs more GPU memory than its GPU has; it still runs (Warning)
+INSUFFICIENT_GPU_MEMORY: Final = "InsufficientGPUMemory"
 
 # --- stage transitions: event reasons (also the run condition's reason while they hold) --------
 STAGE_STARTED: Final = "StageStarted"  # a stage's first job was created (Normal)
@@ -34,6 +36,7 @@ PROGRESSING: Final = "Progressing"  # fallback for an event with no specific rea
 
 # --- non-kstatus condition types ----------------------------------------------------------------
 RESULTS_READ: Final = "ResultsRead"  # condition type: False while some succeeded stage's result is unknown
+GPU_MEMORY: Final = "GPUMemory"  # condition type: False when a stage's estimated memory exceeds its GPU
 
 ALL: Final = (
     PENDING,
@@ -43,6 +46,7 @@ ALL: Final = (
     SUSPENDED,
     INVALID_SPEC,
     SPEC_CHANGE_REJECTED,
+    INSUFFICIENT_GPU_MEMORY,
     STAGE_STARTED,
     STAGE_RETRIED,
     STAGE_SKIPPED,

@@ -26,6 +26,7 @@ from .stage_config import (
     RLOOStageConfig,
     SFTStageConfig,
     StageName,
+    Strategy,
 )
 
 GROUP = "rlhf.dev"
@@ -42,12 +43,19 @@ ACCELERATOR_PRODUCTS: dict[str, str] = {
     "nvidia-a100-40gb": "NVIDIA-A100-SXM4-40GB",
     "nvidia-a100-80gb": "NVIDIA-A100-SXM4-80GB",
     "nvidia-h100-80gb": "NVIDIA-H100-80GB-HBM3",
+    "nvidia-h200": "NVIDIA-H200",
     "nvidia-l4": "NVIDIA-L4",
     "nvidia-a10g": "NVIDIA-A10G",
     "nvidia-t4": "Tesla-T4",
 }
 Accelerator = Literal[
-    "nvidia-a100-40gb", "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-l4", "nvidia-a10g", "nvidia-t4"
+    "nvidia-a100-40gb",
+    "nvidia-a100-80gb",
+    "nvidia-h100-80gb",
+    "nvidia-h200",
+    "nvidia-l4",
+    "nvidia-a10g",
+    "nvidia-t4",
 ]
 
 # Every pipeline the operator accepts: an ordered subsequence of sft->reward->ppo or sft->dpo.
@@ -160,6 +168,18 @@ class Placement(CamelModel):
             "How long a stage's pods get after SIGTERM (node drain, spot reclaim, Kueue preemption) to "
             "checkpoint the current step before they are killed. Default 600."
         ),
+    )
+    strategy: Strategy | None = Field(
+        default=None,
+        description=(
+            "ddp: every GPU holds a whole model copy (data parallel). fsdp: parameters, gradients and "
+            "optimizer state are sharded over all the stage's GPUs, for models that do not fit one GPU "
+            "(PyTorch FSDP2; not with 8-bit quantization). Default ddp."
+        ),
+    )
+    fsdp_offload: bool | None = Field(
+        default=None,
+        description="fsdp only: keep the shards in CPU memory between uses (slower, fits larger models).",
     )
 
 
@@ -362,6 +382,43 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
             errors.append(f"{stage}: section given but '{stage}' is not in the pipeline (and has no existingOutput)")
     if spec.secrets.wandb_api_key is None and spec.wandb_project:
         errors.append("wandbProject: needs secrets.wandbApiKey")
+    for stage in pipeline:
+        errors += _sharding_errors(spec, stage)
+    return errors
+
+
+def stage_strategy(spec: RLHFRunSpec, stage: StageName) -> tuple[Strategy, bool]:
+    """(strategy, fsdpOffload) of a stage: its placement's, else the run's, else (ddp, false)."""
+    section = spec.section(stage)
+    own = section.placement if section is not None and section.placement is not None else Placement()
+    strategy = own.strategy or spec.placement.strategy or "ddp"
+    offload = own.fsdp_offload if own.fsdp_offload is not None else bool(spec.placement.fsdp_offload)
+    return strategy, offload
+
+
+def _placement_field(spec: RLHFRunSpec, stage: StageName, name: str) -> str:
+    """The path of the placement field that decided a stage's value (its own, else the run's)."""
+    section = spec.section(stage)
+    own = section.placement if section is not None else None
+    alias = Placement.model_fields[name].alias or name
+    return f"{stage}.placement.{alias}" if own is not None and name in own.model_fields_set else f"placement.{alias}"
+
+
+def _sharding_errors(spec: RLHFRunSpec, stage: StageName) -> list[str]:
+    section = spec.section(stage)
+    if section is None or section.existing_output is not None:
+        return []
+    strategy, offload = stage_strategy(spec, stage)
+    errors = []
+    if strategy == "fsdp" and section.quantization.mode == "8bit":
+        errors.append(
+            f"{stage}.quantization.mode: 8bit weights cannot be sharded ({_placement_field(spec, stage, 'strategy')} "
+            "is fsdp): use 4bit-nf4 or none with fsdp, or strategy ddp with 8bit"
+        )
+    if offload and strategy != "fsdp":
+        errors.append(
+            f"{_placement_field(spec, stage, 'fsdp_offload')}: needs strategy fsdp ({stage} runs with {strategy})"
+        )
     return errors
 
 
@@ -420,6 +477,7 @@ def spec_cel_rules() -> list[dict[str, str]]:
         ),
     ]
     rules += [_reward_source_cel(stage) for stage in REWARD_SOURCE_STAGES]
+    rules += _sharding_cel_rules()
     for stage in STAGES:
         default_has = "true" if stage in _default_pipeline() else "false"
         runs = f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has})"
@@ -441,6 +499,40 @@ def spec_cel_rules() -> list[dict[str, str]]:
             _cel(
                 f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset)",
                 f"{stage}.dataset is required unless {stage}.existingOutput is set",
+                f".{stage}",
+            )
+        )
+    return rules
+
+
+def _sharding_cel_rules() -> list[dict[str, str]]:
+    """CEL twins of _sharding_errors: a stage's strategy is its placement's, else the run's, else ddp."""
+    rules = []
+    for stage in STAGES:
+        own = f"self.{stage}.placement"
+
+        def resolved(name: str, default: str, own: str = own) -> str:
+            return (
+                f"((has({own}) && has({own}.{name})) ? {own}.{name} : "
+                f"((has(self.placement) && has(self.placement.{name})) ? self.placement.{name} : {default}))"
+            )
+
+        runs = f"has(self.{stage}) && !has(self.{stage}.existingOutput)"
+        quant = f"self.{stage}.quantization"
+        eight_bit = f"has({quant}) && has({quant}.mode) && {quant}.mode == '8bit'"
+        strategy = resolved("strategy", "'ddp'")
+        offload = resolved("fsdpOffload", "false")
+        rules.append(
+            _cel(
+                f"!({runs} && {eight_bit} && {strategy} == 'fsdp')",
+                f"{stage}.quantization.mode: 8bit weights cannot be sharded under strategy fsdp",
+                f".{stage}",
+            )
+        )
+        rules.append(
+            _cel(
+                f"!({runs} && {offload} && {strategy} != 'fsdp')",
+                f"{stage}: fsdpOffload needs strategy fsdp",
                 f".{stage}",
             )
         )

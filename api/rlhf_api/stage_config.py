@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
+from .model_config import Dtype as Dtype  # re-exported: stage configs and precision use it
 from .model_config import ModelConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
 
@@ -21,6 +22,9 @@ STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo")
 # The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
 POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo", "grpo", "rloo")
 
+# How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
+# parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
+Strategy = Literal["ddp", "fsdp"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -209,6 +213,15 @@ class PPOTrainingConfig(CamelModel):
 # that beat their group (GRPO: group mean and std; RLOO: the leave-one-out mean of the others).
 
 
+def _beta(default: float) -> Any:
+    return Field(
+        default=default,
+        ge=0.0,
+        le=10.0,
+        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
+    )
+
+
 class GroupRLTrainingConfig(TrainerLoopConfig):
     """What GRPO and RLOO share: sampling, group size, KL to the starting policy, clipping."""
 
@@ -225,6 +238,12 @@ class GroupRLTrainingConfig(TrainerLoopConfig):
     num_generations: int = Field(
         default=8, ge=2, le=256, description="Responses sampled per prompt: the group each one is compared with."
     )
+    max_prompt_length: int = Field(
+        default=512,
+        ge=1,
+        le=131072,
+        description="Prompts are cut to their last this-many tokens (TRL's GRPO and RLOO take them whole).",
+    )
     max_completion_length: int = Field(default=256, ge=1, le=131072, description="Most tokens sampled per response.")
     temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
@@ -233,6 +252,7 @@ class GroupRLTrainingConfig(TrainerLoopConfig):
         default=1, ge=1, le=100, description="Optimizer passes over each sampled batch (TRL's mu)."
     )
     epsilon: float = Field(default=0.2, gt=0.0, le=10.0, description="Clip range of the policy ratio.")
+    beta: float = _beta(0.0)
     logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
 
     @model_validator(mode="after")
@@ -257,17 +277,7 @@ def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
     return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}
 
 
-def _beta(default: float) -> Any:
-    return Field(
-        default=default,
-        ge=0.0,
-        le=10.0,
-        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
-    )
-
-
 class GRPOTrainingConfig(GroupRLTrainingConfig):
-    beta: float = _beta(0.0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         default="dapo",
         description=(
@@ -413,6 +423,12 @@ class TrainerJobConfig(CamelModel):
     report_to: list[ReportTo] = Field(
         default_factory=_default_report_to, description="Metric sinks (wandb needs WANDB_API_KEY)."
     )
+    strategy: Strategy = Field(
+        default="ddp", description="ddp: a model copy per process; fsdp: sharded over all processes (FSDP2)."
+    )
+    fsdp_offload: bool = Field(
+        default=False, description="fsdp only: keep the shards of parameters, gradients and optimizer state on the CPU."
+    )
     inputs: list[StageInput] = Field(
         default_factory=list,
         description=(
@@ -440,6 +456,8 @@ class TrainerJobConfig(CamelModel):
             raise ValueError("rewardModel is required for the ppo stage")
         if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
             raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
+        if self.fsdp_offload and self.strategy != "fsdp":
+            raise ValueError("fsdpOffload needs strategy fsdp")
         return self
 
     @property

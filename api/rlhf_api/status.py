@@ -15,7 +15,7 @@ from .stage_config import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead", "GPUMemory"]
 
 
 class Condition(CamelModel):
@@ -24,7 +24,7 @@ class Condition(CamelModel):
     type: ConditionType = Field(
         description=(
             "Ready, Reconciling or Stalled (kstatus); ResultsRead (False while a succeeded stage's "
-            "result could not be read)."
+            "result could not be read); GPUMemory (False when a stage is estimated not to fit its GPUs)."
         )
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")

@@ -1,4 +1,4 @@
-"""The `rlhf` command: validate, crd, render, run."""
+"""The `rlhf` command: validate, crd, render, run, estimate."""
 
 from __future__ import annotations
 
@@ -89,6 +89,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     status = LocalRun(run, Path(args.workdir), nproc=args.nproc, display=_display()).execute()
     return exit_code(status)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .memory_estimate import GIB, estimate_run, render_table
+    from .model_catalog import hub_cache_dirs, lookup
+
+    try:
+        run = parse_run(_load(args.file))
+    except RunInvalid as error:
+        return _errors(args.file, error)
+    caches = hub_cache_dirs()
+    estimates = estimate_run(run, lambda name: lookup(name, caches), accelerator=args.accelerator)
+    print(render_table(estimates))
+    over = [e for e in estimates if e.fits is False]
+    for e in over:
+        print(f"rlhf: {e.stage} will not fit: about {e.total / GIB:.1f} GiB per GPU", file=sys.stderr)
+    return 1 if over else 0
 
 
 def _display() -> Any:
@@ -199,7 +216,10 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
 def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="RLHFRun tools: validate, generate the CRD, render, run locally, report; follow runs on a cluster.",
+        description=(
+            "RLHFRun tools: validate, generate the CRD, render, run locally, report, estimate GPU memory; "
+            "follow runs on a cluster."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -250,6 +270,19 @@ def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
     logs.add_argument("--tail", type=int, help="only the last N lines")
     _cluster_options(logs)
     logs.set_defaults(func=cmd_logs)
+
+    from rlhf_api.spec import ACCELERATOR_PRODUCTS
+
+    estimate = sub.add_parser(
+        "estimate", help="GPU memory per GPU each stage needs, against its GPU (exit 1 when one will not fit)"
+    )
+    estimate.add_argument("file", metavar="FILE")
+    estimate.add_argument(
+        "--accelerator",
+        choices=sorted(ACCELERATOR_PRODUCTS),
+        help="size every stage for this GPU (default: each stage's placement.nodePool.accelerator)",
+    )
+    estimate.set_defaults(func=cmd_estimate)
     return parser
 
 

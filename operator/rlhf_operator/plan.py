@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
 from rlhf_api.reward_sources import RewardSource, uses_reward_model
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
 from rlhf_api.stage_config import (
     POLICY_STAGES,
     CompareConfig,
@@ -126,7 +126,9 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
 def _overlay(base: Placement, override: Placement | None) -> Placement:
     if override is None:
         return base
-    return base.model_copy(update=override.model_dump(exclude_unset=True, exclude_none=True, by_alias=False))
+    # Validated again: model_copy(update=) would leave nested models (nodePool, resources) as dicts.
+    merged = base.model_dump(exclude_unset=True) | override.model_dump(exclude_unset=True, exclude_none=True)
+    return Placement.model_validate(merged)
 
 
 _DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
@@ -233,6 +235,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
             scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
             reward_path = merged_of("reward") if scores_with_reward_model else None
+            strategy, fsdp_offload = stage_strategy(spec, stage)
             # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
             uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
             inputs = (produced("sft", "model") if uses_sft else []) + (
@@ -248,6 +251,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,
+                    "strategy": strategy,
+                    "fsdp_offload": fsdp_offload,
                     "inputs": inputs,
                     "compare": _compare(spec, stage, index, merged_of("reward")),
                     stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),

@@ -103,6 +103,19 @@ CEL_CASES = [
     spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None),
     spec_with(pipeline=["sft", "grpo", "rloo"], reward=None, ppo=None, grpo=GROUP_RL, rloo=GROUP_RL),
     spec_with(pipeline=["sft", "reward", "grpo"], grpo=GROUP_RL),
+    spec_with(placement={"strategy": "fsdp", "fsdpOffload": True}),
+    spec_with(placement={"strategy": "fsdp"}, sft={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}}),
+    spec_with(sft={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}, "placement": {"strategy": "fsdp"}}),
+    spec_with(
+        sft={"dataset": {"source": "d"}, "quantization": {"mode": "4bit-nf4"}, "placement": {"strategy": "fsdp"}}
+    ),
+    spec_with(placement={"strategy": "fsdp"}, sft={"existingOutput": "/s", "quantization": {"mode": "8bit"}}),
+    spec_with(placement={"fsdpOffload": True}),
+    spec_with(placement={"fsdpOffload": True}, sft={"dataset": {"source": "d"}, "placement": {"strategy": "fsdp"}}),
+    spec_with(
+        placement={"fsdpOffload": True, "strategy": "fsdp"},
+        ppo={"dataset": {"source": "d"}, "placement": {"fsdpOffload": False, "strategy": "ddp"}},
+    ),
 ]
 
 

@@ -111,6 +111,32 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
         spec_with(rloo={**GROUP_RL, "training": {"scaleRewards": "group"}}),
         "spec.rloo.training.scaleRewards:",
     ),
+    ("bad strategy", spec_with(placement={"strategy": "zero3"}), "spec.placement.strategy:"),
+    (
+        "8bit sharded by the run's strategy",
+        spec_with(placement={"strategy": "fsdp"}, ppo={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}}),
+        "spec.ppo.quantization.mode: 8bit weights cannot be sharded (placement.strategy is fsdp)",
+    ),
+    (
+        "8bit sharded by the stage's strategy",
+        spec_with(
+            sft={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}, "placement": {"strategy": "fsdp"}}
+        ),
+        "spec.sft.quantization.mode: 8bit weights cannot be sharded (sft.placement.strategy is fsdp)",
+    ),
+    (
+        "offload without fsdp",
+        spec_with(placement={"fsdpOffload": True}),
+        "spec.placement.fsdpOffload: needs strategy fsdp (sft runs with ddp)",
+    ),
+    (
+        "stage offload, run fsdp, stage ddp",
+        spec_with(
+            placement={"strategy": "fsdp"},
+            reward={"dataset": {"source": "d"}, "placement": {"strategy": "ddp", "fsdpOffload": True}},
+        ),
+        "spec.reward.placement.fsdpOffload: needs strategy fsdp (reward runs with ddp)",
+    ),
 ]
 
 

@@ -615,3 +615,34 @@ def test_configuration_error_is_not_retried() -> None:
     sft = stage_of(after, "sft")
     assert sft["phase"] == "Failed" and "configuration error: not retried" in sft["message"]
     assert creates(outcome) == [] and after["status"]["phase"] == "Failed"
+
+
+# --- the memory estimate at creation: a warning, never a block ------------------------------------
+
+
+def test_a_stage_that_will_not_fit_its_gpu_warns_but_still_starts() -> None:
+    run = base_run(
+        model={"name": "meta-llama/Llama-2-70b-hf", "dtype": "bfloat16"},
+        pipeline=["sft"],
+        reward=None,
+        ppo=None,
+        placement={"gpusPerWorker": 1, "nodePool": {"accelerator": "nvidia-a100-40gb"}},
+        sft={"dataset": {"source": "d"}, "lora": {"enabled": False}},
+    )
+    run["spec"] = {k: v for k, v in run["spec"].items() if v is not None}
+    outcome, after = step(body_of(run))
+    assert ("Warning", "InsufficientGPUMemory") in event_reasons(outcome)
+    warning = next(a.body for a in outcome.events if a.body["reason"] == "InsufficientGPUMemory")
+    assert warning["message"].startswith("sft: needs about") and "nvidia-a100-40gb" in warning["message"]
+    gpu = condition(after, "GPUMemory")
+    assert gpu["status"] == "False" and gpu["reason"] == "InsufficientGPUMemory"
+    assert any(name.startswith("demo-sft") for name in creates(outcome))  # the stage starts anyway
+    # later passes keep the condition and say nothing again
+    again, later = step(after, job(stage_of(after, "sft")["jobName"], "Running"))
+    assert condition(later, "GPUMemory") == gpu and not again.events
+
+
+def test_a_run_that_fits_gets_no_gpu_memory_condition() -> None:
+    outcome, after = step(body_of(base_run()))
+    assert "InsufficientGPUMemory" not in [r for _, r in event_reasons(outcome)]
+    assert all(c["type"] != "GPUMemory" for c in after["status"]["conditions"])

@@ -4,6 +4,8 @@
   anything else is a hub id.
 - Quantized bases (8-bit, 4-bit NF4) come from bitsandbytes; on CPU the 4-bit layers get the
   gradient-trap fix from DESIGN.md (`fix_bnb_cpu_layout`).
+- Dtype, device map and quantization options come from `placement` (each rank loads onto its
+  own GPU; never device_map="auto").
 - `save_merged` writes `<out>/adapter` and `<out>/merged`; a quantized base is reloaded in full
   precision for the merge (as the stage loaded it: revision, remote code), so the merged model is
   a plain loadable checkpoint.
@@ -27,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from . import builtin
+from . import builtin, placement
 from .errors import StageError
 
 TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
@@ -68,15 +70,6 @@ def resolve_model_path(model: ModelConfig, work_dir: str, field: str = "model") 
     return model.name
 
 
-def torch_dtype(model: ModelConfig) -> torch.dtype:
-    """auto: bfloat16 on GPUs that support it, else float32 (CPU training runs in fp32)."""
-    if model.dtype == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[model.dtype]
-
-
 def _load_kwargs(model: ModelConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     if model.revision and not _looks_local(model.name):
@@ -104,8 +97,9 @@ def load_tokenizer(model: ModelConfig, work_dir: str, field: str = "model") -> P
     return tokenizer
 
 
-def _bnb_config(quant: QuantizationConfig) -> Any:
-    """A BitsAndBytesConfig, or StageError naming quantization.mode when bnb cannot run here."""
+def _bnb_config(quant: QuantizationConfig, options: dict[str, Any]) -> Any:
+    """A BitsAndBytesConfig from placement's options, or StageError naming quantization.mode
+    when bitsandbytes cannot run here."""
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
@@ -119,14 +113,13 @@ def _bnb_config(quant: QuantizationConfig) -> Any:
             "quantization.mode",
             f"'{quant.mode}' is not supported on this hardware (no GPU and no bitsandbytes CPU backend)",
         )
-    if quant.mode == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
-    )
+    options = dict(options)
+    for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+        if key in options:
+            options[key] = getattr(torch, options[key])
+    if options.get("load_in_4bit"):
+        options["bnb_4bit_use_double_quant"] = quant.double_quant
+    return BitsAndBytesConfig(**options)
 
 
 def _bnb_has_cpu_backend() -> bool:
@@ -145,16 +138,20 @@ def _load(
     quant: QuantizationConfig,
     work_dir: str,
     field: str,
+    loading: placement.Loading | None,
     **extra: Any,
 ) -> PreTrainedModel:
     path = resolve_model_path(model, work_dir, field)
+    loading = loading or placement.Loading()
+    hw = placement.hardware()
+    prec = placement.precision(model.dtype, hw, loading.trainer, loading.full_finetune, f"{field}.dtype")
+    where = placement.load_kwargs(hw, quant.mode, quant.compute_dtype, prec, loading.strategy)
     kwargs = _load_kwargs(model) | extra
-    if quant.mode != "none":
-        kwargs["quantization_config"] = _bnb_config(quant)
-        # Non-quantized parts (norms, embeddings) stay in fp32 on CPU: bf16 there is slow and lossy.
-        kwargs["dtype"] = torch.float32 if not torch.cuda.is_available() else torch_dtype(model)
-    else:
-        kwargs["dtype"] = torch_dtype(model)
+    kwargs["dtype"] = getattr(torch, where["dtype"])
+    if "device_map" in where:
+        kwargs["device_map"] = where["device_map"]
+    if "bnb" in where:
+        kwargs["quantization_config"] = _bnb_config(quant, where["bnb"])
     try:
         loaded = auto_cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
@@ -165,21 +162,29 @@ def _load(
 
 
 def load_causal_lm(
-    model: ModelConfig, quant: QuantizationConfig, work_dir: str, field: str = "model"
+    model: ModelConfig,
+    quant: QuantizationConfig,
+    work_dir: str,
+    field: str = "model",
+    loading: placement.Loading | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = load_tokenizer(model, work_dir, field)
-    lm = _load(AutoModelForCausalLM, model, quant, work_dir, field)
+    lm = _load(AutoModelForCausalLM, model, quant, work_dir, field, loading)
     _sync_special_tokens(lm, tokenizer)
     return lm, tokenizer
 
 
 def load_sequence_classifier(
-    model: ModelConfig, quant: QuantizationConfig, work_dir: str, field: str = "model"
+    model: ModelConfig,
+    quant: QuantizationConfig,
+    work_dir: str,
+    field: str = "model",
+    loading: placement.Loading | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A one-output sequence classifier (a reward model); pad_token_id set so the last
     non-padding token is scored."""
     tokenizer = load_tokenizer(model, work_dir, field)
-    clf = _load(AutoModelForSequenceClassification, model, quant, work_dir, field, num_labels=1)
+    clf = _load(AutoModelForSequenceClassification, model, quant, work_dir, field, loading, num_labels=1)
     clf.config.pad_token_id = tokenizer.pad_token_id
     return clf, tokenizer
 

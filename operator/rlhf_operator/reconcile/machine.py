@@ -38,6 +38,8 @@ from ..manifests.configmap import build_stage_configmap
 from ..manifests.meta import owner_reference
 from ..manifests.pvc import build_pvc, claim_name
 from ..manifests.render import build_stage_job
+from ..memory_estimate import stage_fit_warnings
+from ..model_catalog import lookup as find_model
 from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
 from ..settings import OperatorSettings
@@ -270,8 +272,9 @@ def reconcile(
             )
         return outcome
 
-    if not status.stages:
+    if not status.stages:  # the run's first pass
         status.stages = [StageStatus(name=p.name) for p in plans]
+        _warn_if_over_gpu_memory(step, status, meta)
 
     if status.phase not in ("Succeeded", "Failed"):
         if status.volume_claim is None:
@@ -300,6 +303,18 @@ def reconcile(
             )
         )
     return outcome
+
+
+def _warn_if_over_gpu_memory(step: _Step, status: RLHFRunStatus, meta: Mapping[str, Any]) -> None:
+    """`rlhf estimate` when a run is created: a Warning event and GPUMemory=False for stages that
+    will not fit their GPUs. Never blocks: estimates are estimates."""
+    over = stage_fit_warnings(step.run, find_model)
+    if not over:
+        return
+    message, reason = "; ".join(over), reasons.INSUFFICIENT_GPU_MEMORY
+    step.actions.append(PostEvent(event_body(meta, "gpu-memory", "Warning", reason, message, step.now)))
+    gpu = condition(reasons.GPU_MEMORY, False, reason, message[:32768], rfc3339(step.now), meta.get("generation"))
+    status.conditions.append(gpu)
 
 
 def _stalled_reason(status: RLHFRunStatus) -> str | None:
@@ -419,6 +434,11 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     )
 
 
+def _whole_second_after(moment: datetime) -> datetime:
+    """The status keeps whole seconds: round up, so a backoff is never shortened."""
+    return moment + timedelta(microseconds=1_000_000 - moment.microsecond) if moment.microsecond else moment
+
+
 def _stage_preempted(step: _Step, stage: StageStatus, why: str) -> None:
     """SIGTERM (drain, spot reclaim, Kueue preemption): the trainer checkpointed the step it was
     at. Not the stage's fault: retried at once, not counted against `retries`."""
@@ -442,7 +462,7 @@ def _stage_failed(
     if retry and stage.attempts - (stage.preemptions or 0) <= stage_plan.retries:
         delay = backoff_seconds(stage_plan, stage.attempts)
         stage.phase = "Retrying"
-        stage.retry_after = rfc3339(step.now + timedelta(seconds=delay))
+        stage.retry_after = rfc3339(_whole_second_after(step.now + timedelta(seconds=delay)))
         stage.message = f"attempt {stage.attempts} failed: {why}"
         step.note(
             f"{stage.name}-failed-{stage.attempts}",
@@ -528,4 +548,5 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     status.observed_generation = generation
     conditions = kstatus_conditions(phase, reason, message, now, generation, status.conditions)
     results = _results_condition(status, now, generation)
-    status.conditions = [*conditions, results] if results is not None else conditions
+    kept = [c for c in status.conditions if c.type == reasons.GPU_MEMORY]  # set once, at creation
+    status.conditions = [*conditions, *([results] if results is not None else []), *kept]

@@ -4,6 +4,11 @@ A checkpoint holds the trainable weights (LoRA adapter + value head, or the whol
 under full fine-tuning), the optimizer, KL controller and reward statistics, every process's
 RNG states and the step. It is written into a temporary directory and renamed into place,
 so a directory named step-N is always complete.
+
+Under fsdp the weights and optimizer state are sharded: every process takes part in gathering
+them, rank 0 writes them whole (the weights in the same format as unsharded runs; the optimizer
+state keyed by parameter name), and on resume every process loads them and keeps its shard.
+A checkpoint resumes only under the placement strategy that wrote it (state.json says which).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from .. import sharding
 from . import distributed as dist
 from .engine import PPOEngine
 
@@ -75,17 +81,23 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     dist.barrier()
     torch.save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
+    model = engine.model
+    sharded = sharding.is_sharded(model)
+    if sharded:  # collective: every rank gathers, rank 0 keeps
+        trainable = sharding.gather_trainable(model)
+        engine_state = {**engine.state_dict(), "optimizer": sharding.full_optimizer_state(model, engine.optimizer)}
+    elif dist.rank() == 0:
+        trainable, engine_state = model.trainable_state_dict(), engine.state_dict()
     if dist.rank() == 0:
-        model = engine.model
-        torch.save(model.trainable_state_dict(), tmp / "trainable.pt")
-        torch.save(engine.state_dict(), tmp / "engine.pt")
-        if isinstance(model.policy, PeftModel):
+        torch.save(trainable, tmp / "trainable.pt")
+        torch.save(engine_state, tmp / "engine.pt")
+        if isinstance(model.policy, PeftModel) and not sharded:
             model.policy.save_pretrained(str(tmp / "adapter"))  # readable copy of the adapter
     dist.barrier()
     if dist.rank() == 0:
         # state.json last: it marks the directory complete, then one atomic rename.
         with open(tmp / STATE_FILE, "w") as f:
-            json.dump({"step": step, "world_size": dist.world_size(), **extra}, f, indent=2)
+            json.dump({"step": step, "world_size": dist.world_size(), "sharded": sharded, **extra}, f, indent=2)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for _, old in checkpoint_steps(root)[:-keep_last]:
@@ -99,12 +111,24 @@ def load_checkpoint(path: str | Path, engine: PPOEngine) -> dict[str, Any]:
     path = Path(path)
     with open(path / STATE_FILE) as f:
         state: dict[str, Any] = json.load(f)
-    trainable = torch.load(path / "trainable.pt", map_location=engine.device, weights_only=True)
-    missing = set(engine.model.trainable_state_dict()) - set(trainable)
+    model = engine.model
+    sharded = sharding.is_sharded(model)
+    if bool(state.get("sharded", False)) != sharded:
+        written, now = ("fsdp", "ddp") if state.get("sharded") else ("ddp", "fsdp")
+        raise ValueError(f"checkpoint {path} was written under strategy {written}: resume it with {written}, not {now}")
+    where = "cpu" if sharded else engine.device
+    trainable = torch.load(path / "trainable.pt", map_location=where, weights_only=True)
+    missing = {n for n, p in sharding.named_parameters(model).items() if p.requires_grad} - set(trainable)
     if missing:
         raise ValueError(f"checkpoint {path} lacks trainable weights {sorted(missing)[:3]}...")
-    engine.model.load_state_dict(trainable, strict=False)
-    engine.load_state_dict(torch.load(path / "engine.pt", map_location=engine.device, weights_only=True))
+    engine_state = torch.load(path / "engine.pt", map_location=where, weights_only=True)
+    if sharded:
+        sharding.load_trainable(model, trainable)
+        sharding.load_full_optimizer_state(model, engine.optimizer, engine_state["optimizer"])
+        engine_state["optimizer"] = engine.optimizer.state_dict()  # restored just above
+    else:
+        model.load_state_dict(trainable, strict=False)
+    engine.load_state_dict(engine_state)
     rng_file = path / f"rng-rank{dist.rank()}.pt"
     if rng_file.is_file():
         # Our own file; holds python/numpy RNG tuples, which weights_only cannot load.

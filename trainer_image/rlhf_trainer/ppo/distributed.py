@@ -3,23 +3,27 @@
 Under torchrun each process samples its own prompts; gradients of the (small) trainable
 set are all-reduced before every optimizer step, so replicas stay identical without
 wrapping the model in DDP (generation and the adapter-disabled reference pass use the
-plain module anyway).
+plain module anyway). Under fsdp the trainable parameters are FSDP2 shards (DTensors), whose
+gradients FSDP itself reduces: the helpers here leave them alone.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
+from rlhf_api.stage_config import Strategy
 from torch import nn
+from torch.distributed.tensor import DTensor
+
+from .. import placement
 
 
-def init_from_env() -> None:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU), once."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+def init_from_env(strategy: Strategy = "ddp", offload: bool = False) -> torch.device:
+    """Select this rank's GPU and join the process group torchrun describes (gloo on CPU, nccl
+    on GPU), once; returns this process's device."""
+    return torch.device(placement.device(placement.init_distributed(strategy, offload)))
 
 
 def is_distributed() -> bool:
@@ -51,9 +55,14 @@ def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _replicated(params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
+    return [p for p in params if not isinstance(p, DTensor)]
+
+
 def average_gradients(params: Sequence[nn.Parameter]) -> None:
-    """Mean of the gradients over processes, in one flat all-reduce."""
-    if not is_distributed():
+    """Mean of the gradients over processes, in one flat all-reduce (FSDP shards excepted)."""
+    params = _replicated(params)
+    if not is_distributed() or not params:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -67,7 +76,9 @@ def average_gradients(params: Sequence[nn.Parameter]) -> None:
 
 
 def broadcast_parameters(params: Sequence[nn.Parameter]) -> None:
-    """Start every replica from rank 0's trainable weights."""
+    """Start every replica from rank 0's trainable weights (FSDP shards excepted: each rank
+    holds a different part of them)."""
+    params = _replicated(params)
     if not is_distributed():
         return
     with torch.no_grad():

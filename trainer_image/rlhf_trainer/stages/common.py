@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from .. import preemption
 from ..errors import StageError
 from ..handover import check_inputs, models_used
+from ..placement import peak_gpu_memory, select_gpu
 from ..preemption import Preempted
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ class StageOutputs:
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:
@@ -105,8 +102,10 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     started = _now()
     try:
         with preemption.interruptible():
+            select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
             check_inputs(cfg)
             outputs = body(cfg)
+        outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
         result = StageResult(
             stage=cfg.stage,
             status="succeeded",
@@ -184,12 +183,14 @@ def trained_base(cfg: TrainerJobConfig) -> BaseWeights:
 def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: int) -> dict[str, Any]:
     """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO, GRPO, RLOO).
 
-    On CPU: use_cpu and no bf16 (TRL defaults to bf16, which is slow and lossy there), and no
-    activation checkpointing unless asked (TRL turns it on by default).
+    Device, precision and sharding come from `placement` (on CPU: use_cpu, no mixed precision,
+    gloo). Activation checkpointing only when asked (TRL turns it on by default).
     """
-    import torch
+    from .. import placement
 
-    on_gpu = torch.cuda.is_available()
+    hw = placement.hardware()
+    field, model = models_used(cfg)[0]  # the trained model (the reward stage may start elsewhere)
+    prec = placement.precision(model.dtype, hw, "trl", not cfg.section.lora.enabled, f"{field}.dtype")
     return {
         "output_dir": checkpoints_dir(cfg.output_dir),
         "seed": seed,
@@ -203,19 +204,17 @@ def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: 
         "warmup_steps": training.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         "weight_decay": training.weight_decay,
         "lr_scheduler_type": training.lr_scheduler,
-        "gradient_checkpointing": training.gradient_checkpointing,
         "logging_steps": training.logging_steps,
         "save_strategy": "steps",
         "save_steps": training.save_steps,
         "save_total_limit": training.save_total_limit,
         "report_to": [r for r in cfg.report_to if r != "wandb" or os.environ.get("WANDB_API_KEY")],
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "ddp_backend": None if on_gpu else ("gloo" if world_size() > 1 else None),
-        "ddp_find_unused_parameters": False if world_size() > 1 else None,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "remove_unused_columns": True,
+        "include_num_input_tokens_seen": "non_padding",  # train_tokens_per_second in the metrics
+        **placement.trainer_kwargs(hw, prec, cfg.strategy, cfg.fsdp_offload, training.gradient_checkpointing),
+        **placement.accelerate_fsdp_on_cpu(hw, cfg.strategy),  # a no-op except fsdp on CPU processes
     }
 
 
@@ -305,6 +304,9 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
         for key in ("train_runtime", "train_samples_per_second"):
             if key in result.metrics:
                 metrics[key] = float(result.metrics[key])
+        tokens, runtime = trainer.state.num_input_tokens_seen, result.metrics.get("train_runtime")
+        if tokens and runtime:  # all processes' tokens (include_num_input_tokens_seen); this session's
+            metrics["train_tokens_per_second"] = float(tokens - trainer._initial_num_input_tokens_seen) / runtime
     if evaluate and trainer.eval_dataset is not None:
         for key, value in trainer.evaluate().items():
             if isinstance(value, int | float):
@@ -316,8 +318,13 @@ def train_evaluate_merge(
     trainer: Any, cfg: TrainerJobConfig, evaluate: Callable[[Any, Any], dict[str, float]]
 ) -> StageOutputs:
     """The Trainer-based stages' body: fit (resuming), then on rank 0 the stage's own held-out
-    metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it."""
-    from ..modeling import save_merged  # torch-heavy: imported only where a stage runs
+    metrics (`evaluate(model, tokenizer)`) and the merged model; other ranks wait for it.
+
+    Under fsdp every rank runs the evaluation on its shards (the forward passes are collective;
+    rank 0 keeps the numbers), then helps gather the weights for rank 0's unsharded copy."""
+    from .. import sharding  # torch-heavy: imported only where a stage runs
+    from ..modeling import save_merged
+    from ..placement import Loading
 
     metrics = fit(trainer, cfg)
     outputs = StageOutputs(
@@ -326,11 +333,15 @@ def train_evaluate_merge(
         planned_steps=trainer.state.max_steps,
         resumed_from_step=int(metrics["resumed_from_step"]) if "resumed_from_step" in metrics else None,
     )
+    model, tokenizer, base = trainer.model, trainer.processing_class, trained_base(cfg)
+    sharded = sharding.is_sharded(model)
+    if sharded or is_main_process():
+        held_out = evaluate(model, tokenizer)
+        outputs.metrics.update(held_out if is_main_process() else {})
+    if sharded:
+        model = sharding.unsharded_copy(model, is_main_process(), base, Loading.for_job(cfg))
     if is_main_process():
-        outputs.metrics.update(evaluate(trainer.model, trainer.processing_class))
-        outputs.merged_path, outputs.adapter_path = save_merged(
-            trainer.model, trainer.processing_class, cfg.output_dir, trained_base(cfg)
-        )
+        outputs.merged_path, outputs.adapter_path = save_merged(model, tokenizer, cfg.output_dir, base)
     finish(trainer)
     return outputs
 
@@ -343,11 +354,12 @@ def load_policy(cfg: TrainerJobConfig) -> tuple[Any, Any, Any]:
 
     from ..data import load_stage_data
     from ..modeling import load_causal_lm
+    from ..placement import Loading
 
     section = cfg.section
     set_seed(section.seed)
     data = load_stage_data(section.dataset, cfg.stage, cfg.work_dir, section.seed)
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=Loading.for_job(cfg))
     return data, model, tokenizer
 
 
@@ -363,6 +375,18 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
         return {} if accuracy is None else {"task_accuracy": accuracy}
 
     return evaluate
+
+
+def truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
+    """Keep the last max_tokens tokens of each prompt (the part next to the answer)."""
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return {}
+        return {"prompt": tokenizer.decode(ids[-max_tokens:])}
+
+    return dataset.map(cut)
 
 
 def _step_of(checkpoint: str) -> int:

@@ -3,6 +3,8 @@
 Memory: policy, reference and value share one set of base weights (reference = adapter
 disabled, value head on the policy's hidden states). With `lora.enabled: false` (full
 fine-tuning) the reference must be a frozen copy of the SFT weights, so memory doubles.
+Under `strategy: fsdp` the policy (with its reference) and the reward model are sharded over
+the stage's processes (`sharding`); evaluation and the merged model use an unsharded copy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from rlhf_api import progress
 from rlhf_api.result import StageResult
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
-from .. import preemption
+from .. import preemption, sharding
 from ..data import load_prompts
 from ..evaluate import task_accuracy
 from ..modeling import (
@@ -27,6 +29,7 @@ from ..modeling import (
     load_sequence_classifier,
     save_merged,
 )
+from ..placement import Loading
 from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
@@ -39,38 +42,40 @@ def run(cfg: TrainerJobConfig) -> StageResult:
     return run_stage(cfg, train)
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _accuracy(model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str) -> float | None:
-    """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth."""
-    if dist.rank() != 0:
+def _accuracy(
+    model: Any, tokenizer: Any, section: PPOStageConfig, work_dir: str, sharded: bool = False
+) -> float | None:
+    """Held-out task accuracy (greedy) on rank 0; None on other ranks or without ground truth.
+    A sharded model is evaluated on every rank (its forward passes are collective)."""
+    if dist.rank() != 0 and not sharded:
         return None
-    return task_accuracy(model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens)
+    accuracy = task_accuracy(model, tokenizer, section.dataset, work_dir, section.training.eval_max_new_tokens)
+    return accuracy if dist.rank() == 0 else None
 
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.ppo
     assert section is not None and cfg.reward_model is not None  # the config validator ensures both
     training = section.training
-    dist.init_from_env()
-    device = _device()
+    device = dist.init_from_env(cfg.strategy, cfg.fsdp_offload)  # cuda:LOCAL_RANK on a GPU node
+    sharded = cfg.strategy == "fsdp" and dist.is_distributed()
     seed_everything(section.seed)
 
     prompts = load_prompts(section.dataset, cfg.work_dir, section.seed)
     if not prompts:
         raise StageError("ppo.dataset", "the dataset yielded no prompts")
 
-    policy, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
-    if not is_quantized(policy):
+    loading = Loading.for_job(cfg)
+    policy, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=loading)
+    if not is_quantized(policy) and not sharded:  # sharding moves each rank's shards itself
         policy.to(device)  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     reward_model, reward_tokenizer = load_sequence_classifier(
-        cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel"
+        cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel", loading=loading
     )
-    reward_model.to(device)  # type: ignore[arg-type]
+    if sharded:
+        sharding.shard_frozen(reward_model, cfg.fsdp_offload)
+    else:
+        reward_model.to(device)  # type: ignore[arg-type]
     if reward_model.config.num_labels != 1:
         raise StageError(
             "rewardModel.name", f"expected a one-output classifier, found {reward_model.config.num_labels} labels"
@@ -93,6 +98,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         fix_bnb_cpu_layout(policy)
     hidden_size = policy.config.get_text_config().hidden_size
     model = ActorCritic(policy, ValueHead(hidden_size).to(device), reference=reference)
+    if sharded:
+        sharding.shard_actor_critic(model, cfg.fsdp_offload)
 
     scorer = RewardModelScorer(reward_model, reward_tokenizer, batch_size=training.mini_batch_size, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
@@ -110,13 +117,15 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     if preemption.stop_agreed():
         raise preemption.Preempted(steps_done, training.steps, outcome["resumed_from"])
     stats, extra = outcome["stats"], outcome["extra"]
-    accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir)
+    accuracy_after = _accuracy(policy, tokenizer, section, cfg.work_dir, sharded)
+    if sharded:  # every rank takes part in gathering the trained weights for rank 0's copy
+        policy = sharding.unsharded_copy(policy, dist.rank() == 0, trained_base(cfg), loading)
 
     metrics: dict[str, float] = {
         "steps": float(training.steps),
         "train_seconds": time.perf_counter() - started,
     }
-    for key in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy", "response_length"):
+    for key in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy", "response_length", "tokens_per_s"):
         if key in stats:
             metrics[key] = float(stats[key])
     if outcome["resumed_from"] is not None:

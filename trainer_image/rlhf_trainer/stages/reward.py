@@ -16,6 +16,7 @@ from trl import RewardConfig, RewardTrainer
 from ..data import StageData, load_stage_data
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier
+from ..placement import Loading
 from .common import (
     ProgressCallback,
     StageOutputs,
@@ -34,7 +35,9 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
     set_seed(section.seed)
     base = trained_base(cfg)
     data = load_stage_data(section.dataset, "reward", cfg.work_dir, section.seed)
-    model, tokenizer = load_sequence_classifier(base.model, base.quantization, cfg.work_dir, base.field)
+    model, tokenizer = load_sequence_classifier(
+        base.model, base.quantization, cfg.work_dir, base.field, loading=Loading.for_job(cfg)
+    )
     if tokenizer.eos_token is None:
         # Encoders (BERT, MiniLM) have no eos; the trainer appends one to every text, so use
         # the separator, which such models already expect at the end (the handover checked
