@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
-from .model_config import Dtype as Dtype  # re-exported: precision and placement import it from here
+from .model_config import Dtype as Dtype  # re-exported: stage configs and precision use it
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
@@ -243,6 +243,15 @@ class PPOTrainingConfig(CamelModel):
 # that beat their group (GRPO: group mean and std; RLOO: the leave-one-out mean of the others).
 
 
+def _beta(default: float) -> Any:
+    return Field(
+        default=default,
+        ge=0.0,
+        le=10.0,
+        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
+    )
+
+
 class GroupRLTrainingConfig(TrainerLoopConfig):
     """What GRPO and RLOO share: sampling, group size, KL to the starting policy, clipping."""
 
@@ -259,6 +268,12 @@ class GroupRLTrainingConfig(TrainerLoopConfig):
     num_generations: int = Field(
         default=8, ge=2, le=256, description="Responses sampled per prompt: the group each one is compared with."
     )
+    max_prompt_length: int = Field(
+        default=512,
+        ge=1,
+        le=131072,
+        description="Prompts are cut to their last this-many tokens (TRL's GRPO and RLOO take them whole).",
+    )
     max_completion_length: int = Field(default=256, ge=1, le=131072, description="Most tokens sampled per response.")
     temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
@@ -267,6 +282,7 @@ class GroupRLTrainingConfig(TrainerLoopConfig):
         default=1, ge=1, le=100, description="Optimizer passes over each sampled batch (TRL's mu)."
     )
     epsilon: float = Field(default=0.2, gt=0.0, le=10.0, description="Clip range of the policy ratio.")
+    beta: float = _beta(0.0)
     logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
 
     @model_validator(mode="after")
@@ -291,17 +307,7 @@ def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
     return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}
 
 
-def _beta(default: float) -> Any:
-    return Field(
-        default=default,
-        ge=0.0,
-        le=10.0,
-        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
-    )
-
-
 class GRPOTrainingConfig(GroupRLTrainingConfig):
-    beta: float = _beta(0.0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         default="dapo",
         description=(

@@ -279,6 +279,29 @@ def test_termination_grace_period_default_and_override() -> None:
     assert {p.placement.termination_grace_period_seconds for p in plan(_run(), R)} == {600}
 
 
+def test_strategy_reaches_each_stage_config() -> None:
+    run = _run(
+        placement={"strategy": "fsdp", "fsdpOffload": True},
+        reward={"dataset": {"source": "d"}, "placement": {"strategy": "ddp", "fsdpOffload": False}},
+    )
+    sft, reward, ppo = (p.config for p in plan(run, "/ws"))
+    assert sft is not None and (sft.strategy, sft.fsdp_offload) == ("fsdp", True)
+    assert reward is not None and (reward.strategy, reward.fsdp_offload) == ("ddp", False)
+    assert ppo is not None and (ppo.strategy, ppo.fsdp_offload) == ("fsdp", True)
+    assert all(p.config is None or p.config.strategy == "ddp" for p in plan(_run(), "/ws"))
+
+
+def test_stage_node_pool_overrides_the_runs() -> None:
+    run = _run(
+        placement={"nodePool": {"accelerator": "nvidia-a100-80gb"}, "resources": {"requests": {"cpu": "8"}}},
+        sft={"dataset": {"source": "d"}, "placement": {"nodePool": {"accelerator": "nvidia-l4"}}},
+    )
+    sft, reward, _ = plan(run, "/ws")
+    assert sft.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert reward.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert sft.placement.requests == {"cpu": "8"}
+
+
 def test_group_rl_sections_reach_the_trainer() -> None:
     sources = [ARITH, {"type": "rewardModel", "weight": 0.5}, {"type": "function", "function": "my.mod:fn"}]
     training = {"numGenerations": 4, "beta": 0.0, "lossType": "dr_grpo", "maxCompletionLength": 16}
@@ -311,26 +334,3 @@ def test_reward_source_paths_resolve_against_the_volume_root() -> None:
         assert grpo.config is not None and grpo.config.grpo is not None
         got = [(s.model.name if s.model else None, s.python_path) for s in grpo.config.grpo.rewards]
         assert got == [(f"{root}/models/rm", None), ("org/rm", None), (None, f"{root}/code"), (None, "/opt/rewards")]
-
-
-def test_strategy_reaches_each_stage_config() -> None:
-    run = _run(
-        placement={"strategy": "fsdp", "fsdpOffload": True},
-        reward={"dataset": {"source": "d"}, "placement": {"strategy": "ddp", "fsdpOffload": False}},
-    )
-    sft, reward, ppo = (p.config for p in plan(run, "/ws"))
-    assert sft is not None and (sft.strategy, sft.fsdp_offload) == ("fsdp", True)
-    assert reward is not None and (reward.strategy, reward.fsdp_offload) == ("ddp", False)
-    assert ppo is not None and (ppo.strategy, ppo.fsdp_offload) == ("fsdp", True)
-    assert all(p.config is None or p.config.strategy == "ddp" for p in plan(_run(), "/ws"))
-
-
-def test_stage_node_pool_overrides_the_runs() -> None:
-    run = _run(
-        placement={"nodePool": {"accelerator": "nvidia-a100-80gb"}, "resources": {"requests": {"cpu": "8"}}},
-        sft={"dataset": {"source": "d"}, "placement": {"nodePool": {"accelerator": "nvidia-l4"}}},
-    )
-    sft, reward, _ = plan(run, "/ws")
-    assert sft.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
-    assert reward.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    assert sft.placement.requests == {"cpu": "8"}

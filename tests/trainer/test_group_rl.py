@@ -199,3 +199,18 @@ def test_summary_of_the_logged_steps(logs: list[dict[str, Any]], expected: dict[
         k: v for k, v in expected.items() if k != "completion_length"
     }
     assert got.get("completion_length") == expected.get("completion_length")
+
+
+def test_prompts_are_cut_to_their_last_tokens() -> None:
+    """maxPromptLength keeps the end of a prompt, next to where the answer goes."""
+    from datasets import Dataset
+    from rlhf_trainer.builtin import build_tokenizer
+    from rlhf_trainer.stages.common import truncate_prompts
+
+    tokenizer = build_tokenizer()
+    long, short = "Question: What is 12 + 5?\n\nAnswer: ", "Answer: "
+    rows = Dataset.from_list([{"prompt": long, "answer": "17"}, {"prompt": short, "answer": "1"}])
+    limit = len(tokenizer(short, add_special_tokens=False)["input_ids"]) + 2
+    cut = truncate_prompts(rows, tokenizer, limit)
+    assert cut["answer"] == ["17", "1"] and cut["prompt"][1] == short
+    assert long.endswith(cut["prompt"][0]) and len(tokenizer(cut["prompt"][0])["input_ids"]) == limit

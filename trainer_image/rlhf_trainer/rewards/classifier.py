@@ -11,7 +11,7 @@ from rlhf_api.stage_config import QuantizationConfig
 
 from ..errors import StageError
 from ..modeling import load_sequence_classifier, resolve_model_path
-from ..ppo.reward import RewardModelScorer
+from ..ppo.reward import RewardModelScorer, classifier_score
 from .verifiable import completion_text
 
 
@@ -46,7 +46,7 @@ def classifier_reward(
     _require_one_output(model, work_dir, field)
     classifier, tokenizer = load_sequence_classifier(model, QuantizationConfig(), work_dir, field=field)
     classifier.to(device)  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
-    scorer = RewardModelScorer(classifier, tokenizer, batch_size=batch_size, device=device)
+    scorer = RewardModelScorer(classifier_score(classifier), tokenizer, batch_size=batch_size, device=device)
 
     def score(prompts: list[Any], completions: list[Any], **_: Any) -> list[float | None]:
         texts = [completion_text(p) for p in prompts]

@@ -379,6 +379,18 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
     return evaluate
 
 
+def truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
+    """Keep the last max_tokens tokens of each prompt (the part next to the answer)."""
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return {}
+        return {"prompt": tokenizer.decode(ids[-max_tokens:])}
+
+    return dataset.map(cut)
+
+
 def _step_of(checkpoint: str) -> int:
     match = _CHECKPOINT_RE.match(Path(checkpoint).name)
     return int(match.group(1)) if match else 0

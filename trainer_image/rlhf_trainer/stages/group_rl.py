@@ -21,7 +21,14 @@ from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
 from ..rewards import build_reward_functions
-from .common import ProgressCallback, StageOutputs, task_accuracy_metrics, train_evaluate_merge, trainer_arguments
+from .common import (
+    ProgressCallback,
+    StageOutputs,
+    task_accuracy_metrics,
+    train_evaluate_merge,
+    trainer_arguments,
+    truncate_prompts,
+)
 
 # The summary averages the last quarter of the logged steps: single steps are noisy (a few
 # prompts each), and the end of training is what the merged model reflects.
@@ -39,8 +46,10 @@ def build_trainer(cfg: TrainerJobConfig, trainer_cls: Any, config_cls: Any, algo
     """The configured TRL trainer (policy adapted, prompts loaded, rewards built), not yet trained.
 
     `algorithm`: the config arguments only one of GRPO and RLOO has (loss type, scaling)."""
-    from accelerate import PartialState
+    import torch
     from transformers import set_seed
+
+    from .. import placement
 
     section = cfg.section
     assert isinstance(section, GroupRLStageConfig)
@@ -55,9 +64,11 @@ def build_trainer(cfg: TrainerJobConfig, trainer_cls: Any, config_cls: Any, algo
         reward_model=cfg.reward_model,
         work_dir=cfg.work_dir,
         columns=dataset_columns(prompts),
-        device=PartialState().device,
+        device=torch.device(placement.device(placement.hardware())),  # cuda:LOCAL_RANK on a GPU node
     )
-    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir)
+    loading = placement.Loading.for_job(cfg)
+    model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=loading)
+    prompts = truncate_prompts(prompts, tokenizer, training.max_prompt_length)
     model = apply_lora(model, section.lora, "CAUSAL_LM")
     args = config_cls(
         **trainer_arguments(cfg, training, section.seed)
