@@ -7,6 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+# The error type of model validators that report several "field: message" lines at once
+# (validation.format_errors prefixes each line with the model's path).
+FIELD_ERRORS = "rlhf_field_errors"
+
 
 class CamelModel(BaseModel):
     """Base for every schema model: camelCase in files, unknown fields rejected."""

@@ -24,3 +24,11 @@ def result_path(output_dir: str) -> str:
 
 def eval_dir(run_root: str) -> str:
     return str(PurePosixPath(run_root) / EVAL)
+
+
+# rlaif: the labelled pairs (prompt/chosen/rejected/confidence), the next stage's training data.
+RLAIF_PAIRS = "preferences.jsonl"
+
+
+def rlaif_pairs(output_dir: str) -> str:
+    return str(PurePosixPath(output_dir) / RLAIF_PAIRS)

@@ -12,15 +12,21 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .camel_model import CamelModel
+from .camel_model import FIELD_ERRORS, CamelModel
+from .reward_sources import RewardSource
+from .rlaif_config import RLAIF_SOURCE
 from .stage_config import (
     STAGES,
     DatasetConfig,
     DPOStageConfig,
     EvaluationConfig,
+    GRPOStageConfig,
     ModelConfig,
     PPOStageConfig,
+    RestStageConfig,
     RewardStageConfig,
+    RlaifStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
     StageName,
     Strategy,
@@ -66,9 +72,39 @@ ALLOWED_PIPELINES: list[list[str]] = [
     ["ppo"],
     ["sft", "dpo"],
     ["dpo"],
+    # group-relative RL: from the SFT model, or from the base model when there is no SFT
+    ["sft", "reward", "grpo"],
+    ["sft", "grpo"],
+    ["reward", "grpo"],
+    ["grpo"],
+    ["sft", "reward", "rloo"],
+    ["sft", "rloo"],
+    ["reward", "rloo"],
+    ["rloo"],
+    # ReST (issue 11): last; scored by the reward stage's model or other reward sources.
+    ["sft", "reward", "rest"],
+    ["sft", "rest"],
+    ["reward", "rest"],
+    ["rest"],
+    # RLAIF (issue 11): its pairs are the data of the reward or dpo stage right after it.
+    ["sft", "rlaif", "reward", "ppo"],
+    ["sft", "rlaif", "reward", "rest"],
+    ["sft", "rlaif", "reward"],
+    ["sft", "rlaif", "dpo"],
+    ["rlaif", "reward"],
+    ["rlaif", "dpo"],
+    ["sft", "rlaif", "reward", "grpo"],
+    ["sft", "rlaif", "reward", "rloo"],
 ]
+# Stages whose `rewards` list may name the reward stage's model (type rewardModel).
+REWARD_SOURCE_STAGES: tuple[StageName, ...] = ("grpo", "rloo", "rest")
+PIPELINE_SHAPES = (
+    "[sft, reward, ppo|grpo|rloo|rest] or [sft, dpo], with rlaif right before reward or dpo "
+    "([sft, rlaif, dpo], [sft, rlaif, reward, ppo|grpo|rloo|rest])"
+)
+# The stages that can train on an rlaif stage's pairs (always the stage right after it).
+AFTER_RLAIF: tuple[StageName, ...] = ("reward", "dpo")
 
-FIELD_ERRORS = "rlhf_field_errors"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
@@ -211,6 +247,22 @@ class DPOSection(StageControl, DPOStageConfig):
     """Direct preference optimization of the SFT policy."""
 
 
+class GRPOSection(StageControl, GRPOStageConfig):
+    """GRPO (TRL GRPOTrainer): group-relative policy optimization against the reward sources."""
+
+
+class RLOOSection(StageControl, RLOOStageConfig):
+    """RLOO (TRL RLOOTrainer): REINFORCE with a leave-one-out baseline against the reward sources."""
+
+
+class RestSection(StageControl, RestStageConfig):
+    """ReST: Grow (sample and score with the reward model), Improve (filter and fine-tune), repeated."""
+
+
+class RlaifSection(StageControl, RlaifStageConfig):
+    """RLAIF: a judge model labels pairs of policy samples; the next stage (reward or dpo) trains on them."""
+
+
 class SecretKeyRef(CamelModel):
     name: str = Field(min_length=1, max_length=253, description="Secret name in the run's namespace.")
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
@@ -255,6 +307,11 @@ class Storage(CamelModel):
     )
 
 
+StageSection = (
+    SFTSection | RewardSection | PPOSection | DPOSection | GRPOSection | RLOOSection | RestSection | RlaifSection
+)
+
+
 def _default_pipeline() -> list[StageName]:
     return ["sft", "reward", "ppo"]
 
@@ -267,12 +324,16 @@ class RLHFRunSpec(CamelModel):
         default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
-        description="Ordered stages: a subsequence of [sft, reward, ppo] or [sft, dpo]. Immutable.",
+        description=f"Ordered stages: a subsequence of {PIPELINE_SHAPES}. Immutable.",
     )
     sft: SFTSection | None = Field(default=None, description="Supervised fine-tuning stage.")
     reward: RewardSection | None = Field(default=None, description="Reward model stage.")
     ppo: PPOSection | None = Field(default=None, description="PPO stage.")
     dpo: DPOSection | None = Field(default=None, description="DPO stage.")
+    rest: RestSection | None = Field(default=None, description="ReST stage (Reinforced Self-Training).")
+    rlaif: RlaifSection | None = Field(default=None, description="RLAIF stage (AI-labelled preference pairs).")
+    grpo: GRPOSection | None = Field(default=None, description="GRPO stage.")
+    rloo: RLOOSection | None = Field(default=None, description="RLOO stage.")
     placement: Placement = Field(default_factory=Placement, description="Default placement for every stage.")
     storage: Storage = Field(default_factory=Storage, description="The run's volume.")
     secrets: SecretRefs = Field(default_factory=SecretRefs, description="Secret references.")
@@ -315,8 +376,8 @@ class RLHFRunSpec(CamelModel):
             raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
         return self
 
-    def section(self, stage: StageName) -> SFTSection | RewardSection | PPOSection | DPOSection | None:
-        section: SFTSection | RewardSection | PPOSection | DPOSection | None = getattr(self, stage)
+    def section(self, stage: StageName) -> StageSection | None:
+        section: StageSection | None = getattr(self, stage)
         return section
 
     def provided(self, stage: StageName) -> bool:
@@ -331,16 +392,19 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     pipeline = list(spec.pipeline)
     if pipeline not in ALLOWED_PIPELINES:
         errors.append(
-            f"pipeline: {pipeline} is not an ordered subsequence of [sft, reward, ppo] or [sft, dpo]"
+            f"pipeline: {pipeline} is not an ordered subsequence of {PIPELINE_SHAPES}"
             + (" (dpo cannot follow reward or be combined with ppo)" if "dpo" in pipeline else "")
+            + (" (rlaif must be followed by reward or dpo)" if "rlaif" in pipeline else "")
+            + (" (rest comes last, after sft and/or reward)" if "rest" in pipeline else "")
         )
         return errors
     for stage in pipeline:
         section = spec.section(stage)
         if section is None:
             errors.append(f"{stage}: the pipeline runs '{stage}' but spec.{stage} is missing")
-        elif section.dataset is None and section.existing_output is None:
+        elif section.dataset is None and section.existing_output is None and not follows_rlaif(spec, stage):
             errors.append(f"{stage}.dataset: required unless {stage}.existingOutput is set")
+    errors += _rest_rlaif_errors(spec)
     if "ppo" in pipeline:
         if "reward" not in pipeline and not spec.provided("reward"):
             errors.append(
@@ -348,6 +412,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
             )
         if "sft" not in pipeline and not spec.provided("sft"):
             errors.append("pipeline: ppo needs an SFT model: add 'sft' to the pipeline or set sft.existingOutput")
+    errors += _reward_source_errors(spec, pipeline)
     for stage in STAGES:
         section = spec.section(stage)
         if section is not None and stage not in pipeline and section.existing_output is None:
@@ -394,13 +459,113 @@ def _sharding_errors(spec: RLHFRunSpec, stage: StageName) -> list[str]:
     return errors
 
 
+def _reward_source_errors(spec: RLHFRunSpec, pipeline: list[StageName]) -> list[str]:
+    """A rewardModel source needs the reward stage's model: in the pipeline, or existingOutput."""
+    if "reward" in pipeline or spec.provided("reward"):
+        return []
+    errors = []
+    for stage in REWARD_SOURCE_STAGES:
+        section = spec.section(stage)
+        if stage not in pipeline or section is None or section.existing_output is not None:
+            continue
+        rewards: list[RewardSource] = getattr(section, "rewards", [])
+        fix = "add 'reward' to the pipeline or set reward.existingOutput"
+        if "rewards" not in section.model_fields_set:
+            errors.append(f"{stage}.rewards: the default source is the reward stage's model: {fix}, or list rewards")
+        for index, source in enumerate(rewards if "rewards" in section.model_fields_set else []):
+            if source.type == "rewardModel":
+                errors.append(f"{stage}.rewards[{index}].type: rewardModel needs the reward stage's model: {fix}")
+    return errors
+
+
+def _reward_source_cel(stage: StageName) -> dict[str, str]:
+    return _cel(
+        f"!has(self.pipeline) || !('{stage}' in self.pipeline) || !has(self.{stage})"
+        f" || has(self.{stage}.existingOutput) || 'reward' in self.pipeline"
+        " || (has(self.reward) && has(self.reward.existingOutput))"
+        f" || (has(self.{stage}.rewards) && self.{stage}.rewards.all(r, r.type != 'rewardModel'))",
+        f"{stage}.rewards uses the reward stage's model (type rewardModel, the default): "
+        "add 'reward' to the pipeline or set reward.existingOutput",
+        f".{stage}",
+    )
+
+
+def follows_rlaif(spec: RLHFRunSpec, stage: StageName) -> bool:
+    """The stage trains on the pairs of the rlaif stage right before it (pipelines allow no gap)."""
+    return stage in AFTER_RLAIF and "rlaif" in spec.pipeline and stage in spec.pipeline
+
+
+def _rest_rlaif_errors(spec: RLHFRunSpec) -> list[str]:
+    """Issue 11's cross-field rules (mirrored in spec_cel_rules)."""
+    errors: list[str] = []
+    if spec.rlaif is not None and spec.rlaif.existing_output is not None:
+        errors.append(
+            "rlaif.existingOutput: rlaif writes preference pairs, not a model; to reuse pairs, give their "
+            "file as the next stage's dataset and leave rlaif out of the pipeline"
+        )
+    for stage in STAGES:
+        section = spec.section(stage)
+        dataset = section.dataset if section is not None else None
+        if dataset is None or dataset.source != RLAIF_SOURCE:
+            continue
+        if not follows_rlaif(spec, stage):
+            errors.append(
+                f"{stage}.dataset.source: '{RLAIF_SOURCE}' names the pairs of an rlaif stage, "
+                f"but '{stage}' does not follow rlaif in the pipeline"
+            )
+    for stage in AFTER_RLAIF:
+        section = spec.section(stage)
+        dataset = section.dataset if section is not None else None
+        if follows_rlaif(spec, stage) and dataset is not None and dataset.source != RLAIF_SOURCE:
+            errors.append(
+                f"{stage}.dataset.source: '{stage}' follows rlaif and trains on its pairs: "
+                f"omit {stage}.dataset or set its source to '{RLAIF_SOURCE}'"
+            )
+    return errors
+
+
+def _rest_rlaif_cel_rules() -> list[dict[str, str]]:
+    in_pipeline = "has(self.pipeline) && '{stage}' in self.pipeline"
+    rules = [
+        _cel(
+            "!has(self.rlaif) || !has(self.rlaif.existingOutput)",
+            "rlaif writes preference pairs, not a model: it has no existingOutput",
+            ".rlaif",
+        ),
+    ]
+    for stage in STAGES:
+        follows = (
+            f"({in_pipeline.format(stage='rlaif')} && '{stage}' in self.pipeline)" if stage in AFTER_RLAIF else "false"
+        )
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || !has(self.{stage}.dataset) || self.{stage}.dataset.source != '{RLAIF_SOURCE}'"
+                f" || {follows}",
+                f"{stage}.dataset.source '{RLAIF_SOURCE}' names the pairs of an rlaif stage, "
+                f"but '{stage}' does not follow rlaif in the pipeline",
+                f".{stage}",
+            )
+        )
+        if stage in AFTER_RLAIF:
+            rules.append(
+                _cel(
+                    f"!{follows} || !has(self.{stage}) || !has(self.{stage}.dataset)"
+                    f" || self.{stage}.dataset.source == '{RLAIF_SOURCE}'",
+                    f"{stage} follows rlaif and trains on its pairs: omit {stage}.dataset "
+                    f"or set its source to '{RLAIF_SOURCE}'",
+                    f".{stage}",
+                )
+            )
+    return rules
+
+
 def spec_cel_rules() -> list[dict[str, str]]:
     """The cross-field rules the API server checks itself (mirrors pipeline_errors)."""
     allowed = ", ".join("[" + ", ".join(f"'{s}'" for s in p) + "]" for p in ALLOWED_PIPELINES)
     rules = [
         _cel(
             f"!has(self.pipeline) || self.pipeline in [{allowed}]",
-            "pipeline must be an ordered subsequence of [sft, reward, ppo] or [sft, dpo] "
+            f"pipeline must be an ordered subsequence of {PIPELINE_SHAPES} "
             "(dpo cannot follow reward or be combined with ppo)",
             ".pipeline",
         ),
@@ -417,24 +582,39 @@ def spec_cel_rules() -> list[dict[str, str]]:
             ".pipeline",
         ),
     ]
+    rules += [_reward_source_cel(stage) for stage in REWARD_SOURCE_STAGES]
     rules += _sharding_cel_rules()
     for stage in STAGES:
-        default_has = "true" if stage in ("sft", "reward", "ppo") else "false"
+        default_has = "true" if stage in _default_pipeline() else "false"
+        runs = f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has})"
         rules.append(
             _cel(
-                f"(has(self.pipeline) ? '{stage}' in self.pipeline : {default_has}) ? has(self.{stage}) : true",
+                f"{runs} ? has(self.{stage}) : true",
                 f"the pipeline runs '{stage}' but spec.{stage} is missing",
                 f".{stage}",
             )
         )
+        after_rlaif = (
+            f" || (has(self.pipeline) && 'rlaif' in self.pipeline && '{stage}' in self.pipeline)"
+            if stage in AFTER_RLAIF
+            else ""
+        )
         rules.append(
             _cel(
-                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset)",
-                f"{stage}.dataset is required unless {stage}.existingOutput is set",
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || {runs}",
+                f"{stage}: section given but '{stage}' is not in the pipeline (and has no existingOutput)",
                 f".{stage}",
             )
         )
-    return rules
+        rules.append(
+            _cel(
+                f"!has(self.{stage}) || has(self.{stage}.existingOutput) || has(self.{stage}.dataset){after_rlaif}",
+                f"{stage}.dataset is required unless {stage}.existingOutput is set"
+                + (" (or it follows rlaif)" if after_rlaif else ""),
+                f".{stage}",
+            )
+        )
+    return rules + _rest_rlaif_cel_rules()
 
 
 def _sharding_cel_rules() -> list[dict[str, str]]:

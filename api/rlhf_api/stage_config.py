@@ -10,52 +10,26 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
+from .model_config import Dtype as Dtype  # re-exported: stage configs and precision use it
+from .model_config import ModelConfig
+from .rest_config import RestLoopConfig
+from .reward_sources import RewardSource, rewards_field, uses_reward_model
+from .rlaif_config import RlaifLabelConfig
 
-StageName = Literal["sft", "reward", "ppo", "dpo"]
-STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo")
+StageName = Literal["sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif"]
+STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif")
 # The stages whose output is a policy (a causal LM): what task_accuracy and the comparison measure.
-POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo")
+POLICY_STAGES: tuple[StageName, ...] = ("sft", "ppo", "dpo", "grpo", "rloo", "rest")
 
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 # How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
 # parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
 Strategy = Literal["ddp", "fsdp"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
-
-
-class ModelConfig(CamelModel):
-    """Which model weights a stage starts from."""
-
-    name: str = Field(
-        min_length=1,
-        max_length=512,
-        description=(
-            "Hugging Face hub id (e.g. meta-llama/Llama-2-7b-hf), a path on the run's volume, "
-            "or 'builtin:tiny-llama', a tiny Llama built from a config with a tokenizer trained "
-            "offline (for CPU quickstarts and tests; nothing is downloaded)."
-        ),
-    )
-    revision: str | None = Field(
-        default=None,
-        max_length=256,
-        description="Hub revision (branch, tag or commit) to load; ignored for local paths.",
-    )
-    trust_remote_code: bool = Field(
-        default=False,
-        description="Allow the model repository's own Python code to run. Off unless you trust it.",
-    )
-    dtype: Dtype = Field(
-        default="auto",
-        description=(
-            "Weight and compute dtype: auto is bfloat16 on GPUs with native bf16 (A100, H100, L4), "
-            "float16 mixed precision on older GPUs (SFT, reward, DPO; float32 for PPO) and float32 on CPU. "
-            "float16 trains with loss scaling; bfloat16 needs a GPU with native bf16. See docs/gpu.md."
-        ),
-    )
 
 
 class DatasetConfig(CamelModel):
@@ -66,7 +40,8 @@ class DatasetConfig(CamelModel):
         max_length=512,
         description=(
             "Hub dataset name, a file on the run's volume (.json, .jsonl, .csv, .parquet), "
-            "or 'builtin:arithmetic', the generated quickstart task with checkable answers."
+            "or 'builtin:arithmetic', the generated quickstart task with checkable answers; in the stage "
+            "right after an rlaif stage, 'rlaif' (or no dataset): the preference pairs it wrote."
         ),
     )
     config_name: str | None = Field(
@@ -133,15 +108,14 @@ class QuantizationConfig(CamelModel):
     compute_dtype: ComputeDtype = Field(default="bfloat16", description="4-bit only: matmul dtype.")
 
 
-class TrainingConfig(CamelModel):
-    """Hyperparameters shared by the Trainer-based stages (SFT, reward, DPO)."""
+class TrainerLoopConfig(CamelModel):
+    """Hyperparameters of every stage trained by a TRL Trainer (optimizer, schedule, checkpoints)."""
 
     learning_rate: PositiveFloat = Field(default=2e-4, le=1.0, description="Peak learning rate.")
     epochs: float = Field(default=1.0, gt=0.0, le=1000.0, description="Passes over the training data.")
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(default=4, ge=1, le=4096, description="Per-device batch size.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Micro-batches per optimizer step.")
-    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -154,6 +128,12 @@ class TrainingConfig(CamelModel):
     eval_max_new_tokens: int = Field(
         default=8, ge=1, le=4096, description="Tokens generated per question for task_accuracy."
     )
+
+
+class TrainingConfig(TrainerLoopConfig):
+    """Hyperparameters shared by the stages that train on given sequences (SFT, reward, DPO)."""
+
+    max_length: int = Field(default=512, ge=8, le=131072, description="Maximum tokens per training sequence.")
 
 
 class SFTTrainingConfig(TrainingConfig):
@@ -257,6 +237,99 @@ class PPOTrainingConfig(CamelModel):
         return self
 
 
+# ----------------------------------------------------------------------------- GRPO, RLOO
+# Group-relative RL on TRL's GRPOTrainer / RLOOTrainer: sample numGenerations responses per
+# prompt, score them with the stage's reward sources, and push the policy towards the responses
+# that beat their group (GRPO: group mean and std; RLOO: the leave-one-out mean of the others).
+
+
+def _beta(default: float) -> Any:
+    return Field(
+        default=default,
+        ge=0.0,
+        le=10.0,
+        description="KL coefficient towards the starting policy; 0 skips the reference pass (faster, less memory).",
+    )
+
+
+class GroupRLTrainingConfig(TrainerLoopConfig):
+    """What GRPO and RLOO share: sampling, group size, KL to the starting policy, clipping."""
+
+    learning_rate: PositiveFloat = Field(default=1e-5, le=1.0, description="Peak learning rate.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description=(
+            "Completions per device per micro-step (prompts x numGenerations); batchSize x "
+            "gradientAccumulationSteps must be a multiple of numGenerations."
+        ),
+    )
+    num_generations: int = Field(
+        default=8, ge=2, le=256, description="Responses sampled per prompt: the group each one is compared with."
+    )
+    max_prompt_length: int = Field(
+        default=512,
+        ge=1,
+        le=131072,
+        description="Prompts are cut to their last this-many tokens (TRL's GRPO and RLOO take them whole).",
+    )
+    max_completion_length: int = Field(default=256, ge=1, le=131072, description="Most tokens sampled per response.")
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Sampling nucleus probability.")
+    top_k: int = Field(default=0, ge=0, description="Sampling top-k (0: off).")
+    num_iterations: int = Field(
+        default=1, ge=1, le=100, description="Optimizer passes over each sampled batch (TRL's mu)."
+    )
+    epsilon: float = Field(default=0.2, gt=0.0, le=10.0, description="Clip range of the policy ratio.")
+    beta: float = _beta(0.0)
+    logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> GroupRLTrainingConfig:
+        if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(GROUPS_FIT_MESSAGE)
+        return self
+
+
+GROUPS_FIT_MESSAGE = "batchSize x gradientAccumulationSteps must be a multiple of numGenerations"
+
+
+def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
+    """GroupRLTrainingConfig._groups_fit for the API server (which sees no defaults: unset fields
+    take the model's defaults here)."""
+
+    def value(name: str) -> str:
+        alias = to_camel(name)
+        return f"(has(self.{alias}) ? self.{alias} : {model.model_fields[name].default})"
+
+    product = f"{value('batch_size')} * {value('gradient_accumulation_steps')}"
+    return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}
+
+
+class GRPOTrainingConfig(GroupRLTrainingConfig):
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        default="dapo",
+        description=(
+            "How token losses are averaged (TRL): grpo per sequence (length bias), dapo over the "
+            "tokens of the accumulated batch, dr_grpo by a constant (maxCompletionLength), bnpo over "
+            "the tokens of the local batch."
+        ),
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="group",
+        description="Divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO).",
+    )
+
+
+class RLOOTrainingConfig(GroupRLTrainingConfig):
+    beta: float = _beta(0.05)
+    scale_rewards: Literal["none", "batch"] = Field(
+        default="none",
+        description="batch: normalize advantages to mean 0, std 1 over each sampled batch; none: raw leave-one-out.",
+    )
+
+
 def _lora(r: int, alpha: int, dropout: float) -> Any:
     return Field(
         default_factory=lambda: LoraConfig(r=r, alpha=alpha, dropout=dropout),
@@ -299,7 +372,73 @@ class DPOStageConfig(StageCommon):
     training: DPOTrainingConfig = Field(default_factory=DPOTrainingConfig, description="Hyperparameters.")
 
 
-StageConfig = SFTStageConfig | RewardStageConfig | PPOStageConfig | DPOStageConfig
+class GroupRLStageConfig(StageCommon):
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    rewards: list[RewardSource] = rewards_field()
+
+
+class GRPOStageConfig(GroupRLStageConfig):
+    training: GRPOTrainingConfig = Field(default_factory=GRPOTrainingConfig, description="Hyperparameters.")
+
+
+class RLOOStageConfig(GroupRLStageConfig):
+    training: RLOOTrainingConfig = Field(default_factory=RLOOTrainingConfig, description="Hyperparameters.")
+
+
+# ---- ReST and RLAIF (issue 11): their own knobs live in rest_config / rlaif_config.
+
+
+class RestStageConfig(RestLoopConfig, StageCommon):
+    """ReST: Grow (sample and score) then Improve (filter and fine-tune), repeated."""
+
+    lora: LoraConfig = _lora(16, 32, 0.05)
+    training: SFTTrainingConfig = Field(
+        default_factory=SFTTrainingConfig,
+        description="Fine-tuning of each Improve step (TRL SFTTrainer on the kept samples).",
+    )
+    rewards: list[RewardSource] = rewards_field()
+
+
+class RlaifStageConfig(RlaifLabelConfig, StageCommon):
+    """RLAIF: sample response pairs from the policy, label them with a judge model."""
+
+    judge: ModelConfig = Field(
+        description=(
+            "The AI labeller: any causal LM (hub id or path on the volume), typically larger than the "
+            "policy; or 'builtin:arithmetic-judge' (quickstart), trained here from the stage's "
+            "policy on the exact answers of builtin:arithmetic, so that it knows more than the policy."
+        ),
+    )
+    quantization: QuantizationConfig = Field(
+        default_factory=QuantizationConfig,
+        description="Load the policy and the judge quantized (bitsandbytes), e.g. to fit a large judge.",
+    )
+
+
+StageConfig = (
+    SFTStageConfig
+    | RewardStageConfig
+    | PPOStageConfig
+    | DPOStageConfig
+    | GRPOStageConfig
+    | RLOOStageConfig
+    | RestStageConfig
+    | RlaifStageConfig
+)
+
+
+def trains_all_weights(section: StageConfig) -> bool:
+    """Full fine-tuning: LoRA disabled, or a stage without LoRA settings (rlaif, whose only
+    training is the builtin judge's)."""
+    lora = getattr(section, "lora", None)
+    return lora is None or not lora.enabled
+
+
+def eval_max_new_tokens(section: StageConfig) -> int:
+    """Tokens generated per held-out question for task_accuracy: the stage's training setting
+    (rlaif, which trains nothing, has none: the default)."""
+    training = getattr(section, "training", None)
+    return int(getattr(training, "eval_max_new_tokens", TrainingConfig.model_fields["eval_max_new_tokens"].default))
 
 
 ReportTo = Literal["tensorboard", "wandb"]
@@ -339,7 +478,8 @@ def _default_report_to() -> list[ReportTo]:
     return ["tensorboard"]
 
 
-InputRole = Literal["model", "rewardModel"]
+# dataset: the stage after rlaif trains on that stage's pairs (issue 11).
+InputRole = Literal["model", "rewardModel", "dataset"]
 
 
 class StageInput(CamelModel):
@@ -347,7 +487,9 @@ class StageInput(CamelModel):
 
     stage: StageName = Field(description="The stage that produced the input.")
     output_dir: str = Field(min_length=1, description="That stage's output directory (holds its result.json).")
-    role: InputRole = Field(description="Which model of this config the input provides: model or rewardModel.")
+    role: InputRole = Field(
+        description="What of this config the input provides: model, rewardModel, or dataset (rlaif's pairs)."
+    )
 
 
 class TrainerJobConfig(CamelModel):
@@ -356,7 +498,10 @@ class TrainerJobConfig(CamelModel):
     stage: StageName = Field(description="Which stage program runs.")
     run_name: str = Field(min_length=1, max_length=253, description="The RLHFRun's name.")
     model: ModelConfig = Field(description="Weights the stage starts from (base or a previous stage's merged output).")
-    reward_model: ModelConfig | None = Field(default=None, description="PPO only: the reward stage's merged model.")
+    reward_model: ModelConfig | None = Field(
+        default=None,
+        description="The reward stage's merged model: for PPO, and for reward sources of type rewardModel.",
+    )
     output_dir: str = Field(min_length=1, description="Where checkpoints, merged model, logs and result.json go.")
     work_dir: str = Field(
         min_length=1, description="Run root: shared cache for builtin models and data between stages."
@@ -385,6 +530,17 @@ class TrainerJobConfig(CamelModel):
     reward: RewardStageConfig | None = None
     ppo: PPOStageConfig | None = None
     dpo: DPOStageConfig | None = None
+    grpo: GRPOStageConfig | None = None
+    rloo: RLOOStageConfig | None = None
+    rest: RestStageConfig | None = None
+    rlaif: RlaifStageConfig | None = None
+    eval_task: DatasetConfig | None = Field(
+        default=None,
+        description=(
+            "The data with ground truth for task_accuracy, when the stage trains on data without it "
+            "(the pairs an rlaif stage wrote from these prompts). Default: the stage's dataset."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_section(self) -> TrainerJobConfig:
@@ -393,6 +549,8 @@ class TrainerJobConfig(CamelModel):
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
         if self.stage == "ppo" and self.reward_model is None:
             raise ValueError("rewardModel is required for the ppo stage")
+        if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
+            raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
         if self.fsdp_offload and self.strategy != "fsdp":
             raise ValueError("fsdpOffload needs strategy fsdp")
         return self

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import SAMPLES, read_summary
-from rlhf_api.stage_config import POLICY_STAGES, STAGES, CompareConfig, TrainerJobConfig
+from rlhf_api.stage_config import POLICY_STAGES, STAGES, CompareConfig, TrainerJobConfig, eval_max_new_tokens
 
 COMPARE_CONFIG = "compare-config.yaml"
 
@@ -59,7 +59,7 @@ def compare_config(
 ) -> TrainerJobConfig:
     """cfg with its compare section set: as planned (or the stage's defaults), then the overrides."""
     settings = cfg.compare or CompareConfig(
-        max_new_tokens=cfg.section.training.eval_max_new_tokens, reward_model=cfg.reward_model
+        max_new_tokens=eval_max_new_tokens(cfg.section), reward_model=cfg.reward_model
     )
     updates = {k: v for k, v in {"prompts": prompts, "max_new_tokens": max_new_tokens}.items() if v is not None}
     return cfg.model_copy(update={"compare": settings.model_copy(update=updates)})

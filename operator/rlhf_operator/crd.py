@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 import yaml
+from rlhf_api.reward_sources import source_cel_rules
 from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stage_config import GRPOTrainingConfig, PPOTrainingConfig, RLOOTrainingConfig, groups_fit_cel_rule
 from rlhf_api.status import RLHFRunStatus
 
 CRD_PATH = "crds/rlhf.dev_rlhfruns.yaml"
@@ -54,6 +55,9 @@ _DEF_RULES: dict[str, list[dict[str, str]]] = {
             "message": "minNewTokens must not exceed maxNewTokens",
         },
     ],
+    "GRPOTrainingConfig": [groups_fit_cel_rule(GRPOTrainingConfig)],
+    "RLOOTrainingConfig": [groups_fit_cel_rule(RLOOTrainingConfig)],
+    "RewardSource": source_cel_rules(),
 }
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlhf_api.precision import BYTES, Precision, PrecisionError, TrainerKind, resolve
+from rlhf_api.reward_sources import uses_reward_model
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
-from rlhf_api.stage_config import LoraConfig, QuantizationConfig, StageName
+from rlhf_api.stage_config import GroupRLTrainingConfig, LoraConfig, QuantizationConfig, StageName
 
 from .model_catalog import Architecture
 from .plan import DEFAULT_TRAINER_IMAGE, resolve_placement
@@ -161,9 +162,9 @@ class Sizing:
 
     sequences: int  # per micro-batch, in the training forward/backward
     length: int  # tokens per sequence
-    response: int = 0  # PPO: logits only over the response tokens
+    response: int = 0  # PPO, GRPO, RLOO: logits only over the response tokens
     checkpointing: bool = False
-    rollout: int = 0  # PPO: sequences per generation chunk
+    rollout: int = 0  # PPO: sequences per generation chunk; GRPO, RLOO: per generation batch
 
     @property
     def tokens(self) -> int:
@@ -189,6 +190,16 @@ def _sizing(spec: RLHFRunSpec, stage: StageName) -> Sizing:
             response=training.max_new_tokens,
             checkpointing=bool(getattr(training, "gradient_checkpointing", False)),
             rollout=getattr(training, "rollout_batch_size", None) or training.batch_size,
+        )
+    if isinstance(training, GroupRLTrainingConfig):
+        # TRL generates a whole generation batch (batchSize x gradientAccumulationSteps completions
+        # per process) before training on it micro-batch by micro-batch.
+        return Sizing(
+            sequences=training.batch_size,
+            length=training.max_prompt_length + training.max_completion_length,
+            response=training.max_completion_length,
+            checkpointing=training.gradient_checkpointing,
+            rollout=training.batch_size * training.gradient_accumulation_steps,
         )
     return Sizing(
         sequences=training.batch_size * _per_example(stage),
@@ -248,6 +259,8 @@ def estimate_stage(
         return replace(base, note="skipped (existingOutput)")
     if gpus == 0:
         return replace(base, note="CPU stage (gpusPerWorker: 0)")
+    if not hasattr(section, "lora"):  # rlaif: sampling and a judge model, no training formula here
+        return replace(base, note=f"no estimate: {stage} trains nothing (it samples and asks its judge)")
     found = _find(policy_names, lookup)
     if found is None:
         return replace(base, note=f"model size unknown: {policy_names[0]} (no config.json here, not in the table)")
@@ -287,6 +300,16 @@ def estimate_stage(
             weights += weight_bytes(arch, prec, quant)
         reward_found = _find(reward_names, lookup) or (arch, name)
         weights += weight_bytes(reward_found[0], prec, QuantizationConfig(), classifier=True)
+        kv_cache = kv_cache_bytes(arch, sizing.rollout, sizing.length, prec.compute_bytes)
+    if isinstance(section.training, GroupRLTrainingConfig):
+        if not lora.enabled and section.training.beta > 0:  # full fine-tuning: a frozen reference copy
+            weights += weight_bytes(arch, prec, quant)
+        # each classifier among the reward sources: the reward stage's model, any other by name
+        scorers = [reward_names] if uses_reward_model(section.rewards) else []
+        scorers += [[s.model.name] for s in section.rewards if s.model is not None]
+        for names in scorers:
+            scorer = _find(names, lookup) or (arch, name)
+            weights += weight_bytes(scorer[0], prec, QuantizationConfig(), classifier=True)
         kv_cache = kv_cache_bytes(arch, sizing.rollout, sizing.length, prec.compute_bytes)
 
     value_bytes = prec.compute_bytes

@@ -11,19 +11,35 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
+from rlhf_api.reward_sources import RewardSource, uses_reward_model
+from rlhf_api.rlaif_config import RLAIF_SOURCE
+from rlhf_api.spec import (
+    ACCELERATOR_PRODUCTS,
+    GPU_PRODUCT_LABEL,
+    Placement,
+    RLHFRun,
+    RLHFRunSpec,
+    follows_rlaif,
+    stage_strategy,
+)
 from rlhf_api.stage_config import (
     POLICY_STAGES,
     CompareConfig,
+    DatasetConfig,
     DPOStageConfig,
+    GRPOStageConfig,
     InputRole,
     ModelConfig,
     PPOStageConfig,
+    RestStageConfig,
     RewardStageConfig,
+    RlaifStageConfig,
+    RLOOStageConfig,
     SFTStageConfig,
     StageInput,
     StageName,
     TrainerJobConfig,
+    eval_max_new_tokens,
 )
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
@@ -38,7 +54,13 @@ _TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
     "reward": RewardStageConfig,
     "ppo": PPOStageConfig,
     "dpo": DPOStageConfig,
+    "grpo": GRPOStageConfig,
+    "rloo": RLOOStageConfig,
+    "rest": RestStageConfig,
+    "rlaif": RlaifStageConfig,
 }
+# Stages whose output is data, not a model: nothing for a later stage to load.
+_NO_MODEL: frozenset[StageName] = frozenset({"rlaif"})
 
 
 class ResolvedPlacement(BaseModel):
@@ -72,7 +94,7 @@ class StagePlan(BaseModel):
     index: int
     skipped: bool  # existingOutput given: nothing runs, the output is taken as is
     output_dir: str
-    merged_path: str  # what later stages load
+    merged_path: str | None  # what later stages load (None: the stage writes data, e.g. rlaif)
     config: TrainerJobConfig | None  # None when skipped
     placement: ResolvedPlacement
     retries: int
@@ -144,24 +166,57 @@ def on_volume(path: str, mount_root: str, data_file: bool = False) -> str:
 
 
 def _on_volume_section(section: Any, mount_root: str) -> Any:
-    """The stage section with its dataset source and base model resolved by on_volume."""
+    """The stage section with its dataset source and models resolved by on_volume."""
     update: dict[str, Any] = {}
     dataset = getattr(section, "dataset", None)
     if dataset is not None:
         source = on_volume(dataset.source, mount_root, data_file=True)
         if source != dataset.source:
             update["dataset"] = dataset.model_copy(update={"source": source})
-    base_model = getattr(section, "base_model", None)
-    if base_model is not None:
-        name = on_volume(base_model.name, mount_root)
-        if name != base_model.name:
-            update["base_model"] = base_model.model_copy(update={"name": name})
+    for field in ("base_model", "judge"):  # reward's own base, rlaif's judge
+        model = getattr(section, field, None)
+        if model is not None:
+            name = on_volume(model.name, mount_root)
+            if name != model.name:
+                update[field] = model.model_copy(update={"name": name})
+    rewards = getattr(section, "rewards", None)
+    if rewards:
+        resolved = [_on_volume_source(source, mount_root) for source in rewards]
+        if resolved != rewards:
+            update["rewards"] = resolved
     return section.model_copy(update=update) if update else section
+
+
+def _on_volume_source(source: RewardSource, mount_root: str) -> RewardSource:
+    """A reward source's classifier path (like any model) and its pythonPath (always a directory
+    on the volume when relative) resolved against the volume root."""
+    update: dict[str, Any] = {}
+    if source.model is not None and on_volume(source.model.name, mount_root) != source.model.name:
+        update["model"] = source.model.model_copy(update={"name": on_volume(source.model.name, mount_root)})
+    if source.python_path is not None and not source.python_path.startswith("/"):
+        update["python_path"] = posixpath.normpath(posixpath.join(mount_root, source.python_path))
+    return source.model_copy(update=update) if update else source
 
 
 def _as_model(path: str, base: ModelConfig) -> ModelConfig:
     """A previous stage's merged output, loaded like the base (dtype, remote code)."""
     return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
+
+
+def _rlaif_wiring(
+    spec: RLHFRunSpec, stage: StageName, root: str, mount_root: str, section_data: dict[str, Any]
+) -> dict[str, Any]:
+    """The stage right after rlaif trains on its pairs file; task_accuracy still uses rlaif's prompts.
+
+    The user omits the stage's dataset or writes `source: rlaif` (keeping e.g. evalFraction)."""
+    if not follows_rlaif(spec, stage):
+        return {}
+    assert spec.rlaif is not None and spec.rlaif.dataset is not None  # RLHFRunSpec validation
+    given = section_data.get("dataset") or {"source": RLAIF_SOURCE}
+    pairs = layout.rlaif_pairs(posixpath.join(root, "rlaif"))
+    section_data["dataset"] = {**given, "source": pairs, "format": "preference"}
+    prompts = _on_volume_section(spec.rlaif, mount_root).dataset
+    return {"eval_task": DatasetConfig.model_validate(prompts.model_dump())}
 
 
 def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str | None) -> CompareConfig | None:
@@ -171,7 +226,7 @@ def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str |
         return None
     section = spec.section(stage)
     assert section is not None
-    default_tokens: int = section.training.eval_max_new_tokens
+    default_tokens = eval_max_new_tokens(section)
     return CompareConfig(
         prompts=evaluation.prompts,
         max_new_tokens=evaluation.max_new_tokens or default_tokens,
@@ -189,7 +244,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         section = spec.section(stage)
         if section is not None and section.existing_output:
             return on_volume(section.existing_output, mount_root)
-        if stage in spec.pipeline:
+        if stage in spec.pipeline and stage not in _NO_MODEL:
             return layout.merged_dir(posixpath.join(root, stage))
         return None
 
@@ -211,14 +266,20 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         if not skipped:
             # sft starts from the base model; every later stage from the SFT model when there is one.
             start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
-            reward_path = merged_of("reward") if stage == "ppo" else None
+            # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
+            scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
+            reward_path = merged_of("reward") if scores_with_reward_model else None
             strategy, fsdp_offload = stage_strategy(spec, stage)
             # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
             uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
             inputs = (produced("sft", "model") if uses_sft else []) + (
-                produced("reward", "rewardModel") if stage == "ppo" else []
+                produced("reward", "rewardModel") if scores_with_reward_model else []
             )
+            if follows_rlaif(spec, stage):  # its data is the rlaif stage's pairs
+                inputs += produced("rlaif", "dataset")
             trainer_fields = _TRAINER_SECTIONS[stage].model_fields
+            section_data = _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields))
+            wiring = _rlaif_wiring(spec, stage, root, mount_root, section_data)
             config = TrainerJobConfig.model_validate(
                 {
                     "stage": stage,
@@ -232,7 +293,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "fsdp_offload": fsdp_offload,
                     "inputs": inputs,
                     "compare": _compare(spec, stage, index, merged_of("reward")),
-                    stage: _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields)),
+                    stage: section_data,
+                    **wiring,
                 }
             )
         plans.append(
@@ -241,7 +303,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 index=index,
                 skipped=skipped,
                 output_dir=output_dir,
-                merged_path=merged_of(stage) or layout.merged_dir(output_dir),
+                merged_path=merged_of(stage) or (None if stage in _NO_MODEL else layout.merged_dir(output_dir)),
                 config=config,
                 placement=resolve_placement(spec, stage, default_image),
                 retries=section.retries,

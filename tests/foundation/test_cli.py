@@ -11,7 +11,7 @@ from rlhf_api.result import StageResult, write_result
 from rlhf_operator import cli
 from rlhf_operator.crd import crd_yaml
 
-from .conftest import EXAMPLES, MINIMAL
+from .conftest import EXAMPLES, MINIMAL, REPO
 
 
 def _write(tmp_path: Path, document: dict[str, Any], name: str = "run.yaml") -> str:
@@ -32,6 +32,13 @@ def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
         ({"pipeline": ["ppo"]}, "spec.pipeline"),
         ({"sft": {"dataset": {"source": "d"}, "lora": {"r": -1}}}, "spec.sft.lora.r"),
         ({"secrets": {"wandbApiKey": "abc123"}}, "spec.secrets.wandbApiKey"),
+        (
+            {
+                "pipeline": ["sft", "reward", "grpo"],
+                "grpo": {"dataset": {"source": "d"}, "rewards": [{"type": "model"}]},
+            },
+            "spec.grpo.rewards[0].model",
+        ),
     ],
 )
 def test_validate_names_the_field(
@@ -51,6 +58,27 @@ def test_validate_missing_model_and_unreadable_file(tmp_path: Path, capsys: pyte
     (tmp_path / "broken.yaml").write_text("spec: [unclosed")
     assert cli.main(["validate", str(tmp_path / "broken.yaml")]) == 1
     assert "not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("example", "stages"),
+    [("quickstart-grpo.yaml", ["sft", "reward", "grpo"]), ("quickstart-rloo.yaml", ["sft", "rloo"])],
+)
+def test_render_makes_one_job_per_stage(capsys: pytest.CaptureFixture[str], example: str, stages: list[str]) -> None:
+    """Stage jobs are stage-agnostic: each runs `rlhf-train <stage>` on its ConfigMap's config."""
+    assert cli.main(["render", str(REPO / "examples" / example)]) == 0
+    objects = list(yaml.safe_load_all(capsys.readouterr().out))
+    jobs = [o for o in objects if o["kind"] == "PyTorchJob"]
+    commands = [
+        j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"] for j in jobs
+    ]
+    assert [c[:2] for c in commands] == [["rlhf-train", stage] for stage in stages]
+    configs = {
+        o["metadata"]["name"]: yaml.safe_load(o["data"]["config.yaml"]) for o in objects if o["kind"] == "ConfigMap"
+    }
+    last = configs[f"{objects[0]['metadata']['name'].removesuffix('-data')}-{stages[-1]}-config"]
+    assert last["stage"] == stages[-1] and last["model"]["name"].endswith("/sft/merged")
+    assert ("rewardModel" in last) == ("reward" in stages)
 
 
 def test_crd_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:

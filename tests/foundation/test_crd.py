@@ -75,6 +75,9 @@ def test_examples_valid_against_crd_and_models(path: Any) -> None:
 
 
 DPO = {"dataset": {"source": "d"}}
+GROUP_RL: dict[str, Any] = {"dataset": {"source": "builtin:arithmetic"}}
+ARITH = {"type": "builtin", "builtin": "arithmetic"}
+RM = {"type": "rewardModel"}
 CEL_CASES = [
     spec_with(),
     spec_with(pipeline=["sft", "ppo"]),
@@ -87,6 +90,19 @@ CEL_CASES = [
     spec_with(sft={"lora": {"r": 4}}),
     spec_with(sft={"existingOutput": "/s"}),
     spec_with(pipeline=["sft", "sft"], reward=None, ppo=None),
+    # grpo / rloo: the reward stage's model as a source needs the reward stage (or its output)
+    spec_with(pipeline=["sft", "reward", "grpo"], ppo=None, grpo=GROUP_RL),
+    spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo=GROUP_RL),
+    spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": [ARITH]}),
+    spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": [ARITH, RM]}),
+    spec_with(pipeline=["sft", "grpo"], reward={"existingOutput": "/rm"}, ppo=None, grpo={**GROUP_RL, "rewards": [RM]}),
+    spec_with(pipeline=["grpo"], sft=None, reward=None, ppo=None, grpo={**GROUP_RL, "rewards": [ARITH]}),
+    spec_with(pipeline=["sft", "reward", "rloo"], ppo=None, rloo={**GROUP_RL, "rewards": [RM, ARITH]}),
+    spec_with(pipeline=["rloo"], sft=None, reward=None, ppo=None, rloo=GROUP_RL),
+    spec_with(pipeline=["rloo"], sft=None, reward=None, ppo=None, rloo={**GROUP_RL, "existingOutput": "/p"}),
+    spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None),
+    spec_with(pipeline=["sft", "grpo", "rloo"], reward=None, ppo=None, grpo=GROUP_RL, rloo=GROUP_RL),
+    spec_with(pipeline=["sft", "reward", "grpo"], grpo=GROUP_RL),
     spec_with(placement={"strategy": "fsdp", "fsdpOffload": True}),
     spec_with(placement={"strategy": "fsdp"}, sft={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}}),
     spec_with(sft={"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}, "placement": {"strategy": "fsdp"}}),
@@ -121,6 +137,33 @@ def test_ppo_batch_rule_in_cel() -> None:
     bad = {"batchSize": 4, "miniBatchSize": 8}
     assert not all(cel.evaluate(r["rule"], {"self": bad}) for r in rules)
     assert all(cel.evaluate(r["rule"], {"self": {"batchSize": 8}}) for r in rules)
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+@pytest.mark.parametrize(
+    ("training", "fits"),
+    [
+        ({}, True),
+        ({"batchSize": 12}, False),
+        ({"batchSize": 12, "numGenerations": 4}, True),
+        ({"batchSize": 4, "gradientAccumulationSteps": 2}, True),
+        ({"batchSize": 4, "gradientAccumulationSteps": 3}, False),
+        ({"numGenerations": 16, "gradientAccumulationSteps": 2}, True),
+        ({"numGenerations": 3}, False),
+    ],
+)
+def test_group_fit_rule_in_cel(stage: str, training: dict[str, Any], fits: bool) -> None:
+    """CEL sees no defaults: its rule fills them in, and agrees with the pydantic check."""
+    node = _schema()["properties"]["spec"]["properties"][stage]["properties"]["training"]
+    assert all(cel.evaluate(r["rule"], {"self": training}) for r in node["x-kubernetes-validations"]) is fits
+    document = spec_with(pipeline=["sft", stage], reward=None, ppo=None)
+    document["spec"][stage] = {**GROUP_RL, "rewards": [ARITH], "training": training}
+    try:
+        parse_run(document)
+        model_ok = True
+    except RunInvalid:
+        model_ok = False
+    assert model_ok is fits
 
 
 @pytest.mark.parametrize(

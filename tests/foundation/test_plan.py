@@ -18,6 +18,8 @@ def _run(**spec: Any) -> Any:
 
 
 R = "/ws/demo"
+GROUP_RL: dict[str, Any] = {"dataset": {"source": "builtin:arithmetic"}}
+ARITH = {"type": "builtin", "builtin": "arithmetic"}
 # (case, spec changes, expected [(stage, skipped, start model, reward model, output dir)])
 CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | None, str]]]] = [
     (
@@ -59,6 +61,37 @@ CASES: list[tuple[str, dict[str, Any], list[tuple[str, bool, str | None, str | N
             "reward": {"existingOutput": "/ws/r"},
         },
         [("ppo", False, "/ws/s", "/ws/r", f"{R}/ppo")],
+    ),
+    (
+        "grpo scored by the reward stage's model",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": GROUP_RL},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", f"{R}/reward/merged", f"{R}/grpo"),
+        ],
+    ),
+    (
+        "rloo with a verifiable reward needs no reward model",
+        {"pipeline": ["sft", "rloo"], "reward": None, "ppo": None, "rloo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("rloo", False, f"{R}/sft/merged", None, f"{R}/rloo"),
+        ],
+    ),
+    (
+        "reward stage trained but not a source",
+        {"pipeline": ["sft", "reward", "grpo"], "ppo": None, "grpo": {**GROUP_RL, "rewards": [ARITH]}},
+        [
+            ("sft", False, "builtin:tiny-llama", None, f"{R}/sft"),
+            ("reward", False, f"{R}/sft/merged", None, f"{R}/reward"),
+            ("grpo", False, f"{R}/sft/merged", None, f"{R}/grpo"),
+        ],
+    ),
+    (
+        "grpo from the base model with an existing reward model",
+        {"pipeline": ["grpo"], "sft": None, "reward": {"existingOutput": "/ws/r"}, "ppo": None, "grpo": GROUP_RL},
+        [("grpo", False, "builtin:tiny-llama", "/ws/r", f"{R}/grpo")],
     ),
     (
         "reward from its own base",
@@ -267,3 +300,37 @@ def test_stage_node_pool_overrides_the_runs() -> None:
     assert sft.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
     assert reward.placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert sft.placement.requests == {"cpu": "8"}
+
+
+def test_group_rl_sections_reach_the_trainer() -> None:
+    sources = [ARITH, {"type": "rewardModel", "weight": 0.5}, {"type": "function", "function": "my.mod:fn"}]
+    training = {"numGenerations": 4, "beta": 0.0, "lossType": "dr_grpo", "maxCompletionLength": 16}
+    run = _run(
+        pipeline=["sft", "reward", "grpo"], ppo=None, grpo={**GROUP_RL, "rewards": sources, "training": training}
+    )
+    grpo = plan(run, "/ws")[2]
+    assert grpo.config is not None and grpo.config.grpo is not None
+    assert [(s.type, s.weight) for s in grpo.config.grpo.rewards] == [
+        ("builtin", 1.0),
+        ("rewardModel", 0.5),
+        ("function", 1.0),
+    ]
+    assert grpo.config.grpo.training.loss_type == "dr_grpo" and grpo.config.grpo.training.num_generations == 4
+    file = grpo.config_file()
+    assert file["grpo"]["rewards"][2] == {"type": "function", "weight": 1.0, "function": "my.mod:fn"}
+    assert "retries" not in file["grpo"] and "placement" not in file["grpo"]
+
+
+def test_reward_source_paths_resolve_against_the_volume_root() -> None:
+    sources = [
+        {"type": "model", "model": {"name": "./models/rm"}},
+        {"type": "model", "model": {"name": "org/rm"}},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "code"},
+        {"type": "function", "function": "my_rewards:fn", "pythonPath": "/opt/rewards"},
+    ]
+    run = _run(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": sources})
+    for root in ("/workspace", "/home/me/runs"):
+        grpo = plan(run, root)[1]
+        assert grpo.config is not None and grpo.config.grpo is not None
+        got = [(s.model.name if s.model else None, s.python_path) for s in grpo.config.grpo.rewards]
+        assert got == [(f"{root}/models/rm", None), ("org/rm", None), (None, f"{root}/code"), (None, "/opt/rewards")]

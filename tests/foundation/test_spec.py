@@ -10,6 +10,10 @@ from rlhf_api.validation import RunInvalid, parse_run
 
 from .conftest import MINIMAL, spec_with
 
+GROUP_RL: dict[str, Any] = {"dataset": {"source": "builtin:arithmetic"}}
+ARITH = {"type": "builtin", "builtin": "arithmetic"}
+RM = {"type": "rewardModel"}
+
 
 def test_defaults() -> None:
     run = parse_run(MINIMAL)
@@ -59,6 +63,54 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
         spec_with(placement={"nodePool": {"accelerator": "tpu"}}),
         "spec.placement.nodePool.accelerator:",
     ),
+    (
+        "grpo's default reward source without a reward stage",
+        spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo=GROUP_RL),
+        "spec.grpo.rewards: the default source is the reward stage's model",
+    ),
+    (
+        "rloo's rewardModel source without a reward stage",
+        spec_with(pipeline=["rloo"], sft=None, reward=None, ppo=None, rloo={**GROUP_RL, "rewards": [ARITH, RM]}),
+        "spec.rloo.rewards[1].type: rewardModel needs the reward stage's model",
+    ),
+    (
+        "source type without its member",
+        spec_with(pipeline=["sft", "grpo"], reward=None, ppo=None, grpo={**GROUP_RL, "rewards": [{"type": "model"}]}),
+        "spec.grpo.rewards[0].model: required when type is model",
+    ),
+    (
+        "function path without a function",
+        spec_with(
+            pipeline=["grpo"],
+            sft=None,
+            reward=None,
+            ppo=None,
+            grpo={**GROUP_RL, "rewards": [{"type": "function", "function": "mod"}]},
+        ),
+        "spec.grpo.rewards[0].function:",
+    ),
+    (
+        "groups do not fit the batch",
+        spec_with(
+            pipeline=["sft", "rloo"],
+            reward=None,
+            ppo=None,
+            rloo={**GROUP_RL, "rewards": [ARITH], "training": {"batchSize": 12}},
+        ),
+        "spec.rloo.training: batchSize x gradientAccumulationSteps must be a multiple of numGenerations",
+    ),
+    ("grpo and rloo together", spec_with(pipeline=["sft", "grpo", "rloo"]), "spec.pipeline:"),
+    ("grpo before reward", spec_with(pipeline=["sft", "grpo", "reward"]), "spec.pipeline:"),
+    (
+        "unknown loss type",
+        spec_with(grpo={**GROUP_RL, "training": {"lossType": "ppo"}}),
+        "spec.grpo.training.lossType:",
+    ),
+    (
+        "rloo has no group scaling",
+        spec_with(rloo={**GROUP_RL, "training": {"scaleRewards": "group"}}),
+        "spec.rloo.training.scaleRewards:",
+    ),
     ("bad strategy", spec_with(placement={"strategy": "zero3"}), "spec.placement.strategy:"),
     (
         "8bit sharded by the run's strategy",
@@ -102,14 +154,46 @@ def test_every_error_is_reported_at_once() -> None:
     assert len(caught.value.errors) == 3
 
 
-@pytest.mark.parametrize("pipeline", [["sft", "reward", "ppo"], ["sft", "dpo"], ["dpo"], ["sft"], ["sft", "reward"]])
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        ["sft", "reward", "ppo"],
+        ["sft", "dpo"],
+        ["dpo"],
+        ["sft"],
+        ["sft", "reward"],
+        ["sft", "reward", "grpo"],
+        ["sft", "grpo"],
+        ["grpo"],
+        ["sft", "reward", "rloo"],
+        ["sft", "rloo"],
+        ["rloo"],
+    ],
+)
 def test_allowed_pipelines(pipeline: list[str]) -> None:
     document = spec_with(pipeline=pipeline)
     document["spec"]["dpo"] = {"dataset": {"source": "d", "format": "preference"}}
-    for stage in ("sft", "reward", "ppo", "dpo"):
+    # with a reward stage the default source (its model) applies; without, a verifiable reward
+    rewards = {} if "reward" in pipeline else {"rewards": [ARITH]}
+    document["spec"]["grpo"] = document["spec"]["rloo"] = {**GROUP_RL, **rewards}
+    for stage in ("sft", "reward", "ppo", "dpo", "grpo", "rloo"):
         if stage not in pipeline:
             document["spec"].pop(stage)
     assert parse_run(document).spec.pipeline == pipeline
+
+
+def test_reward_model_source_from_an_existing_reward_model() -> None:
+    document = spec_with(pipeline=["sft", "grpo"], ppo=None, grpo=GROUP_RL, reward={"existingOutput": "/rm"})
+    run = parse_run(document)
+    assert run.spec.grpo is not None and [s.type for s in run.spec.grpo.rewards] == ["rewardModel"]
+
+
+def test_group_rl_defaults() -> None:
+    run = parse_run(spec_with(pipeline=["sft", "reward", "grpo"], ppo=None, grpo=GROUP_RL))
+    assert run.spec.grpo is not None
+    training = run.spec.grpo.training
+    assert (training.beta, training.loss_type, training.scale_rewards) == (0.0, "dapo", "group")
+    assert (training.num_generations, training.batch_size, training.logging_steps) == (8, 8, 1)
 
 
 def test_stage_skipped_by_existing_output() -> None:

@@ -174,3 +174,37 @@ def test_suggestions_never_mutate_the_spec() -> None:
     before = copy.deepcopy(run.spec.model_dump())
     estimate_run(run, catalog)
     assert run.spec.model_dump() == before
+
+
+def _grpo_run(**grpo: Any) -> Any:
+    """The StackLLaMA example with GRPO in PPO's place (same data, placement and 8-bit LoRA)."""
+    document = yaml.safe_load(STACKLLAMA.read_text())
+    spec = document["spec"]
+    ppo = spec.pop("ppo")
+    spec["pipeline"] = ["sft", "reward", "grpo"]
+    training = {"batchSize": 8, "gradientAccumulationSteps": 4, "numGenerations": 8, "maxCompletionLength": 128}
+    spec["grpo"] = {"dataset": ppo["dataset"], "lora": ppo["lora"], "quantization": ppo["quantization"]}
+    spec["grpo"] |= {"placement": ppo["placement"], "training": training} | grpo
+    return parse_run(document)
+
+
+def test_grpo_holds_its_reward_models_and_a_generation_batch_of_kv_cache() -> None:
+    grpo = estimate_stage(_grpo_run().spec, "grpo", catalog)
+    sft = estimate_stage(_grpo_run().spec, "sft", catalog)
+    assert grpo.fits and grpo.weights > sft.weights  # the 8-bit policy plus the bf16 reward model
+    # 8 x 4 completions generated per process, each up to 512 prompt + 128 new tokens
+    assert grpo.kv_cache == kv_cache_bytes(LLAMA7, 32, 640, 2)
+    verifiable = estimate_stage(_grpo_run(rewards=[{"type": "builtin", "builtin": "exactMatch"}]).spec, "grpo", catalog)
+    two_models = [{"type": "rewardModel"}, {"type": "model", "model": {"name": "meta-llama/Llama-2-7b-hf"}}]
+    both = estimate_stage(_grpo_run(rewards=two_models).spec, "grpo", catalog)
+    assert verifiable.weights < grpo.weights < both.weights
+    assert both.weights - grpo.weights == pytest.approx(grpo.weights - verifiable.weights)
+
+
+def test_full_fine_tuned_grpo_with_kl_holds_a_reference_copy() -> None:
+    full = {"lora": {"enabled": False}, "quantization": {"mode": "none"}}
+    rewards = [{"type": "builtin", "builtin": "exactMatch"}]
+    no_kl = estimate_stage(_grpo_run(rewards=rewards, **full).spec, "grpo", catalog)
+    training = {"batchSize": 8, "gradientAccumulationSteps": 4, "maxCompletionLength": 128, "beta": 0.04}
+    with_kl = estimate_stage(_grpo_run(rewards=rewards, training=training, **full).spec, "grpo", catalog)
+    assert with_kl.weights == pytest.approx(2 * no_kl.weights)

@@ -33,7 +33,8 @@ def write_config(
         "reportTo": ["tensorboard"],
         stage: {
             "dataset": dataset or {"source": "builtin:arithmetic", "maxSamples": 64},
-            "training": {**TINY, **(training or {})},
+            # a None value drops a TINY default (e.g. maxLength, which GRPO/RLOO do not have)
+            "training": {k: v for k, v in {**TINY, **(training or {})}.items() if v is not None},
             **section,
         },
     }

@@ -214,6 +214,22 @@ def test_ppo_sigterm_saves_the_current_step_and_resumes_there(
     _preempt_and_resume(spawn, "ppo", tmp_path, make_config, keys, "step-{step}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_grpo_sigterm_saves_the_current_step_and_resumes_there(work_dir: str, tmp_path: Path, spawn: Spawn) -> None:
+    """GRPO samples its completions during training: the resumed run samples the same ones."""
+
+    def make_config(path: Path, out: Path) -> Path:
+        # 2 questions x 2 answers per step; periodic checkpoints at 3, 6, 9.
+        training = {"maxLength": None, "maxSteps": 10, "batchSize": 4, "numGenerations": 2}
+        training |= {"maxCompletionLength": 3, "saveSteps": 3, "learningRate": 0.01, "beta": 0.1}
+        rewards = [{"type": "builtin", "builtin": "arithmetic"}]
+        return write_config(path, "grpo", work_dir, out, training=training, rewards=rewards)
+
+    keys = ("loss", "reward", "kl", "completions/mean_length")
+    _preempt_and_resume(spawn, "grpo", tmp_path, make_config, keys, "checkpoint-{step}")
+
+
 def _worker_pid(launcher: int, rank: int) -> int | None:
     """The pid of torchrun's worker with this RANK (read from /proc; Linux)."""
     for entry in Path("/proc").iterdir():

@@ -17,13 +17,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("run")
-    materialize_tiny_llama(str(root))
-    return str(root)
-
-
-@pytest.fixture(scope="module")
 def sft_output(work_dir: str) -> Path:
     """One SFT run shared by the tests that need its outputs."""
     out = Path(work_dir) / "sft"

@@ -46,7 +46,7 @@ def _validation_message(exc: Any) -> str:
     """The first pydantic error as 'field.path: message' (camelCase, as in the file)."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    text = str(first.get("msg", "invalid value"))
+    text = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"{where}: {text}" if where else text
 
 

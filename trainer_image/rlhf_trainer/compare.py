@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import EvalSample, EvalSummary, ModelScore, write_eval
-from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
+from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig, eval_max_new_tokens
 
 from . import builtin
 from .data import HeldOutPrompt, load_heldout_prompts
@@ -110,7 +110,9 @@ def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConf
     """Compare cfg.model (where the stage started) with `candidate` (what it produced)."""
     started = time.perf_counter()
     section = cfg.section
-    prompts = load_heldout_prompts(section.dataset, cfg.work_dir, section.seed, settings.prompts)
+    # eval_task: a stage that trains on data without ground truth (after rlaif) is compared on its task
+    task = cfg.eval_task or section.dataset
+    prompts = load_heldout_prompts(task, cfg.work_dir, section.seed, settings.prompts)
     if not prompts:
         raise StageError("compare.prompts", "the dataset has no held-out prompts to compare on")
     progress.emit(cfg.stage, event="compare", prompts=len(prompts))
@@ -157,7 +159,7 @@ def compare_stage_output(cfg: TrainerJobConfig, merged_path: str | None) -> Eval
     """The final stage's last step: compare its starting model with its merged output."""
     # A config written without a compare section (an older run): the stage's own defaults.
     settings = cfg.compare or CompareConfig(
-        max_new_tokens=cfg.section.training.eval_max_new_tokens, reward_model=cfg.reward_model
+        max_new_tokens=eval_max_new_tokens(cfg.section), reward_model=cfg.reward_model
     )
     if merged_path is None:
         raise StageError("compare", f"stage {cfg.stage} produced no merged model to compare")

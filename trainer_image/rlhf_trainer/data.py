@@ -8,6 +8,7 @@ Output columns per stage:
 - sft: `text`, or `prompt`/`completion`, or `messages` (chat)
 - reward, dpo: `prompt`/`chosen`/`rejected` (reward also accepts chosen/rejected alone)
 - ppo: a list of prompt strings (`load_prompts`)
+- grpo, rloo: `prompt` and the dataset's other columns, e.g. ground truth (`load_prompt_rows`)
 """
 
 from __future__ import annotations
@@ -281,25 +282,57 @@ def load_stage_data(dataset: DatasetConfig, stage: str, work_dir: str, seed: int
 
 def load_prompts(dataset: DatasetConfig, work_dir: str, seed: int) -> list[str]:
     """PPO prompts: the `prompt` column, or `question` formatted by the template's prompt part."""
+    return [str(row["prompt"]) for row in load_prompt_rows(dataset, work_dir, seed)]
+
+
+def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> AnyDataset:
+    """Prompts to sample from (PPO, GRPO, RLOO), with every other column kept (renamed by
+    `fields`) so that reward functions can read ground truth such as `answer`.
+
+    The prompt is the `prompt` column, or the template's prompt part formatted from the row.
+    builtin:arithmetic gives prompt, question and answer (the right sum) for its training
+    questions, shuffled by the seed.
+    """
     head, _ = split_template(dataset.template)
     if builtin.is_builtin_dataset(dataset.source):
         prompt_of = builtin.prompt_formatter(dataset.template)
         questions = builtin.ppo_questions(seed)
         if dataset.max_samples is not None:
             questions = questions[: dataset.max_samples]
-        return [prompt_of(q) for q in questions]
+        rows = [{"prompt": prompt_of(q), "question": q, "answer": builtin.correct_answer(q)} for q in questions]
+        return Dataset.from_list(rows)
     if dataset.source.startswith("builtin:"):
         raise StageError("dataset.source", f"unknown builtin dataset '{dataset.source}'", kind="config")
     train, _ = _load_raw(dataset.model_copy(update={"eval_fraction": 0.0}), seed)
     train = _rename(train, dataset.fields)
     columns = _columns(train)
     if "prompt" in columns:
-        return [str(row["prompt"]) for row in train]
+        return train
     names = template_fields(head)
     if names and set(names) <= set(columns):
-        return [head.format(**{n: str(row[n]) for n in names}) for row in train]
-    _require(train, ["prompt"], "ppo prompts")
-    return []  # unreachable: _require raised
+        return train.map(lambda row: {"prompt": head.format(**{n: str(row[n]) for n in names})})
+    _require(train, ["prompt"], "prompts")
+    return train  # unreachable: _require raised
+
+
+@dataclass
+class PromptRows:
+    """load_prompt_rows in memory: the prompts and the other columns, row-aligned (e.g. `answer`,
+    the ground truth that reward sources and label-agreement checks read). ReST and RLAIF."""
+
+    prompts: list[str]
+    columns: dict[str, list[Any]]
+
+
+def prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> PromptRows:
+    rows = list(load_prompt_rows(dataset, work_dir, seed))
+    names = [c for c in (rows[0] if rows else {}) if c != "prompt"]
+    return PromptRows([str(r["prompt"]) for r in rows], {c: [r[c] for r in rows] for c in names})
+
+
+def dataset_columns(ds: AnyDataset) -> list[str]:
+    """Column names, also of a streamed dataset that only knows them after a peek."""
+    return _columns(ds)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ TOKEN_NEEDS: dict[tuple[str, str], tuple[Requirement, ...]] = {
     ("reward", "reward.baseModel"): (PADDING, END_OF_SCORED_TEXT),
     # The PPO reward model scores the policy's decoded text: it only pads.
     ("ppo", "rewardModel"): (PADDING,),
+    # So do GRPO's and RLOO's reward-model sources (an eos is appended when the tokenizer has one).
+    ("grpo", "rewardModel"): (PADDING,),
+    ("rloo", "rewardModel"): (PADDING,),
+    ("rest", "rewardModel"): (PADDING,),
 }
 
 
@@ -101,7 +105,8 @@ def check_inputs(cfg: TrainerJobConfig) -> None:
     for stage_input in cfg.inputs:
         problem = result_problem(read_result(result_path(stage_input.output_dir)), stage_input)
         if problem:
-            raise StageError(f"{stage_input.role}.name", problem, kind="config")
+            field = "dataset.source" if stage_input.role == "dataset" else f"{stage_input.role}.name"
+            raise StageError(field, problem, kind="config")
     for field, model in models_used(cfg):
         _check_model(cfg, field, model)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rlhf_api.precision import Precision, PrecisionError, TrainerKind, resolve
-from rlhf_api.stage_config import Dtype, Strategy, TrainerJobConfig
+from rlhf_api.stage_config import Dtype, Strategy, TrainerJobConfig, trains_all_weights
 
 from .errors import StageError
 
@@ -244,7 +244,7 @@ class Loading:
         return cls(
             strategy=cfg.strategy,
             trainer="ppo" if cfg.stage == "ppo" else "trl",
-            full_finetune=not section.lora.enabled,
+            full_finetune=trains_all_weights(section),
         )
 
 

@@ -48,6 +48,12 @@ SUMMARY_METRICS = (
     "eval_loss",
     "reward_mean",
     "kl",
+    # rest and rlaif (issue 11)
+    "samples_kept",
+    "kept_reward_mean",
+    "pairs_written",
+    "mean_confidence",
+    "label_agreement",
 )
 TAIL_LINES = 8  # a failed stage's last output lines, shown with its failure
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rlhf_api import progress
 from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
 from rlhf_api.result import EXIT_FAILED, EXIT_PREEMPTED, EXIT_SUCCEEDED, StageResult, write_result
-from rlhf_api.stage_config import TrainerJobConfig, TrainingConfig
+from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens, trains_all_weights
 from transformers import TrainerCallback
 
 from .. import preemption
@@ -180,8 +180,8 @@ def trained_base(cfg: TrainerJobConfig) -> BaseWeights:
     return BaseWeights(model=model, quantization=cfg.section.quantization, work_dir=cfg.work_dir, field=field)
 
 
-def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int) -> dict[str, Any]:
-    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO).
+def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: int) -> dict[str, Any]:
+    """TrainingArguments kwargs shared by the TRL-based stages (SFT, reward, DPO, GRPO, RLOO).
 
     Device, precision and sharding come from `placement` (on CPU: use_cpu, no mixed precision,
     gloo). Activation checkpointing only when asked (TRL turns it on by default).
@@ -190,7 +190,7 @@ def trainer_arguments(cfg: TrainerJobConfig, training: TrainingConfig, seed: int
 
     hw = placement.hardware()
     field, model = models_used(cfg)[0]  # the trained model (the reward stage may start elsewhere)
-    prec = placement.precision(model.dtype, hw, "trl", not cfg.section.lora.enabled, f"{field}.dtype")
+    prec = placement.precision(model.dtype, hw, "trl", trains_all_weights(cfg.section), f"{field}.dtype")
     return {
         "output_dir": checkpoints_dir(cfg.output_dir),
         "seed": seed,
@@ -368,13 +368,27 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
     from ..evaluate import task_accuracy
 
     section = cfg.section
+    # eval_task: the stage trains on data without ground truth (e.g. rlaif's pairs)
+    task = cfg.eval_task or section.dataset
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        max_new_tokens = getattr(section.training, "eval_max_new_tokens", 8)
-        accuracy = task_accuracy(model, tokenizer, section.dataset, cfg.work_dir, max_new_tokens)
+        max_new_tokens = eval_max_new_tokens(section)
+        accuracy = task_accuracy(model, tokenizer, task, cfg.work_dir, max_new_tokens)
         return {} if accuracy is None else {"task_accuracy": accuracy}
 
     return evaluate
+
+
+def truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
+    """Keep the last max_tokens tokens of each prompt (the part next to the answer)."""
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return {}
+        return {"prompt": tokenizer.decode(ids[-max_tokens:])}
+
+    return dataset.map(cut)
 
 
 def _step_of(checkpoint: str) -> int:

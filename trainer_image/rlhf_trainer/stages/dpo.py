@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rlhf_api.result import StageResult
 from rlhf_api.stage_config import DPOStageConfig, TrainerJobConfig
 from trl import DPOConfig, DPOTrainer
@@ -17,19 +15,8 @@ from .common import (
     task_accuracy_metrics,
     train_evaluate_merge,
     trainer_arguments,
+    truncate_prompts,
 )
-
-
-def _truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
-    """Keep the last max_tokens tokens of each prompt (the part next to the answer)."""
-
-    def cut(row: dict[str, Any]) -> dict[str, Any]:
-        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        if len(ids) <= max_tokens:
-            return {}
-        return {"prompt": tokenizer.decode(ids[-max_tokens:])}
-
-    return dataset.map(cut)
 
 
 def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
@@ -39,9 +26,9 @@ def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
     data, model, tokenizer = load_policy(cfg)
     if training.max_prompt_length is not None:
         # TRL 1.16 dropped max_prompt_length; truncate here so the option keeps its meaning.
-        data.train = _truncate_prompts(data.train, tokenizer, training.max_prompt_length)
+        data.train = truncate_prompts(data.train, tokenizer, training.max_prompt_length)
         if data.eval is not None:
-            data.eval = _truncate_prompts(data.eval, tokenizer, training.max_prompt_length)
+            data.eval = truncate_prompts(data.eval, tokenizer, training.max_prompt_length)
     model = apply_lora(model, section.lora, "CAUSAL_LM")
     args = DPOConfig(
         **trainer_arguments(cfg, training, section.seed),

@@ -1,0 +1,28 @@
+"""RLOO stage: TRL RLOOTrainer (REINFORCE, leave-one-out baseline) against the stage's reward
+sources (see group_rl)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlhf_api.result import StageResult
+from rlhf_api.stage_config import RLOOStageConfig, TrainerJobConfig
+from trl import RLOOConfig, RLOOTrainer
+
+from . import group_rl
+from .common import StageOutputs, run_stage
+
+
+def build_trainer(cfg: TrainerJobConfig) -> Any:
+    section = cfg.rloo
+    assert isinstance(section, RLOOStageConfig)
+    algorithm = {"normalize_advantages": section.training.scale_rewards == "batch"}
+    return group_rl.build_trainer(cfg, RLOOTrainer, RLOOConfig, algorithm)
+
+
+def _body(cfg: TrainerJobConfig) -> StageOutputs:
+    return group_rl.train(build_trainer(cfg), cfg)
+
+
+def run(cfg: TrainerJobConfig) -> StageResult:
+    return run_stage(cfg, _body)
