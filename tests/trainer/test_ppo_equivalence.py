@@ -175,3 +175,24 @@ def test_bf16_trunk_keeps_value_head_logprobs_and_losses_in_fp32(tokenizer) -> N
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     after = model.trainable_state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_passes_leave_out_only_what_no_prediction_reads(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The policy and reference passes skip the last token (it predicts nothing): their logits
+    equal the full causal LM's over the whole sequence, padding and LoRA included."""
+    model = build_model(tokenizer)
+    torch.manual_seed(3)
+    rollout = sample_rollout(
+        model, tokenizer, PROMPTS, [6, 2, 5, 6, 3, 6, 4, 6], SamplingSettings(), 64, torch.device("cpu")
+    )
+    ids, mask, start = rollout.input_ids, rollout.attention_mask, rollout.response_start
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits, _ = model(ids, mask, start)
+        full = model.policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, start - 1 : -1]
+        torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
+        with model.policy.disable_adapter():
+            full_reference = model.policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        reference = model.reference_logits(ids, mask, start)
+    torch.testing.assert_close(reference, full_reference[:, start - 1 : -1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(reference, logits, atol=1e-3)  # the adapter is live: the two differ
