@@ -49,6 +49,10 @@ def test_headline_numbers_pick_the_stage_kind_and_skip_summaries() -> None:
         ("kl", 0.1),
     ]
     assert headline_numbers({"train_runtime": 30.0, "train_loss": 0.7, "step": 600}) == []
+    # A step of TRL's RewardTrainer as transformers 5.23 logs it (runtime so far included).
+    step = {"stage": "reward", "step": 10, "max_steps": 600, "loss": 0.696, "grad_norm": 0.52, "accuracy": 0.48}
+    step |= {"learning_rate": 0.00015, "train_runtime": 0.5414, "train_tokens_per_second": 22459.4}
+    assert headline_numbers(step) == [("loss", 0.696), ("accuracy", 0.48), ("learning_rate", 0.00015)]
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ HEADLINE_KEYS = (
     "learning_rate",
 )
 # An event from the trainer's own end-of-training summary, not a step: no headline numbers.
-_SUMMARY_KEYS = ("train_runtime", "train_loss")
+# Only `train_loss` tells it apart: transformers 5 puts `train_runtime` in every step's log too.
+_SUMMARY_KEYS = ("train_loss",)
 
 
 def step_of(event: Mapping[str, Any]) -> tuple[int, int | None] | None:
