@@ -1,9 +1,11 @@
-"""Tiny models and tokenizers built offline, for the PPO tests and benchmarks (nothing downloaded)."""
+"""Tiny models and tokenizers built offline, for the PPO tests and benchmarks (nothing downloaded),
+and the toy reward the PPO tests learn."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -51,3 +53,15 @@ def tiny_llama(
         initializer_range=initializer_range,
     )
     return LlamaForCausalLM(config)
+
+
+def token_share_reward(
+    tokenizer: PreTrainedTokenizerFast, word: str = "w3"
+) -> Callable[[list[str], list[str], list[list[int]]], torch.Tensor]:
+    """A reward_fn for the PPO engine: the share of a response's tokens that are `word`."""
+    target = tokenizer.convert_tokens_to_ids(word)
+
+    def reward(prompts: list[str], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
+        return torch.tensor([sum(t == target for t in row) / max(len(row), 1) for row in ids])
+
+    return reward

@@ -24,7 +24,7 @@ from rlhf_trainer.ppo.loop import train_loop
 from rlhf_trainer.ppo.rollout import Rollout
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
-from tests.support.tiny_models import tiny_llama, word_tokenizer
+from tests.support.tiny_models import tiny_llama, token_share_reward, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(12)]
 GLOBAL_BATCH, PROMPT, RESPONSE = 8, 3, 4
@@ -41,11 +41,6 @@ def build(tok: Any, lora: bool) -> ActorCritic:
         return ActorCritic(base, ValueHead(base.config.hidden_size), reference=copy.deepcopy(base))
     policy = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
     return ActorCritic(policy, ValueHead(base.config.hidden_size))
-
-
-def reward(tok: Any) -> Any:
-    target = tok.convert_tokens_to_ids("w3")
-    return lambda prompts, responses, ids: torch.tensor([sum(t == target for t in x) / len(x) for x in ids])
 
 
 def config(**overrides: Any) -> PPOTrainingConfig:
@@ -100,7 +95,7 @@ def main(out: Path) -> None:
     results: dict[str, Any] = {}
     for name, lora in (("lora", True), ("full", False)):
         model = sharding.shard_actor_critic(build(tok, lora))
-        engine = PPOEngine(model, tok, reward(tok), config(batch_size=share, mini_batch_size=share))
+        engine = PPOEngine(model, tok, token_share_reward(tok), config(batch_size=share, mini_batch_size=share))
         stats = two_updates(engine, rows)
         # the loss of the whole batch is the mean of the ranks' (equal token counts)
         losses = [dist.all_reduce_mean(torch.tensor([s["policy_loss"], s["value_loss"]])).tolist() for s in stats]
@@ -110,7 +105,7 @@ def main(out: Path) -> None:
     # Resume: 2 steps straight vs 1 step, then a fresh model and engine resuming from disk.
     def run(directory: Path, steps: int) -> str:
         model = sharding.shard_actor_critic(build(tok, lora=True))
-        engine = PPOEngine(model, tok, reward(tok), config(steps=steps, batch_size=2, mini_batch_size=2))
+        engine = PPOEngine(model, tok, token_share_reward(tok), config(steps=steps, batch_size=2, mini_batch_size=2))
         train_loop(engine, [" ".join(WORDS[i : i + 2]) for i in range(10)], directory, seed=3, tensorboard=False)
         return digest(sharding.gather_trainable(model))
 

@@ -18,6 +18,7 @@ import yaml
 from rlhf_api.result import read_result
 
 from tests.support.processes import subprocess_env
+from tests.support.tiny_models import token_share_reward
 
 from .stage_helpers import ppo_job, untrained_reward_model, write_config
 
@@ -102,7 +103,7 @@ def test_ppo_engine_under_fsdp_matches_one_process_and_resumes(tmp_path: Path) -
     tokenizer = worker.tokenizer()
     for name, lora in (("lora", True), ("full", False)):
         model = worker.build(tokenizer, lora)
-        engine = worker.PPOEngine(model, tokenizer, worker.reward(tokenizer), worker.config())
+        engine = worker.PPOEngine(model, tokenizer, token_share_reward(tokenizer), worker.config())
         want = [[s["policy_loss"], s["value_loss"]] for s in worker.two_updates(engine, slice(None))]
         print(name, "losses: one process", want, "fsdp", sharded[name]["losses"])
         for got_step, want_step in zip(sharded[name]["losses"], want, strict=True):

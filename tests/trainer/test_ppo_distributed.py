@@ -23,7 +23,7 @@ WORKER = textwrap.dedent(
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import train_loop
     from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
-    from tests.support.tiny_models import tiny_llama, word_tokenizer
+    from tests.support.tiny_models import tiny_llama, token_share_reward, word_tokenizer
 
     torch.set_num_threads(1)
     dist.init_from_env()
@@ -36,8 +36,7 @@ WORKER = textwrap.dedent(
     torch.manual_seed(dist.rank())
     policy = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
     model = ActorCritic(policy, ValueHead(base.config.hidden_size))
-    target = tokenizer.convert_tokens_to_ids("w3")
-    reward = lambda p, r, ids: torch.tensor([sum(t == target for t in x) / len(x) for x in ids])
+    reward = token_share_reward(tokenizer)
     cfg = PPOTrainingConfig(steps=2, batch_size=4, mini_batch_size=2, ppo_epochs=1,
                             learning_rate=1e-2, min_new_tokens=2, max_new_tokens=3, save_steps=1)
     engine = PPOEngine(model, tokenizer, reward, cfg)

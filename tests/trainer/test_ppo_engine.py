@@ -21,7 +21,7 @@ from rlhf_trainer.ppo.loop import prompts_for_step, train_loop
 from rlhf_trainer.ppo.rollout import Rollout, response_mask_for
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
-from tests.support.tiny_models import tiny_llama, word_tokenizer
+from tests.support.tiny_models import tiny_llama, token_share_reward, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(20)]
 PROMPTS = [" ".join(WORDS[i : i + 1 + i % 3]) for i in range(12)]
@@ -37,15 +37,6 @@ def build_model(tokenizer, seed: int = 0, init: float = 0.2) -> ActorCritic:  # 
     base = tiny_llama(len(tokenizer), initializer_range=init)
     policy = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
     return ActorCritic(policy, ValueHead(base.config.hidden_size))
-
-
-def favourite_token_reward(tokenizer):  # type: ignore[no-untyped-def]
-    target = tokenizer.convert_tokens_to_ids("w3")
-
-    def reward(prompts: list[str], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
-        return torch.tensor([sum(t == target for t in row) / max(len(row), 1) for row in ids])
-
-    return reward
 
 
 def config(**overrides: object) -> PPOTrainingConfig:
@@ -106,7 +97,7 @@ def test_response_mask_stops_at_eos_and_sampled_length() -> None:
 
 def test_rollout_pads_after_eos_and_respects_lengths(tokenizer) -> None:  # type: ignore[no-untyped-def]
     model = build_model(tokenizer)
-    engine = PPOEngine(model, tokenizer, favourite_token_reward(tokenizer), config())
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config())
     torch.manual_seed(3)
     from rlhf_trainer.ppo.rollout import SamplingSettings, sample_rollout
 
@@ -138,7 +129,7 @@ def _loss_on(engine: PPOEngine, rollout: Rollout) -> list[float]:
 def test_pad_and_post_eos_token_ids_do_not_change_losses(tokenizer) -> None:  # type: ignore[no-untyped-def]
     model = build_model(tokenizer)
     perturb_adapter(model)
-    reward = favourite_token_reward(tokenizer)
+    reward = token_share_reward(tokenizer)
     engine = PPOEngine(model, tokenizer, reward, config(whiten_advantages=False))
     # two left-padded prompts and responses of different lengths (row 1 ends early)
     ids = torch.tensor([[0, 0, 1, 5, 6, 7, 8, 9], [1, 4, 5, 6, 9, 2, 0, 0]])
@@ -182,7 +173,7 @@ def _trained_state(engine: PPOEngine) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_interrupt_matches_uninterrupted_run(tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    reward = favourite_token_reward(tokenizer)
+    reward = token_share_reward(tokenizer)
     cfg = config(steps=4, save_steps=2)
 
     straight = PPOEngine(build_model(tokenizer), tokenizer, reward, cfg)
@@ -235,7 +226,7 @@ def test_reward_goes_up_on_a_learnable_task(tokenizer, tmp_path: Path) -> None: 
         save_steps=100,
         kl={"adaptive": False, "initCoef": 0.01},
     )
-    engine = PPOEngine(build_model(tokenizer), tokenizer, favourite_token_reward(tokenizer), cfg)
+    engine = PPOEngine(build_model(tokenizer), tokenizer, token_share_reward(tokenizer), cfg)
     history: list[float] = []
     train_loop(
         engine,
@@ -260,7 +251,7 @@ def test_full_fine_tuning_keeps_a_frozen_reference_copy(tokenizer, tmp_path: Pat
     model = ActorCritic(policy, ValueHead(policy.config.hidden_size), reference=reference)
     assert not any(p.requires_grad for p in reference.parameters())
     before = {k: v.clone() for k, v in reference.state_dict().items()}
-    engine = PPOEngine(model, tokenizer, favourite_token_reward(tokenizer), config(steps=1))
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config(steps=1))
     train_loop(engine, PROMPTS, tmp_path, seed=0, tensorboard=False)
     assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())
     assert not torch.equal(before["model.embed_tokens.weight"], policy.model.embed_tokens.weight)

@@ -19,7 +19,7 @@ from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.rollout import SamplingSettings, sample_rollout
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
-from tests.support.tiny_models import tiny_llama, word_tokenizer
+from tests.support.tiny_models import tiny_llama, token_share_reward, word_tokenizer
 
 WORDS = [f"w{i}" for i in range(20)]
 PROMPTS = [" ".join(WORDS[i : i + 1 + i % 4]) for i in range(8)]
@@ -45,11 +45,6 @@ def build_model(tokenizer, dtype: torch.dtype = torch.float32, lora: bool = True
     return ActorCritic(policy, ValueHead(base.config.hidden_size))
 
 
-def reward(tokenizer):  # type: ignore[no-untyped-def]
-    target = tokenizer.convert_tokens_to_ids("w3")
-    return lambda prompts, responses, ids: torch.tensor([sum(t == target for t in row) / len(row) for row in ids])
-
-
 def config(**overrides: object) -> PPOTrainingConfig:
     values: dict[str, object] = {
         "steps": 1,
@@ -69,7 +64,7 @@ def config(**overrides: object) -> PPOTrainingConfig:
 @pytest.mark.parametrize(("chunk", "top_k"), [(None, 0), (3, 5)])
 def test_sampling_pass_gives_the_separate_pass_numbers(tokenizer, chunk: int | None, top_k: int) -> None:  # type: ignore[no-untyped-def]
     model = build_model(tokenizer)
-    engine = PPOEngine(model, tokenizer, reward(tokenizer), config(rollout_batch_size=chunk, top_k=top_k))
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config(rollout_batch_size=chunk, top_k=top_k))
     torch.manual_seed(1)
     lengths = [2, 6, 3, 6, 1, 5, 6, 4]
     rollout = sample_rollout(
@@ -96,7 +91,7 @@ def test_sampling_pass_gives_the_separate_pass_numbers(tokenizer, chunk: int | N
 def _one_update(tokenizer, lora: bool = True, **overrides: object) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     """The trainable weights after one update on the same rollout (same mini-batch order)."""
     model = build_model(tokenizer, lora=lora)
-    engine = PPOEngine(model, tokenizer, reward(tokenizer), config(**overrides))
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config(**overrides))
     torch.manual_seed(7)
     rollout = sample_rollout(model, tokenizer, PROMPTS, [6, 2, 5, 6, 3, 6, 4, 6], engine.sampling, 64, engine.device)
     experience = engine.make_experience(rollout)
@@ -130,7 +125,7 @@ def test_gradient_checkpointing_gives_the_same_update(tokenizer) -> None:  # typ
 def _saved_for_backward(tokenizer, checkpointing: bool) -> int:  # type: ignore[no-untyped-def]
     """Elements the policy forward of a training pass keeps for backward."""
     model = build_model(tokenizer)
-    engine = PPOEngine(model, tokenizer, reward(tokenizer), config(gradient_checkpointing=checkpointing))
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config(gradient_checkpointing=checkpointing))
     rollout = sample_rollout(model, tokenizer, PROMPTS[:4], [6] * 4, engine.sampling, 64, engine.device)
     saved: list[int] = []
 
@@ -155,7 +150,7 @@ def test_bf16_trunk_keeps_value_head_logprobs_and_losses_in_fp32(tokenizer) -> N
     assert base_weight.dtype == torch.bfloat16
     # Trainable weights (LoRA, value head) are fp32, so Adam updates are not lost to rounding.
     assert all(p.dtype == torch.float32 for p in model.trainable_parameters())
-    engine = PPOEngine(model, tokenizer, reward(tokenizer), config())
+    engine = PPOEngine(model, tokenizer, token_share_reward(tokenizer), config())
     torch.manual_seed(2)
     rollout = sample_rollout(model, tokenizer, PROMPTS, [4] * 8, engine.sampling, 64, engine.device)
     for name in ("logprobs", "values", "entropy"):
