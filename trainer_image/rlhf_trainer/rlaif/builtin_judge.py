@@ -9,8 +9,10 @@ answer. So in `choices: responses` mode it puts its probability on the response 
 the right one, wherever that response is shown.
 
 Measured (one 2-core machine): trained from scratch, a model of this size did not learn the
-comparison in 600 steps (labels mode, agreement at chance); from the SFT policy, 100 steps give
-agreement 1.0 with ground truth on 300 right/wrong pairs in both orders (responses mode).
+comparison in 600 steps (labels mode, agreement at chance); from the SFT policy, 100 steps gave
+agreement 1.0 with ground truth on 300 right/wrong pairs in both orders (responses mode), and
+the 60 steps it now trains give label agreement 0.983 +- 0.011 on the quickstart (3 seeds,
+benchmarks/quickstart_bench.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..errors import StageError
 from .labels import constitution_text, judge_prompt
 
 JUDGE_DIR = "judge"
-# 100 steps x 8 packed rows of 256 tokens; see the module docstring.
+# 60 steps x 4 packed rows of 256 tokens; see the module docstring.
 TRAINING = SFTTrainingConfig(
     learning_rate=2e-3,
     max_steps=60,
