@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from rlhf_operator.kubectl.view import Observed, parse_status, render, waiting_on
+from rlhf_operator.kubectl.view import Observed, render, waiting_on
+from rlhf_operator.reconcile.status_store import load_status
 
 
 def run(phase: str = "Running", stage_phase: str = "Running", suspend: bool = False, **stage: Any) -> dict[str, Any]:
@@ -76,10 +77,13 @@ def test_waiting_on(observed: Observed, expected: str) -> None:
 
 
 def test_status_from_a_newer_operator_with_unknown_fields_still_reads() -> None:
-    status = parse_status(
+    status = load_status(
         {"phase": "Running", "futureField": 1, "stages": [{"name": "sft", "phase": "Running", "newThing": "x"}]}
     )
     assert status.phase == "Running" and status.stages[0].name == "sft"
+    # ... and so does a value this version does not know (a newer condition type).
+    status = load_status({"phase": "Running", "conditions": [{"type": "FutureCondition", "status": "True"}]})
+    assert status.phase == "Running" and status.conditions == []
 
 
 def test_render_lists_stages_conditions_and_the_wait() -> None:

@@ -38,7 +38,7 @@ from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
 
 from ..api_ref import EVENTS, PODS, ApiRef
-from ..launchers import KUBERNETES_LAUNCHERS, Launcher, release_patch
+from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_patch
 from ..observed_job import ObservedJob
 from ..pod_result import failure_message, label_selector, result_from_pods
 from ..reconcile import (
@@ -325,9 +325,7 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     cached = runtime.written.get(uid)
     if cached is not None:
         body = {**body, "status": cached[1]}
-    launcher = KUBERNETES_LAUNCHERS.get(str((body.get("spec") or {}).get("launcher") or "pytorchjob"))
-    if launcher is None:
-        launcher = KUBERNETES_LAUNCHERS["pytorchjob"]  # an invalid spec: reconcile reports it
+    launcher = launcher_of(body)
     jobs = observed_jobs(runtime, key, uid)
     for name in jobs_followed(body.get("status")):
         if name not in jobs:

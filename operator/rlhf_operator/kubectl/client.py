@@ -19,9 +19,10 @@ from rlhf_api.naming import job_name
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 
 from ..api_ref import ApiRef
-from ..launchers import Launcher
+from ..launchers import Launcher, launcher_of
 from ..pod_result import label_selector, matches
-from .view import Observed, current_stage, launcher_of, parse_status
+from ..reconcile.status_store import load_status
+from .view import Observed, current_stage
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -87,7 +88,7 @@ class Cluster:
     def observe(self, namespace: str, name: str) -> Observed:
         """The run, its current stage's job and that job's Master pod."""
         run = self.run(namespace, name)
-        stage = current_stage(parse_status(run.get("status")))
+        stage = current_stage(load_status(run.get("status")))
         if stage is None or not stage.job_name:
             return Observed(run)
         launcher = launcher_of(run)
@@ -98,7 +99,7 @@ class Cluster:
     def stage_pod(self, namespace: str, name: str, stage: str | None, attempt: int | None) -> tuple[str, str, str]:
         """(pod, container, stage) of a stage's Master pod: the latest attempt unless one is named."""
         run = self.run(namespace, name)
-        status = parse_status(run.get("status"))
+        status = load_status(run.get("status"))
         launcher = launcher_of(run)
         wanted = stage or status.current_stage
         entry = next((s for s in status.stages if s.name == wanted), None)

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from rlhf_api.status import Condition, RLHFRunStatus, StageStatus
+from rlhf_api.status import RLHFRunStatus, StageStatus
 
-from ..launchers import KUBERNETES_LAUNCHERS, Launcher
+from ..launchers import launcher_of
+from ..reconcile.status_store import load_status
 from ..report.summary import format_duration, format_metrics, stage_rows
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -29,25 +29,6 @@ class Observed:
     run: Mapping[str, Any]  # the RLHFRun as the API returned it
     job: Mapping[str, Any] | None = None  # the current stage's job (PyTorchJob or TrainJob)
     pod: Mapping[str, Any] | None = None  # that job's Master pod
-
-
-def launcher_of(run: Mapping[str, Any]) -> Launcher:
-    """The launcher of the run's spec.launcher (PyTorchJob when unset or unknown to this client)."""
-    name = str((run.get("spec") or {}).get("launcher", "pytorchjob"))
-    return KUBERNETES_LAUNCHERS.get(name, KUBERNETES_LAUNCHERS["pytorchjob"])
-
-
-def _known(model: type[BaseModel], raw: Mapping[str, Any]) -> dict[str, Any]:
-    """raw without the keys the model does not know: a newer operator may write more fields."""
-    names = {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
-    return {k: v for k, v in raw.items() if k in names}
-
-
-def parse_status(raw: Mapping[str, Any] | None) -> RLHFRunStatus:
-    raw = dict(raw or {})
-    raw["stages"] = [_known(StageStatus, s) for s in raw.get("stages") or [] if isinstance(s, Mapping)]
-    raw["conditions"] = [_known(Condition, c) for c in raw.get("conditions") or [] if isinstance(c, Mapping)]
-    return RLHFRunStatus.model_validate(_known(RLHFRunStatus, raw))
 
 
 def current_stage(status: RLHFRunStatus) -> StageStatus | None:
@@ -74,7 +55,7 @@ def _pod_problem(pod: Mapping[str, Any]) -> str | None:
 def waiting_on(observed: Observed) -> str:
     run = observed.run
     spec = run.get("spec") or {}
-    status = parse_status(run.get("status"))
+    status = load_status(run.get("status"))
     if status.phase == "Succeeded":
         return "nothing: every stage succeeded"
     if status.phase == "Failed":
@@ -134,7 +115,7 @@ def _conditions_table(status: RLHFRunStatus) -> Table:
 
 def render(observed: Observed, now: dt.datetime) -> RenderableType:
     meta = observed.run.get("metadata") or {}
-    status = parse_status(observed.run.get("status"))
+    status = load_status(observed.run.get("status"))
     head = Text.assemble(
         ("RLHFRun ", "bold"),
         f"{meta.get('namespace', '?')}/{meta.get('name', '?')}  ",

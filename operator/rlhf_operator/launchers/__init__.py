@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rlhf_api.spec import RLHFRun
 
 from .base import Launcher, release_patch
@@ -20,4 +23,11 @@ def launcher_for(run: RLHFRun) -> Launcher:
     return KUBERNETES_LAUNCHERS[run.spec.launcher]
 
 
-__all__ = ["KUBERNETES_LAUNCHERS", "PYTORCHJOB", "TRAINJOB", "Launcher", "launcher_for", "release_patch"]
+def launcher_of(body: Mapping[str, Any]) -> Launcher:
+    """The launcher a raw RLHFRun body's spec.launcher names; PyTorchJob when it is unset or
+    unknown (an invalid spec is reported by reconcile, not here)."""
+    name = str((body.get("spec") or {}).get("launcher") or PYTORCHJOB.name)
+    return KUBERNETES_LAUNCHERS.get(name, PYTORCHJOB)
+
+
+__all__ = ["KUBERNETES_LAUNCHERS", "PYTORCHJOB", "TRAINJOB", "Launcher", "launcher_for", "launcher_of", "release_patch"]
