@@ -41,3 +41,8 @@ class ModelConfig(CamelModel):
             "float16 trains with loss scaling; bfloat16 needs a GPU with native bf16. See docs/gpu.md."
         ),
     )
+
+    def weights_at(self, path: str) -> ModelConfig:
+        """Other weights (e.g. a previous stage's merged output) loaded like these: the same
+        dtype and remote-code setting."""
+        return ModelConfig(name=path, dtype=self.dtype, trust_remote_code=self.trust_remote_code)

@@ -560,3 +560,10 @@ class TrainerJobConfig(CamelModel):
         section = getattr(self, self.stage)
         assert section is not None  # guaranteed by _one_section
         return section  # type: ignore[no-any-return]
+
+    def compare_settings(self) -> CompareConfig:
+        """The compare section as planned; for a config written without one (an older run),
+        the stage's own defaults."""
+        return self.compare or CompareConfig(
+            max_new_tokens=eval_max_new_tokens(self.section), reward_model=self.reward_model
+        )

@@ -1,4 +1,4 @@
-"""The `rlhf` command: validate, crd, render, run, estimate."""
+"""The `rlhf` command: validate, crd, render, run, report, compare, estimate, status, logs."""
 
 from __future__ import annotations
 

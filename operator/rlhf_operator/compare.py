@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import SAMPLES, read_summary
-from rlhf_api.stage_config import POLICY_STAGES, STAGES, CompareConfig, TrainerJobConfig, eval_max_new_tokens
+from rlhf_api.stage_config import POLICY_STAGES, STAGES, TrainerJobConfig
+
+from .local.launcher import stage_command
 
 COMPARE_CONFIG = "compare-config.yaml"
 
@@ -50,7 +52,7 @@ def final_stage_config(root: Path) -> TrainerJobConfig:
                 raw = rebase(raw, str(raw["workDir"]), str(root))
             return TrainerJobConfig.model_validate(raw)
     raise NothingToCompare(
-        f"{root}: no finished policy stage (sft, ppo or dpo with config.yaml and merged/) to compare"
+        f"{root}: no finished policy stage (one of {', '.join(POLICY_STAGES)} with config.yaml and merged/) to compare"
     )
 
 
@@ -58,9 +60,7 @@ def compare_config(
     cfg: TrainerJobConfig, prompts: int | None = None, max_new_tokens: int | None = None
 ) -> TrainerJobConfig:
     """cfg with its compare section set: as planned (or the stage's defaults), then the overrides."""
-    settings = cfg.compare or CompareConfig(
-        max_new_tokens=eval_max_new_tokens(cfg.section), reward_model=cfg.reward_model
-    )
+    settings = cfg.compare_settings()
     updates = {k: v for k, v in {"prompts": prompts, "max_new_tokens": max_new_tokens}.items() if v is not None}
     return cfg.model_copy(update={"compare": settings.model_copy(update=updates)})
 
@@ -74,7 +74,7 @@ def run_compare(root: Path, prompts: int | None = None, max_new_tokens: int | No
     eval_dir.mkdir(parents=True, exist_ok=True)
     config_path = eval_dir / COMPARE_CONFIG
     config_path.write_text(yaml.safe_dump(cfg.to_file_dict(), sort_keys=False))
-    command = [sys.executable, "-m", "rlhf_trainer", "compare", "--config", str(config_path)]
+    command = stage_command("compare", str(config_path), nproc=1)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     other: list[str] = []

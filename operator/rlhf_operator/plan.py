@@ -29,7 +29,6 @@ from rlhf_api.stage_config import (
     DPOStageConfig,
     GRPOStageConfig,
     InputRole,
-    ModelConfig,
     PPOStageConfig,
     RestStageConfig,
     RewardStageConfig,
@@ -198,11 +197,6 @@ def _on_volume_source(source: RewardSource, mount_root: str) -> RewardSource:
     return source.model_copy(update=update) if update else source
 
 
-def _as_model(path: str, base: ModelConfig) -> ModelConfig:
-    """A previous stage's merged output, loaded like the base (dtype, remote code)."""
-    return ModelConfig(name=path, dtype=base.dtype, trust_remote_code=base.trust_remote_code)
-
-
 def _rlaif_wiring(
     spec: RLHFRunSpec, stage: StageName, root: str, mount_root: str, section_data: dict[str, Any]
 ) -> dict[str, Any]:
@@ -230,7 +224,7 @@ def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str |
     return CompareConfig(
         prompts=evaluation.prompts,
         max_new_tokens=evaluation.max_new_tokens or default_tokens,
-        reward_model=_as_model(reward_path, spec.model) if reward_path else None,
+        reward_model=spec.model.weights_at(reward_path) if reward_path else None,
     )
 
 
@@ -265,7 +259,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         config: TrainerJobConfig | None = None
         if not skipped:
             # sft starts from the base model; every later stage from the SFT model when there is one.
-            start = _as_model(sft_model, spec.model) if sft_model and stage != "sft" else base_model
+            start = spec.model.weights_at(sft_model) if sft_model and stage != "sft" else base_model
             # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
             scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
             reward_path = merged_of("reward") if scores_with_reward_model else None
@@ -285,7 +279,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     "stage": stage,
                     "run_name": run.metadata.name,
                     "model": start,
-                    "reward_model": _as_model(reward_path, spec.model) if reward_path else None,
+                    "reward_model": spec.model.weights_at(reward_path) if reward_path else None,
                     "output_dir": output_dir,
                     "work_dir": root,
                     "report_to": report_to,

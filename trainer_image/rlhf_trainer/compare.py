@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import EvalSample, EvalSummary, ModelScore, write_eval
-from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig, eval_max_new_tokens
+from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
 
 from . import builtin
 from .data import HeldOutPrompt, load_heldout_prompts
@@ -157,11 +157,8 @@ def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConf
 
 def compare_stage_output(cfg: TrainerJobConfig, merged_path: str | None) -> EvalSummary:
     """The final stage's last step: compare its starting model with its merged output."""
-    # A config written without a compare section (an older run): the stage's own defaults.
-    settings = cfg.compare or CompareConfig(
-        max_new_tokens=eval_max_new_tokens(cfg.section), reward_model=cfg.reward_model
-    )
+    settings = cfg.compare_settings()
     if merged_path is None:
         raise StageError("compare", f"stage {cfg.stage} produced no merged model to compare")
-    candidate = ModelConfig(name=merged_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    candidate = cfg.model.weights_at(merged_path)
     return compare(cfg, settings, candidate)

@@ -548,5 +548,7 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     status.observed_generation = generation
     conditions = kstatus_conditions(phase, reason, message, now, generation, status.conditions)
     results = _results_condition(status, now, generation)
-    kept = [c for c in status.conditions if c.type == reasons.GPU_MEMORY]  # set once, at creation
+    derived = {c.type for c in conditions} | {reasons.RESULTS_READ}
+    # Conditions set elsewhere (GPUMemory, once at creation) are kept as they are.
+    kept = [c for c in status.conditions if c.type not in derived]
     status.conditions = [*conditions, *([results] if results is not None else []), *kept]

@@ -21,7 +21,7 @@ from rlhf_api.status import RLHFRunStatus, StageStatus
 from . import html, plots
 from .panels import panels
 from .scalars import read_scalars
-from .summary import headline, parse_time, stage_rows
+from .summary import headline, stage_rows, stage_span
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -74,10 +74,9 @@ def pick_samples(samples: list[EvalSample], count: int = SAMPLES_SHOWN) -> list[
 def timeline_bars(status: RLHFRunStatus, now: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime, str]]:
     bars: list[tuple[str, dt.datetime, dt.datetime, str]] = []
     for stage in status.stages:
-        start = parse_time(stage.start_time)
-        end = parse_time(stage.completion_time) or (now if stage.phase in ("Running", "Retrying") else None)
-        if start is not None and end is not None:
-            bars.append((stage.name, start, end, stage.phase))
+        span = stage_span(stage, now)
+        if span is not None:
+            bars.append((stage.name, *span, stage.phase))
     return bars
 
 

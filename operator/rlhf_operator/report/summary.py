@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from rlhf_api.stage_config import POLICY_STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
 
+from ..reconcile.status_store import parse_time
+
 # Shown per stage, in this order, when present (the rest is in result.json and the report).
 KEY_METRICS = (
     "task_accuracy",
@@ -45,21 +47,16 @@ class Headline:
         return f"{self.metric} {format_value(self.before)} {arrow} {format_value(self.after)}"
 
 
-def parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def stage_span(stage: StageStatus, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime] | None:
+    """(start, end) of a stage; a running or retrying one ends `now`."""
+    start = parse_time(stage.start_time)
+    end = parse_time(stage.completion_time) or (now if stage.phase in ("Running", "Retrying") else None)
+    return None if start is None or end is None else (start, end)
 
 
 def stage_seconds(stage: StageStatus, now: dt.datetime | None = None) -> float | None:
-    start = parse_time(stage.start_time)
-    end = parse_time(stage.completion_time) or (now if stage.phase in ("Running", "Retrying") else None)
-    if start is None or end is None:
-        return None
-    return max(0.0, (end - start).total_seconds())
+    span = stage_span(stage, now)
+    return None if span is None else max(0.0, (span[1] - span[0]).total_seconds())
 
 
 def key_metrics(metrics: dict[str, float], limit: int = 4) -> tuple[tuple[str, float], ...]:

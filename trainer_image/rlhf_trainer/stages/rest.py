@@ -72,7 +72,7 @@ class _Run:
 
     def model_config(self, path: str) -> ModelConfig:
         """A policy this stage wrote, loaded like the stage's starting model."""
-        return ModelConfig(name=path, dtype=self.cfg.model.dtype, trust_remote_code=self.cfg.model.trust_remote_code)
+        return self.cfg.model.weights_at(path)
 
     def load(self, policy: ModelConfig) -> tuple[Any, Any]:
         model, tokenizer = load_causal_lm(policy, self.section.quantization, self.cfg.work_dir)
