@@ -20,7 +20,7 @@ from rlhf_api import layout, progress
 from rlhf_api.evaluation import EvalSample, EvalSummary, ModelScore, write_eval
 from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
 
-from . import builtin
+from . import builtin, placement
 from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
 from .evaluate import generate_answers
@@ -69,10 +69,6 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def _answer(
     model_cfg: ModelConfig,
     quant: QuantizationConfig,
@@ -83,7 +79,7 @@ def _answer(
 ) -> Side:
     model, tokenizer = load_causal_lm(model_cfg, quant, work_dir, field)
     if quant.mode == "none":
-        model.to(_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
+        model.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     answers = generate_answers(model, tokenizer, [p.prompt for p in prompts], max_new_tokens)
     lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
     side = Side(model=model_cfg.name, answers=answers, lengths=lengths)
@@ -96,7 +92,7 @@ def _answer(
 
 def _score(reward_cfg: ModelConfig, work_dir: str, prompts: list[HeldOutPrompt], sides: list[Side]) -> None:
     model, tokenizer = load_sequence_classifier(reward_cfg, QuantizationConfig(), work_dir, field="compare.rewardModel")
-    device = _device()
+    device = torch.device(placement.this_device())
     model.to(device)  # type: ignore[arg-type]
     scorer = RewardModelScorer(classifier_score(model), tokenizer, device=device)
     texts = [p.prompt for p in prompts]

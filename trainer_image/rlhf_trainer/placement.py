@@ -75,6 +75,11 @@ def device(hw: Hardware) -> str:
     return f"cuda:{hw.local_rank}"
 
 
+def this_device() -> str:
+    """device() of this process's hardware."""
+    return device(hardware())
+
+
 def backend(hw: Hardware, strategy: Strategy = "ddp", offload: bool = False) -> str:
     """The process-group backend: nccl between GPUs, gloo on CPU. FSDP with CPU offload moves
     shards between host and GPU, so it needs gloo for the CPU tensors beside nccl."""

@@ -5,10 +5,11 @@ PPO engine shards its own models here with `torch.distributed.fsdp.fully_shard`:
 - one shard group per decoder layer (the model's `_no_split_modules`), for the policy and, under
   full fine-tuning, its frozen reference copy;
 - the ActorCritic as the root group: embeddings, final norm, output layer and value head;
-- `reference_logits` and the policy's `generate` run through the root's FSDP hooks (they are not
-  `forward`); generation runs with `synced_gpus`, so ranks whose samples finish early keep
-  taking part in the all-gathers of the others. Generation under FSDP2 all-gathers every layer
-  for every new token: correct but slower than under ddp.
+- `reference_logits`, the sampling loop's `policy_hidden` and `heads`, and the policy's
+  `generate` (evaluation) run through the root's FSDP hooks (they are not `forward`); the
+  sampling loop steps in sync (rollout `_decode(synced=True)`, as generate's `synced_gpus`), so
+  ranks whose samples finish early keep taking part in the all-gathers of the others. Sampling
+  under FSDP2 all-gathers every layer for every new token: correct but slower than under ddp.
 Evaluation runs on the shards, on every rank; the merged model comes from `unsharded_copy` on
 rank 0. Every rank must call the collective functions here (`gather_trainable`,
 `unsharded_copy`, `full_optimizer_state`, ...) in the same order.

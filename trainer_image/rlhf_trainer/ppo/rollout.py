@@ -4,7 +4,8 @@ The sampler is a plain KV-cached decode loop over the policy trunk rather than
 `generate()`: every step's hidden state is at hand, so the old log-probs, values and
 entropies PPO needs come out of the rollout itself instead of a second full forward pass,
 and there is no per-token generation machinery (stopping criteria, output bookkeeping).
-Sampling itself uses transformers' logits warpers (temperature, top-k, top-p).
+Temperature scales the logits in the heads; top-k and top-p filtering are transformers' logits
+warpers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from transformers import (
 
 from . import distributed as dist
 from .core import entropy_from_logits, logprobs_from_logits
-from .value_head import ActorCritic
+from .value_head import ActorCritic, position_ids_for
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _decode(
     cache = DynamicCache(config=getattr(trunk, "config", None))
     # The whole attention mask up front (each step attends to one more column), no per-step cat.
     mask = torch.cat([prompt_mask, torch.ones_like(prompt_mask[:, :1]).expand(batch, steps)], dim=1)
-    positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids_for(prompt_mask)
     hidden = model.policy_hidden(prompt_ids, prompt_mask, positions, cache=cache)[:, -1:]
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)

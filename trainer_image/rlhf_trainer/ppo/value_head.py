@@ -78,10 +78,6 @@ class ActorCritic(nn.Module):
         disable_dropout(self)
         self.eval()
 
-    @property
-    def shares_weights(self) -> bool:
-        return self.reference is None
-
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from rlhf_api.rlaif_config import RlaifLabelConfig
 
+from ..ppo.core import logprobs_from_logits
 from ..sampling import model_device
 from .labels import Judgement, constitution_text, judge_prompt
 
@@ -56,11 +57,10 @@ class PairJudge:
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 mask[row, : len(ids)] = 1
             logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, (ids, choice_start) in enumerate(batch):
-                targets = torch.tensor(ids[choice_start:])
-                predicted = log_probs[row, choice_start - 1 : len(ids) - 1]
-                out.append(float(predicted.gather(-1, targets.unsqueeze(-1)).sum()))
+                # Only the choice's tokens, on the device: no full-vocabulary fp32 copy.
+                targets = torch.tensor(ids[choice_start:], device=logits.device)
+                out.append(float(logprobs_from_logits(logits[row, choice_start - 1 : len(ids) - 1], targets).sum()))
         return out
 
     def first_choice_probability(self, rows: Sequence[tuple[str, str, str]]) -> list[float]:

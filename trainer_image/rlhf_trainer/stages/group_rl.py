@@ -64,7 +64,7 @@ def build_trainer(cfg: TrainerJobConfig, trainer_cls: Any, config_cls: Any, algo
         reward_model=cfg.reward_model,
         work_dir=cfg.work_dir,
         columns=dataset_columns(prompts),
-        device=torch.device(placement.device(placement.hardware())),  # cuda:LOCAL_RANK on a GPU node
+        device=torch.device(placement.this_device()),  # cuda:LOCAL_RANK on a GPU node
     )
     loading = placement.Loading.for_job(cfg)
     model, tokenizer = load_causal_lm(cfg.model, section.quantization, cfg.work_dir, loading=loading)

@@ -51,10 +51,6 @@ def run(cfg: TrainerJobConfig) -> StageResult:
     return run_stage(cfg, train)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 class _Run:
     """One ReST stage's settings and helpers (config, prompts, reward functions, metrics sink)."""
 
@@ -77,7 +73,7 @@ class _Run:
     def load(self, policy: ModelConfig) -> tuple[Any, Any]:
         model, tokenizer = load_causal_lm(policy, self.section.quantization, self.cfg.work_dir)
         if not is_quantized(model):
-            model.to(_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
+            model.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
         return model, tokenizer
 
     def accuracy(self, model: Any, tokenizer: Any) -> float | None:
@@ -192,7 +188,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         reward_model=cfg.reward_model,
         work_dir=cfg.work_dir,
         columns=list(rows.columns),
-        device=_device(),
+        device=torch.device(placement.this_device()),
         field="rest.rewards",
     )
     run = _Run(cfg, section, rows, rewards)

@@ -44,14 +44,10 @@ def run(cfg: TrainerJobConfig) -> StageResult:
     return run_stage(cfg, label)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def _load(model: ModelConfig, section: RlaifStageConfig, work_dir: str, field: str) -> tuple[Any, Any]:
     lm, tokenizer = load_causal_lm(model, section.quantization, work_dir, field=field)
     if section.quantization.mode == "none":
-        lm.to(_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
+        lm.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     return lm, tokenizer
 
 
