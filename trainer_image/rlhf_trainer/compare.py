@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from rlhf_api import layout, progress
@@ -24,8 +25,8 @@ from . import builtin, placement
 from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
 from .evaluate import generate_answers
-from .modeling import load_causal_lm, load_sequence_classifier
-from .ppo.reward import RewardModelScorer, classifier_score
+from .modeling import load_causal_lm
+from .rewards.classifier import classifier_reward
 
 
 @dataclass
@@ -91,14 +92,12 @@ def _answer(
 
 
 def _score(reward_cfg: ModelConfig, work_dir: str, prompts: list[HeldOutPrompt], sides: list[Side]) -> None:
-    model, tokenizer = load_sequence_classifier(reward_cfg, QuantizationConfig(), work_dir, field="compare.rewardModel")
-    device = torch.device(placement.this_device())
-    model.to(device)  # type: ignore[arg-type]
-    scorer = RewardModelScorer(classifier_score(model), tokenizer, device=device)
+    # The reward sources' loader: the same one-output check and prompt + response + eos scoring.
+    score = classifier_reward(reward_cfg, "compare.rewardModel", work_dir, torch.device(placement.this_device()))
     texts = [p.prompt for p in prompts]
     for side in sides:
-        side.scores = scorer(texts, side.answers, []).tolist()
-    del model, tokenizer, scorer
+        side.scores = cast(list[float], score(texts, side.answers))  # a classifier always scores
+    del score
     _release_memory()
 
 
