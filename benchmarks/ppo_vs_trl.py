@@ -203,7 +203,8 @@ def child_ours(case: Case, assets: Path, reward_kind: str, threads: int) -> dict
     if reward_kind == "adapter":
         host = policy if reference is None else reference
         host, head = reward_module.load_reward_adapter(host, assets / "reward-adapter")
-        reference = reference if reference is None else host
+        if reference is not None:  # full fine-tuning: the frozen copy now hosts the reward adapter
+            reference = host
         score: Any = reward_module.AdapterScore(host, head, tokenizer.pad_token_id)
     else:
         classifier = AutoModelForSequenceClassification.from_pretrained(assets / "reward")
@@ -340,7 +341,7 @@ def run_side(side: str, case: Case, assets: Path, args: argparse.Namespace, trl_
 
 
 def summarize(case: Case, runs: dict[str, list[dict[str, Any]]], reward_kind: str) -> None:
-    params = {"lora": "LoRA r16 all-linear", "full": "full fine-tuning"}.get(case.name, "LoRA r16 all-linear")
+    params = "LoRA r16 all-linear" if case.lora else "full fine-tuning"
     print(
         f"\n== {case.name}: Llama {case.model_key}, {params}; batch {case.batch} x ({case.prompt_tokens}+1 prompt "
         f"+ {case.new_tokens} new tokens), {case.mini_batches} mini-batches, {case.epochs} epochs; "

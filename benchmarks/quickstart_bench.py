@@ -80,7 +80,7 @@ def _seconds(stage: dict[str, Any]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--example", action="append", help="RLHFRun file(s); default: both quickstarts")
+    parser.add_argument("--example", action="append", help="RLHFRun file(s); default: every quickstart")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (42, 43, ...)")
     args = parser.parse_args()
     failed = False

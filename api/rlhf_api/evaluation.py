@@ -88,13 +88,11 @@ def read_summary(directory: str | Path) -> EvalSummary | None:
         return None
 
 
-def read_samples(directory: str | Path, limit: int | None = None) -> list[EvalSample]:
+def read_samples(directory: str | Path) -> list[EvalSample]:
     samples: list[EvalSample] = []
     try:
         with open(Path(directory) / SAMPLES) as f:
             for line in f:
-                if limit is not None and len(samples) >= limit:
-                    break
                 if line.strip():
                     samples.append(EvalSample.model_validate_json(line))
     except (OSError, ValueError):

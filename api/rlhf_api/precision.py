@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .stage_config import Dtype
+from .model_config import Dtype
 
 LoadDtype = Literal["float32", "bfloat16", "float16"]
 Amp = Literal["no", "bf16", "fp16"]

@@ -13,7 +13,6 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .camel_model import CamelModel
-from .model_config import Dtype as Dtype  # re-exported: stage configs and precision use it
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model

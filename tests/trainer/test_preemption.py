@@ -166,15 +166,6 @@ def _preempt_and_resume(
     return stop, uninterrupted, done
 
 
-@pytest.fixture(scope="module")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from rlhf_trainer.builtin import materialize_tiny_llama
-
-    root = tmp_path_factory.mktemp("run")
-    materialize_tiny_llama(str(root))
-    return str(root)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sft_sigterm_saves_the_current_step_and_resumes_there(work_dir: str, tmp_path: Path, spawn: Spawn) -> None:

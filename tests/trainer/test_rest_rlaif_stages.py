@@ -18,7 +18,6 @@ from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig
 from rlhf_trainer import builtin
-from rlhf_trainer.builtin import materialize_tiny_llama
 from rlhf_trainer.data import load_stage_data
 from rlhf_trainer.modeling import load_causal_lm
 from rlhf_trainer.rlaif.builtin_judge import training_rows
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.timeout(300)
 
 SMALL_DATA = {"source": "builtin:arithmetic", "maxSamples": 12}
 SAMPLING = {"maxNewTokens": 3, "temperature": 1.5, "batchSize": 64}
-
-
-@pytest.fixture(scope="module")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("run")
-    materialize_tiny_llama(str(root))
-    return str(root)
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:

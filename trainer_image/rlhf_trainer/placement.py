@@ -21,8 +21,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rlhf_api.model_config import Dtype
 from rlhf_api.precision import Precision, PrecisionError, TrainerKind, resolve
-from rlhf_api.stage_config import Dtype, Strategy, TrainerJobConfig, trains_all_weights
+from rlhf_api.stage_config import Strategy, TrainerJobConfig, trains_all_weights
 
 from .errors import StageError
 
