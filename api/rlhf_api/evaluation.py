@@ -7,12 +7,12 @@ them. The summary's numbers also reach the final stage's metrics, prefixed `eval
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import Field
 
 from .camel_model import CamelModel
+from .files import write_text_atomic
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
@@ -76,9 +76,7 @@ def write_eval(directory: str | Path, summary: EvalSummary, samples: list[EvalSa
     with open(root / SAMPLES, "w") as f:
         for sample in samples:
             f.write(json.dumps(sample.to_file_dict(), ensure_ascii=False) + "\n")
-    tmp = root / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(summary.to_file_dict(), indent=2) + "\n")
-    os.replace(tmp, root / SUMMARY)
+    write_text_atomic(root / SUMMARY, json.dumps(summary.to_file_dict(), indent=2) + "\n")
 
 
 def read_summary(directory: str | Path) -> EvalSummary | None:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from .camel_model import CamelModel
+from .files import write_text_atomic
 from .stage_config import StageName
 
 TERMINATION_LOG_ENV = "RLHF_TERMINATION_LOG"
@@ -108,10 +109,7 @@ def _cut_bytes(text: str, limit: int) -> str:
 
 def write_result(result: StageResult, path: str) -> None:
     """Write result.json atomically (a reader never sees half a file) and the termination log."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result.to_file_dict(), f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(result.to_file_dict(), indent=2))
     log = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
     try:
         with open(log, "w") as f:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_api import layout, progress
+from rlhf_api.files import write_text_atomic
 from rlhf_api.naming import STAGE_LABEL
 from rlhf_api.result import read_result
 
@@ -126,7 +127,7 @@ class LocalBackend:
             stage = body["metadata"]["labels"][STAGE_LABEL]
             stage_dir = self.root / stage
             stage_dir.mkdir(parents=True, exist_ok=True)
-            _write_text(stage_dir / layout.CONFIG, body["data"][CONFIG_FILE])
+            write_text_atomic(stage_dir / layout.CONFIG, body["data"][CONFIG_FILE])
         elif action.api == LOCAL_JOB_API:
             if action.name in self.jobs:
                 return  # create-if-absent, as on a cluster
@@ -263,11 +264,5 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

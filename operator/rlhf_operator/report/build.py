@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlhf_api import layout
 from rlhf_api.evaluation import EvalSample, read_samples, read_summary
+from rlhf_api.files import write_text_atomic
 from rlhf_api.result import read_result
 from rlhf_api.stage_config import STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
@@ -122,9 +123,7 @@ def write_report(root: str | Path, status: RLHFRunStatus | None = None) -> Path:
     for figure in figures:
         (root / figure.filename).write_bytes(figure.png)
     target = root / REPORT_HTML
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(html.render(data))
-    tmp.replace(target)
+    write_text_atomic(target, html.render(data))
     return target
 
 

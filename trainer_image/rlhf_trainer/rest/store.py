@@ -10,9 +10,10 @@ Both are written atomically (temporary file, then rename).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from rlhf_api.files import write_text_atomic
 
 SAMPLES = "samples.jsonl"
 STATE = "rest_state.json"
@@ -52,7 +53,4 @@ class RestState:
         return cls(data.get("task_accuracy_before"), [Iteration(**i) for i in data.get("iterations", [])])
 
     def save(self, output_dir: str) -> None:
-        path = Path(output_dir) / STATE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(Path(output_dir) / STATE, json.dumps(asdict(self), indent=2) + "\n")
