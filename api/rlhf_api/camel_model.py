@@ -6,10 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # The error type of model validators that report several "field: message" lines at once
 # (validation.format_errors prefixes each line with the model's path).
 FIELD_ERRORS = "rlhf_field_errors"
+
+
+def field_errors(errors: list[str]) -> PydanticCustomError:
+    """The error a model validator raises for several "field: message" lines, one per problem."""
+    return PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
 
 
 class CamelModel(BaseModel):

@@ -25,9 +25,8 @@ import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
 
-from .camel_model import FIELD_ERRORS, CamelModel
+from .camel_model import CamelModel, field_errors
 from .model_config import ModelConfig
 
 RewardSourceType = Literal["rewardModel", "model", "builtin", "function"]
@@ -123,7 +122,7 @@ class RewardSource(CamelModel):
     def _one_member(self) -> RewardSource:
         errors = source_errors(self)
         if errors:
-            raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
+            raise field_errors(errors)
         return self
 
     @property

@@ -10,9 +10,8 @@ import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
-from .camel_model import FIELD_ERRORS, CamelModel
+from .camel_model import CamelModel, field_errors
 from .reward_sources import RewardSource
 from .rlaif_config import RLAIF_SOURCE
 from .stage_config import (
@@ -373,7 +372,7 @@ class RLHFRunSpec(CamelModel):
         errors = pipeline_errors(self)
         if errors:
             # one line per problem, each "field: message"; validation.format_errors splits them
-            raise PydanticCustomError(FIELD_ERRORS, "{lines}", {"lines": "\n".join(errors)})
+            raise field_errors(errors)
         return self
 
     def section(self, stage: StageName) -> StageSection | None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .spec import FIELD_ERRORS, RLHFRun
+from .camel_model import FIELD_ERRORS
+from .spec import RLHFRun
 
 
 class RunInvalid(ValueError):
