@@ -31,3 +31,10 @@ class CamelModel(BaseModel):
     def to_file_dict(self) -> dict[str, Any]:
         """The camelCase dict written to YAML/JSON, without unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel_field_or_default(model: type[BaseModel], name: str) -> str:
+    """A CEL expression for a field of `model` (in camelCase) that falls back to the model's
+    default: the API server's CEL sees no defaults for fields the user left unset."""
+    alias = to_camel(name)
+    return f"(has(self.{alias}) ? self.{alias} : {model.model_fields[name].default})"

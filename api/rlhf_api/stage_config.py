@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic.alias_generators import to_camel
 
-from .camel_model import CamelModel
+from .camel_model import CamelModel, cel_field_or_default
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
@@ -299,8 +298,7 @@ def groups_fit_cel_rule(model: type[GroupRLTrainingConfig]) -> dict[str, str]:
     take the model's defaults here)."""
 
     def value(name: str) -> str:
-        alias = to_camel(name)
-        return f"(has(self.{alias}) ? self.{alias} : {model.model_fields[name].default})"
+        return cel_field_or_default(model, name)
 
     product = f"{value('batch_size')} * {value('gradient_accumulation_steps')}"
     return {"rule": f"({product}) % {value('num_generations')} == 0", "message": GROUPS_FIT_MESSAGE}

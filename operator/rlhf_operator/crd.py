@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import yaml
+from rlhf_api.camel_model import cel_field_or_default
 from rlhf_api.reward_sources import source_cel_rules
 from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
 from rlhf_api.stage_config import GRPOTrainingConfig, PPOTrainingConfig, RLOOTrainingConfig, groups_fit_cel_rule
@@ -29,10 +30,6 @@ _FIELD_RULES: dict[str, list[dict[str, str]]] = {
 }
 
 
-def _ppo_default(field: str) -> Any:
-    return PPOTrainingConfig.model_fields[field].default
-
-
 # Rules attached to a definition wherever it is used.
 _DEF_RULES: dict[str, list[dict[str, str]]] = {
     "PPOTrainingConfig": [
@@ -42,12 +39,12 @@ _DEF_RULES: dict[str, list[dict[str, str]]] = {
         },
         {
             "rule": "!has(self.microBatchSize) || self.microBatchSize <= "
-            f"(has(self.miniBatchSize) ? self.miniBatchSize : {_ppo_default('mini_batch_size')})",
+            + cel_field_or_default(PPOTrainingConfig, "mini_batch_size"),
             "message": "microBatchSize must not exceed miniBatchSize",
         },
         {
             "rule": "!has(self.rolloutBatchSize) || self.rolloutBatchSize <= "
-            f"(has(self.batchSize) ? self.batchSize : {_ppo_default('batch_size')})",
+            + cel_field_or_default(PPOTrainingConfig, "batch_size"),
             "message": "rolloutBatchSize must not exceed batchSize",
         },
         {
