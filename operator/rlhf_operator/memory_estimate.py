@@ -7,18 +7,20 @@ formulas are in docs/estimate.md; in short, per GPU:
   total = weights + training state + max(activations, KV cache) + overhead
 
 - weights: the trained model in its load dtype (bitsandbytes: 1 byte per quantized weight for
-  8-bit, 0.5 plus quantization constants for 4-bit), plus for PPO the reward model and, under
-  full fine-tuning, the frozen reference copy; divided by the shard count under fsdp.
+  8-bit, 0.5 plus quantization constants for 4-bit), plus for PPO, GRPO and RLOO the classifiers
+  they score with and, under full fine-tuning (GRPO/RLOO: with a KL term), the frozen reference
+  copy; divided by the shard count under fsdp.
 - training state: what trains (LoRA adapters and the value head in fp32; or every weight) with
   its gradient and two Adam moments, plus DDP's gradient buckets; sharded under fsdp.
 - activations: per micro-batch, what backward keeps of each layer (or only each layer's input
   under gradient checkpointing, plus one layer recomputed), plus fp32 logits and their gradient.
-- KV cache: PPO generation, for one rollout chunk.
+- KV cache: PPO, GRPO and RLOO generation, for one rollout chunk.
 - overhead: 1 GiB of CUDA/NCCL context, plus 10% for allocator fragmentation.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -217,7 +219,7 @@ def _accelerator(spec: RLHFRunSpec, stage: StageName) -> tuple[str | None, int, 
 
 
 def _models(spec: RLHFRunSpec, stage: StageName) -> tuple[list[str], list[str]]:
-    """Candidate names for the trained model and (PPO) the reward model, best first."""
+    """Candidate names for the trained model and (stages after reward) the reward model, best first."""
     sft, reward = spec.sft, spec.reward
     base = [spec.model.name]
     policy = ([sft.existing_output] if sft and sft.existing_output else []) + base
@@ -419,6 +421,8 @@ def suggestions(spec: RLHFRunSpec, stage: StageName, lookup: Lookup, estimate: S
 
 def estimate_run(run: RLHFRun, lookup: Lookup, accelerator: str | None = None) -> list[StageEstimate]:
     """Every pipeline stage's estimate, with suggestions for those that do not fit."""
+    # Suggestions re-estimate a stage dozens of times: read each model's config once.
+    lookup = functools.cache(lookup)
     found = []
     for stage in run.spec.pipeline:
         estimate = estimate_stage(run.spec, stage, lookup, accelerator=accelerator)
