@@ -16,6 +16,7 @@ from rich.console import Console
 from rlhf_api.status import RLHFRunStatus
 
 from ..report.build import REPORT_HTML, REPORT_JSON
+from ..report.summary import LOOP_METRICS
 from .progress_text import describe, step_of
 from .summary_table import summary
 from .throttle import ProgressThrottle
@@ -48,12 +49,7 @@ SUMMARY_METRICS = (
     "eval_loss",
     "reward_mean",
     "kl",
-    # rest and rlaif (issue 11)
-    "samples_kept",
-    "kept_reward_mean",
-    "pairs_written",
-    "mean_confidence",
-    "label_agreement",
+    *LOOP_METRICS,
 )
 TAIL_LINES = 8  # a failed stage's last output lines, shown with its failure
 

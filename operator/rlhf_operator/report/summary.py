@@ -14,6 +14,8 @@ from rlhf_api.status import RLHFRunStatus, StageStatus
 from ..reconcile.status_store import parse_time
 
 # Shown per stage, in this order, when present (the rest is in result.json and the report).
+# What the rest and rlaif stages report instead of a training loss curve's numbers.
+LOOP_METRICS = ("samples_kept", "kept_reward_mean", "pairs_written", "mean_confidence", "label_agreement")
 KEY_METRICS = (
     "task_accuracy",
     "pair_accuracy",
@@ -22,6 +24,7 @@ KEY_METRICS = (
     "train_loss",
     "reward_mean",
     "kl",
+    *LOOP_METRICS,
 )
 
 
