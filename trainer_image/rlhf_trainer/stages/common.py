@@ -276,12 +276,12 @@ class ProgressCallback(TrainerCallback):
 _RESERVED = ("step", "max_steps", "stage")
 
 
-def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str, float]:
-    """trainer.train(), resuming from the latest checkpoint of this output dir when present;
-    then a final evaluation when the trainer has eval data. Returns numeric metrics."""
-    resume = resume_point(cfg)
+def train_resumably(trainer: Any, stage: str, resume: str | None) -> tuple[Any | None, bool]:
+    """trainer.train() from checkpoint `resume` (or the start), stopping at a SIGTERM with the
+    step in progress saved. Returns (the train output, None when the checkpoint was already at
+    the last step; whether a SIGTERM stopped training, every rank's checkpoint part on disk)."""
     if resume and is_main_process():
-        progress.emit(cfg.stage, event="resume", checkpoint=resume)
+        progress.emit(stage, event="resume", checkpoint=resume)
     stop = PreemptionCallback()
     trainer.add_callback(stop)
     trainer.add_callback(_StopIfFinished())
@@ -294,6 +294,16 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
     # A signal during the last step's save ends training normally: that checkpoint is the stop.
     if stop.stopped_at is not None or preemption.stop_agreed():
         finish(trainer)  # every rank's part of the checkpoint (its RNG state) is on disk
+        return result, True
+    return result, False
+
+
+def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str, float]:
+    """trainer.train(), resuming from the latest checkpoint of this output dir when present;
+    then a final evaluation when the trainer has eval data. Returns numeric metrics."""
+    resume = resume_point(cfg)
+    result, preempted = train_resumably(trainer, cfg.stage, resume)
+    if preempted:
         state = trainer.state
         raise Preempted(state.global_step, state.max_steps, _step_of(resume) if resume else None)
     metrics: dict[str, float] = {"global_step": float(trainer.state.global_step)}

@@ -36,15 +36,22 @@ from ..rest.store import STATE, Iteration, RestState, samples_path
 from ..rewards import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
 from .common import (
-    PreemptionCallback,
     ProgressCallback,
     StageOutputs,
     latest_checkpoint,
     run_stage,
+    train_resumably,
     trainer_arguments,
 )
 
 STEPS_DIR = "steps"
+
+
+def _logged_loss(trainer: Any) -> float:
+    """An Improve step resumed at its last step trains nothing: its loss is the mean of the
+    losses the previous attempt logged (in the checkpoint's trainer state)."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return float(statistics.fmean(losses)) if losses else float("nan")
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:
@@ -137,15 +144,11 @@ class _Run:
             processing_class=tokenizer,
             callbacks=[ProgressCallback("rest")],
         )
-        resume = latest_checkpoint(str(checkpoints))
-        if resume:
-            progress.emit("rest", event="resume", checkpoint=resume)
-        stop = PreemptionCallback()  # SIGTERM: checkpoint the step in progress, the next attempt resumes it
-        trainer.add_callback(stop)
-        with preemption.training():
-            loss = float(trainer.train(resume_from_checkpoint=resume).training_loss)
-        if stop.stopped_at is not None:
+        # SIGTERM: the step in progress is checkpointed, the next attempt resumes it.
+        result, preempted = train_resumably(trainer, "rest", latest_checkpoint(str(checkpoints)))
+        if preempted:
             raise preemption.Preempted(self.done, self.planned)
+        loss = float(result.training_loss) if result is not None else _logged_loss(trainer)
         accuracy = self.accuracy(trainer.model, tokenizer)
         base = BaseWeights(model=policy, quantization=section.quantization, work_dir=self.cfg.work_dir, field="model")
         merged, _ = save_merged(trainer.model, tokenizer, str(step_dir), base)
