@@ -70,6 +70,21 @@ def test_invalid_config_value_exits_2_naming_the_field(tmp_path: Path, capsys: p
     assert result is not None and result.status == "failed" and result.message.startswith("sft.lora.r")
 
 
+def test_invalid_compare_config_leaves_the_finished_stage_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    finished = {"stage": "sft", "status": "succeeded", "outputPath": str(out)}
+    (out / "result.json").write_text(json.dumps(finished))
+    config = write_config(tmp_path / "c.json", "sft", str(tmp_path), out, lora={"r": 0})
+    assert main(["compare", "--config", str(config)]) == 2
+    (line,) = error_lines(capsys)
+    assert line.startswith("rlhf-train: error: sft.lora.r: ")
+    result = read_result(str(out / "result.json"))
+    assert result is not None and result.status == "succeeded"
+
+
 def test_stage_argument_must_match_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "c.yaml", "sft", str(tmp_path), tmp_path / "out")
     assert main(["dpo", "--config", str(config)]) == 2

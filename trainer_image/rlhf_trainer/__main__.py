@@ -72,22 +72,35 @@ def _record_config_failure(raw: Any, stage: str, message: str) -> None:
         pass
 
 
-def load_config(path: str, stage: str) -> TrainerJobConfig:
-    """Read and validate; raises ValueError with a one-line 'field: problem' message."""
-    from pydantic import ValidationError
-
+def _read_config(path: str) -> Any:
+    """The config file's content; raises ValueError with a one-line message."""
     try:
-        raw = _read_file(path)
+        return _read_file(path)
     except OSError as exc:
         raise ValueError(f"--config: cannot read '{path}': {exc.strerror or exc}") from exc
     except ValueError as exc:  # JSON and YAML errors are ValueErrors
         raise ValueError(f"--config: '{path}' is not valid YAML/JSON: {str(exc).splitlines()[0]}") from exc
+
+
+def _validate(raw: Any) -> TrainerJobConfig:
+    """Raises ValueError with a one-line 'field: problem' message."""
+    from pydantic import ValidationError
+
     try:
-        cfg = TrainerJobConfig.model_validate(raw)
+        return TrainerJobConfig.model_validate(raw)
     except ValidationError as exc:
-        message = _validation_message(exc)
-        _record_config_failure(raw, stage, message)
-        raise ValueError(message) from exc
+        raise ValueError(_validation_message(exc)) from exc
+
+
+def load_config(path: str, stage: str) -> TrainerJobConfig:
+    """Read and validate a stage's config; a failure is also recorded in the stage's result.json
+    (raises ValueError with a one-line 'field: problem' message)."""
+    raw = _read_config(path)
+    try:
+        cfg = _validate(raw)
+    except ValueError as exc:
+        _record_config_failure(raw, stage, str(exc))
+        raise
     if cfg.stage != stage:
         message = f"stage: the config is for stage '{cfg.stage}', not '{stage}'"
         _record_config_failure(raw, stage, message)
@@ -134,11 +147,9 @@ COMPARE = "compare"
 
 def run_compare(path: str) -> int:
     """`rlhf-train compare --config FILE`: the stage's starting model against its merged output."""
-    try:
-        raw = _read_file(path)
-        stage = raw.get("stage") if isinstance(raw, dict) else None
-        cfg = load_config(path, str(stage))
-    except (OSError, ValueError) as exc:
+    try:  # not load_config: a bad compare config must not overwrite the finished stage's result
+        cfg = _validate(_read_config(path))
+    except ValueError as exc:
         return _fail(str(exc), 2)
     from rlhf_api.layout import eval_dir, merged_dir
 
