@@ -295,13 +295,21 @@ def full_precision_kwargs(base: BaseWeights, task: str) -> dict[str, Any]:
     return _load_kwargs(base.model) | {"dtype": getattr(torch, base.quantization.compute_dtype)} | extra
 
 
+def reload_base(base: BaseWeights, task: str, dtype: str | None = None) -> Any:
+    """The base weights loaded again with full_precision_kwargs, in `dtype` when given (for
+    merges, and for the unsharded copy of an FSDP model)."""
+    kwargs = full_precision_kwargs(base, task)
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype)
+    auto_cls = AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
+    return auto_cls.from_pretrained(resolve_model_path(base.model, base.work_dir, base.field), **kwargs)
+
+
 def _merge_into_full_precision(model: Any, adapter_path: str, base: BaseWeights) -> Any:
     from peft import PeftModel
 
     task = model.peft_config["default"].task_type
-    auto_cls = AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
-    path = resolve_model_path(base.model, base.work_dir, base.field)
-    full = auto_cls.from_pretrained(path, **full_precision_kwargs(base, task))
+    full = reload_base(base, task)
     if task == "SEQ_CLS":
         full.config.pad_token_id = model.config.pad_token_id
     return PeftModel.from_pretrained(full, adapter_path).merge_and_unload()

@@ -162,22 +162,19 @@ def unsharded_copy(model: nn.Module, is_main: bool, base: BaseWeights, loading: 
     fine-tuning every weight is trainable.
     """
     from peft import PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from .modeling import full_precision_kwargs, resolve_model_path
+    from .modeling import reload_base
     from .placement import hardware, precision
 
     trained = gather_trainable(model)
     if not is_main:
         return None
     hf = _hf_model(model)
-    is_classifier = "SequenceClassification" in type(hf).__name__
-    kwargs = full_precision_kwargs(base, "SEQ_CLS" if is_classifier else "CAUSAL_LM")
+    task = "SEQ_CLS" if "SequenceClassification" in type(hf).__name__ else "CAUSAL_LM"
+    dtype = None  # quantized: the compute dtype, as a merge
     if base.quantization.mode == "none":
-        prec = precision(base.model.dtype, hardware(), loading.trainer, loading.full_finetune)
-        kwargs["dtype"] = getattr(torch, prec.load_dtype)
-    auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModelForCausalLM
-    copy = auto_cls.from_pretrained(resolve_model_path(base.model, base.work_dir, base.field), **kwargs)
+        dtype = precision(base.model.dtype, hardware(), loading.trainer, loading.full_finetune).load_dtype
+    copy = reload_base(base, task, dtype)
     copy.config.pad_token_id = hf.config.pad_token_id
     if getattr(hf, "generation_config", None) is not None:
         copy.generation_config = hf.generation_config
