@@ -11,11 +11,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Only what the wheel needs: the contract and the operator, and the project metadata. The trainer
+# Only what the wheel needs: the contract, the operator and its CLI, and the project metadata. The trainer
 # package is not copied: the operator never imports it (the contract package is all it shares).
 COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY operator/ operator/
+COPY cli/ cli/
 # `.` without extras: the [train] extra (torch, transformers, trl, ...) stays out of this image.
 RUN /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"

@@ -48,7 +48,7 @@ def rows(example: Path, workdir: Path, steps: int | None) -> list[list[str]]:
     document = on_gpu(yaml.safe_load(example.read_text()), steps)
     path = workdir / example.name
     path.write_text(yaml.safe_dump(document))
-    done = subprocess.run([sys.executable, "-m", "rlhf_operator.cli", "run", str(path), "--workdir", str(workdir)])
+    done = subprocess.run([sys.executable, "-m", "rlhf_cli.main", "run", str(path), "--workdir", str(workdir)])
     if done.returncode != 0:
         raise SystemExit(f"{example.name}: rlhf run failed ({done.returncode})")
     found = []

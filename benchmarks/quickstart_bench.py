@@ -52,7 +52,7 @@ def run_once(example: Path, seed: int, workdir: Path) -> dict[str, Any]:
     load_before = _load()
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "rlhf_operator.cli", "run", str(path), "--workdir", str(workdir)],
+        [sys.executable, "-m", "rlhf_cli.main", "run", str(path), "--workdir", str(workdir)],
         capture_output=True,
         text=True,
     )

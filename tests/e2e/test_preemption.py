@@ -39,7 +39,7 @@ def short_sft(workdir: Path) -> Path:
 
 def start(path: Path, workdir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "rlhf_operator.cli", "run", str(path), "--workdir", str(workdir)],
+        [sys.executable, "-m", "rlhf_cli.main", "run", str(path), "--workdir", str(workdir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

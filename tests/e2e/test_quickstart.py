@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def rlhf_run(example: str, workdir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "rlhf_operator.cli", "run", str(REPO / "examples" / example), "--workdir", str(workdir)],
+        [sys.executable, "-m", "rlhf_cli.main", "run", str(REPO / "examples" / example), "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=900,

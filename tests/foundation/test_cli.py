@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from rlhf_api.result import StageResult, write_result
-from rlhf_operator import cli
+from rlhf_cli import main as cli
 from rlhf_operator.crd import crd_yaml
 
 from .conftest import EXAMPLES, MINIMAL, REPO

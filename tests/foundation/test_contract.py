@@ -1,4 +1,5 @@
-"""The contract package stays torch-free and kopf-free, and the operator never imports the trainer.
+"""The contract package stays torch-free and kopf-free, the operator never imports the trainer,
+and the controller never imports the user tools (rlhf_cli).
 
 Checked in a fresh interpreter: what a module drags in through its imports is only visible there.
 """
@@ -13,6 +14,7 @@ from types import ModuleType
 
 import pytest
 import rlhf_api
+import rlhf_cli
 import rlhf_operator
 from rlhf_api.result import TERMINATION_LIMIT, StageResult
 
@@ -43,6 +45,15 @@ def test_contract_imports_neither_torch_nor_kopf() -> None:
 def test_operator_never_imports_the_trainer_or_torch() -> None:
     # kopf is the operator's own dependency; torch and the trainer package are not.
     loaded = _imported_after(_modules(rlhf_operator))
+    assert "rlhf_trainer" not in loaded
+    assert not loaded & {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+    # the controller is a package of its own: the laptop tools build on it, never the reverse
+    assert "rlhf_cli" not in loaded
+
+
+def test_cli_never_imports_the_trainer_or_torch() -> None:
+    # `rlhf run` starts the trainer as a child process; the report's matplotlib is imported lazily.
+    loaded = _imported_after(_modules(rlhf_cli))
     assert "rlhf_trainer" not in loaded
     assert not loaded & {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
 

@@ -236,8 +236,8 @@ def test_threshold_rules_in_the_crd() -> None:
 
 
 def test_memory_estimate_covers_rest_and_says_why_not_rlaif() -> None:
-    from rlhf_operator.memory_estimate import estimate_run
-    from rlhf_operator.model_catalog import lookup
+    from rlhf_operator.estimate.catalog import lookup
+    from rlhf_operator.estimate.memory import estimate_run
 
     gpu = {"gpusPerWorker": 1, "nodePool": {"accelerator": "nvidia-a100-80gb"}}
     llama = {"name": "meta-llama/Llama-2-7b-hf"}

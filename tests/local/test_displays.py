@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 from rlhf_api.evaluation import EvalSummary, ModelScore, write_eval
 from rlhf_api.status import RLHFRunStatus, StageStatus
-from rlhf_operator.local.display import PlainDisplay
-from rlhf_operator.local.live import LiveDisplay
-from rlhf_operator.local.progress_text import describe, headline_numbers, step_of
-from rlhf_operator.local.throttle import ProgressThrottle
+from rlhf_cli.local.display import PlainDisplay
+from rlhf_cli.local.live import LiveDisplay
+from rlhf_cli.local.progress_text import describe, headline_numbers, step_of
+from rlhf_cli.local.throttle import ProgressThrottle
 
 
 class Clock:

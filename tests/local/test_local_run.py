@@ -21,9 +21,9 @@ import pytest
 import yaml
 from rlhf_api.status import RLHFRunStatus
 from rlhf_api.validation import parse_run
-from rlhf_operator.local import launcher as local_launcher
-from rlhf_operator.local.launcher import stage_command
-from rlhf_operator.local.runner import LocalRun, retry_failed
+from rlhf_cli.local import launcher as local_launcher
+from rlhf_cli.local.launcher import stage_command
+from rlhf_cli.local.runner import LocalRun, retry_failed
 
 FAKE = Path(__file__).with_name("fake_trainer.py")
 
@@ -55,11 +55,11 @@ def fake_rlhf_run(doc: dict[str, Any], workdir: Path) -> list[str]:
     path.write_text(yaml.safe_dump(doc))
     program = (
         "import sys\n"
-        "from rlhf_operator.local import launcher\n"
+        "from rlhf_cli.local import launcher\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_local_run import fake_command\n"
         "launcher.stage_command = fake_command\n"
-        "from rlhf_operator import cli\n"
+        "from rlhf_cli import main as cli\n"
         f"sys.exit(cli.main(['run', {str(path)!r}, '--workdir', {str(workdir)!r}]))\n"
     )
     return [sys.executable, "-c", program]

@@ -15,7 +15,7 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-from rlhf_operator import cli
+from rlhf_cli import main as cli
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rlhf_api.validation import parse_run
 from rlhf_operator.controller import metrics
-from rlhf_operator.manifests.render import render
+from rlhf_operator.render import render
 from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, dpo_run, wait_for

@@ -34,12 +34,12 @@ from rlhf_operator.manifests.configmap import build_stage_configmap
 from rlhf_operator.manifests.meta import owner_reference
 from rlhf_operator.manifests.pod import CONFIG_FILE, CONFIG_MOUNT
 from rlhf_operator.manifests.pvc import build_pvc, claim_name
-from rlhf_operator.manifests.render import (
+from rlhf_operator.plan import GPU_TAINT_TOLERATION
+from rlhf_operator.render import (
     build_stage_job,
     render,
     stage_plans,
 )
-from rlhf_operator.plan import GPU_TAINT_TOLERATION
 from rlhf_operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]

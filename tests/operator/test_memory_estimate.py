@@ -13,8 +13,9 @@ import yaml
 from rlhf_api.spec import Accelerator, RLHFRunSpec
 from rlhf_api.stage_config import LoraConfig
 from rlhf_api.validation import parse_run
-from rlhf_operator.cli import main
-from rlhf_operator.memory_estimate import (
+from rlhf_cli.main import main
+from rlhf_operator.estimate.catalog import CATALOG, hub_cache_dirs, lookup
+from rlhf_operator.estimate.memory import (
     GIB,
     GPUS,
     Sizing,
@@ -25,7 +26,6 @@ from rlhf_operator.memory_estimate import (
     lora_params,
     stage_fit_warnings,
 )
-from rlhf_operator.model_catalog import CATALOG, hub_cache_dirs, lookup
 
 REPO = Path(__file__).resolve().parents[2]
 STACKLLAMA = REPO / "examples" / "stackllama-7b-a100.yaml"

@@ -11,6 +11,7 @@ import pytest
 from rlhf_api.naming import STAGE_JOB_FINALIZER
 from rlhf_api.result import StageResult
 from rlhf_operator.api_ref import CONFIGMAPS, PVCS
+from rlhf_operator.estimate import fit_warnings
 from rlhf_operator.launchers import PYTORCHJOB, TRAINJOB
 from rlhf_operator.observed_job import JOB_STATES, ObservedJob
 from rlhf_operator.pod_result import failure_message, parse_result, result_from_pods
@@ -43,7 +44,7 @@ def step(
     body: dict[str, Any], jobs: dict[str, ObservedJob] | None = None, now: datetime = NOW
 ) -> tuple[Outcome, dict[str, Any]]:
     """One reconcile pass; returns the outcome and the body as it is after the status patch."""
-    outcome = reconcile(body, jobs or {}, now, SETTINGS)
+    outcome = reconcile(body, jobs or {}, now, SETTINGS, fit_check=fit_warnings)
     after = copy.deepcopy(body)
     after["status"] = outcome.new_status
     return outcome, after

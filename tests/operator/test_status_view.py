@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from rlhf_operator.kubectl.view import Observed, render, waiting_on
+from rlhf_cli.cluster.view import Observed, render, waiting_on
 from rlhf_operator.reconcile.status_store import load_status
 
 

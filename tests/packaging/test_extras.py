@@ -28,4 +28,4 @@ def test_console_scripts_resolve() -> None:
     for name, target in PROJECT["scripts"].items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), name
-    assert PROJECT["scripts"]["kubectl-rlhf"] == "rlhf_operator.cli:kubectl_main"  # kubectl finds plugins by name
+    assert PROJECT["scripts"]["kubectl-rlhf"] == "rlhf_cli.main:kubectl_main"  # kubectl finds plugins by name

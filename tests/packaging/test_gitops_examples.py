@@ -31,7 +31,7 @@ def crd_schema() -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", [p for p in RUNS if p.name != "kustomization.yaml"], ids=lambda p: p.name)
 def test_runs_are_valid_rlhfruns(path: Path) -> None:
-    validation = pytest.importorskip("rlhf_operator.validation")
+    validation = pytest.importorskip("rlhf_api.validation")
     (document,) = docs(path)
     jsonschema.Draft4Validator(crd_schema()).validate(document)
     validation.parse_run(document)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rlhf_operator.report.panels import label, panels
-from rlhf_operator.report.scalars import Series
+from rlhf_cli.report.panels import label, panels
+from rlhf_cli.report.scalars import Series
 
 
 def scalars(*tags: str, points: int = 3) -> dict[str, Series]:

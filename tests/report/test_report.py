@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from rlhf_operator import cli
-from rlhf_operator.report.build import REPORT_HTML, collect, pick_samples, write_report
+from rlhf_cli.report.build import REPORT_HTML, collect, pick_samples, write_report
+from rlhf_cli import main as cli
 
 from . import chromium
 from .conftest import make_run
@@ -141,7 +141,7 @@ def test_report_renders_in_headless_chromium_with_its_plots(report: Path, tmp_pa
 
 def test_the_report_at_the_end_of_a_run_never_fails_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rlhf_api.status import RLHFRunStatus
-    from rlhf_operator.report.build import write_report_at_end
+    from rlhf_cli.report.build import write_report_at_end
 
     blocked = tmp_path / "run"
     blocked.mkdir()

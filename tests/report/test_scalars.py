@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rlhf_operator.report.scalars import read_scalars
+from rlhf_cli.report.scalars import read_scalars
 
 from .conftest import write_events
 
@@ -48,8 +48,8 @@ def test_no_logs_is_no_scalars(tmp_path: Path) -> None:
 def test_the_reader_imports_neither_torch_nor_tensorflow(tmp_path: Path) -> None:
     write_events(tmp_path / "logs", {"train/loss": [(1, 1.0)]})
     code = (
-        "import sys; from rlhf_operator.report.build import write_report; "
-        "from rlhf_operator.report.scalars import read_scalars; "
+        "import sys; from rlhf_cli.report.build import write_report; "
+        "from rlhf_cli.report.scalars import read_scalars; "
         f"assert read_scalars({str(tmp_path / 'logs')!r}); "
         "heavy = {'torch', 'tensorflow'} & {m.split('.')[0] for m in sys.modules}; "
         "assert not heavy, heavy"

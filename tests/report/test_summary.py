@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 from rlhf_api.status import RLHFRunStatus, StageStatus
-from rlhf_operator.report.summary import format_duration, format_value, headline, key_metrics, stage_rows
+from rlhf_cli.report.summary import format_duration, format_value, headline, key_metrics, stage_rows
 
 
 def status(*stages: tuple[str, dict[str, float]]) -> RLHFRunStatus:

@@ -9,8 +9,8 @@ from accelerate import init_empty_weights
 from accelerate.utils import calculate_maximum_sizes
 from rlhf_api.precision import Precision
 from rlhf_api.stage_config import QuantizationConfig
-from rlhf_operator.memory_estimate import GIB, weight_bytes
-from rlhf_operator.model_catalog import CATALOG, Architecture, from_config
+from rlhf_operator.estimate.catalog import CATALOG, Architecture, from_config
+from rlhf_operator.estimate.memory import GIB, weight_bytes
 from transformers import (
     AutoConfig,
     AutoModel,

@@ -38,6 +38,7 @@ from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
 
 from ..api_ref import EVENTS, PODS, ApiRef
+from ..estimate import fit_warnings
 from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_patch
 from ..observed_job import ObservedJob
 from ..pod_result import failure_message, label_selector, result_from_pods
@@ -342,7 +343,7 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
-    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings)
+    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings)
 
     try:
         # The volume and the configs go first, concurrently; the job (which mounts them) after.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,15 +37,17 @@ from ..launchers import Launcher, launcher_for, release_patch
 from ..manifests.configmap import build_stage_configmap
 from ..manifests.meta import owner_reference
 from ..manifests.pvc import build_pvc, claim_name
-from ..manifests.render import build_stage_job
-from ..memory_estimate import stage_fit_warnings
-from ..model_catalog import lookup as find_model
 from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
+from ..render import build_stage_job
 from ..settings import OperatorSettings
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
 from .status_store import dump_status, load_status, merge_patch, parse_time
+
+# Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
+# as for launchers, so the core does not import the memory model and its catalog.
+FitCheck = Callable[[RLHFRun], list[str]]
 
 
 @dataclass
@@ -227,11 +229,13 @@ def reconcile(
     settings: OperatorSettings,
     launcher: Launcher | None = None,
     mount_root: str | None = None,
+    fit_check: FitCheck | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
     `launcher` defaults to the one spec.launcher names, `mount_root` to spec.storage.mountPath
-    (the local backend passes its own launcher and its work directory).
+    (the local backend passes its own launcher and its work directory). `fit_check` (the
+    memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -274,7 +278,8 @@ def reconcile(
 
     if not status.stages:  # the run's first pass
         status.stages = [StageStatus(name=p.name) for p in plans]
-        _warn_if_over_gpu_memory(step, status, meta)
+        if fit_check is not None:
+            _warn_if_over_gpu_memory(step, status, meta, fit_check)
 
     if status.phase not in ("Succeeded", "Failed"):
         if status.volume_claim is None:
@@ -305,10 +310,10 @@ def reconcile(
     return outcome
 
 
-def _warn_if_over_gpu_memory(step: _Step, status: RLHFRunStatus, meta: Mapping[str, Any]) -> None:
+def _warn_if_over_gpu_memory(step: _Step, status: RLHFRunStatus, meta: Mapping[str, Any], fit_check: FitCheck) -> None:
     """`rlhf estimate` when a run is created: a Warning event and GPUMemory=False for stages that
     will not fit their GPUs. Never blocks: estimates are estimates."""
-    over = stage_fit_warnings(step.run, find_model)
+    over = fit_check(step.run)
     if not over:
         return
     message, reason = "; ".join(over), reasons.INSUFFICIENT_GPU_MEMORY

@@ -10,11 +10,11 @@ from typing import Any
 
 from rlhf_api.spec import RLHFRun
 
-from ..launchers import Launcher, launcher_for
-from ..plan import StagePlan, plan
-from ..settings import OperatorSettings
-from .configmap import build_stage_configmap
-from .pvc import build_pvc
+from .launchers import Launcher, launcher_for
+from .manifests.configmap import build_stage_configmap
+from .manifests.pvc import build_pvc
+from .plan import StagePlan, plan
+from .settings import OperatorSettings
 
 
 def stage_plans(run: RLHFRun, settings: OperatorSettings) -> list[StagePlan]:

@@ -28,11 +28,12 @@ from typing import Any
 
 from rlhf_api.spec import RLHFRun
 from rlhf_api.status import RLHFRunStatus
+from rlhf_operator.estimate import fit_warnings
+from rlhf_operator.plan import run_root
+from rlhf_operator.reconcile import Outcome, PostEvent, load_status, reconcile
+from rlhf_operator.settings import OperatorSettings
 
-from ..plan import run_root
-from ..reconcile import Outcome, PostEvent, load_status, reconcile
 from ..report.build import write_report_at_end
-from ..settings import OperatorSettings
 from .backend import LocalBackend
 from .display import Display, EventNote, PlainDisplay
 from .launcher import LocalLauncher
@@ -114,6 +115,7 @@ class LocalRun:
             self.settings,
             launcher=self.launcher,
             mount_root=str(self.workdir),
+            fit_check=fit_warnings,
         )
         self.backend.apply(outcome.actions)
         if outcome.status_patch:

@@ -16,9 +16,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from rlhf_api.status import RLHFRunStatus, StageStatus
+from rlhf_operator.launchers import launcher_of
+from rlhf_operator.reconcile.status_store import load_status
 
-from ..launchers import launcher_of
-from ..reconcile.status_store import load_status
 from ..report.summary import format_duration, format_metrics, stage_rows
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

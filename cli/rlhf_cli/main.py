@@ -45,7 +45,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from .crd import crd_yaml
+    from rlhf_operator.crd import crd_yaml
 
     text = crd_yaml()
     if args.output:
@@ -56,8 +56,8 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .manifests.render import render
-    from .settings import OperatorSettings
+    from rlhf_operator.render import render
+    from rlhf_operator.settings import OperatorSettings
 
     try:
         run = parse_run(_load(args.file))
@@ -92,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .memory_estimate import GIB, estimate_run, render_table
-    from .model_catalog import hub_cache_dirs, lookup
+    from rlhf_operator.estimate.catalog import hub_cache_dirs, lookup
+    from rlhf_operator.estimate.memory import GIB, estimate_run, render_table
 
     try:
         run = parse_run(_load(args.file))
@@ -135,8 +135,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import NothingToCompare, run_compare, summary_line
     from .local.runner import TrainerMissing, check_trainer
+    from .rerun_comparison import NothingToCompare, run_compare, summary_line
 
     try:
         check_trainer()
@@ -151,7 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> Any:
-    from .kubectl.client import Cluster
+    from .cluster.client import Cluster
 
     return Cluster(args.kubeconfig, args.context)
 
@@ -161,7 +161,7 @@ def _cluster_errors(action: Any) -> int:
     from kubernetes.client.rest import ApiException
     from urllib3.exceptions import HTTPError
 
-    from .kubectl.client import NotFound
+    from .cluster.client import NotFound
 
     try:
         code: int = action()
@@ -180,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from .kubectl.view import render
+    from .cluster.view import render
 
     def show() -> int:
         cluster = _cluster(args)

@@ -15,12 +15,11 @@ from typing import Any
 from rlhf_api import layout
 from rlhf_api.naming import job_name, labels
 from rlhf_api.spec import RLHFRun
-
-from ..api_ref import ApiRef
-from ..manifests.pod import SHUTDOWN_TIMEOUT_ENV, shutdown_timeout
-from ..observed_job import JobState, ObservedJob, observe_common
-from ..plan import StagePlan
-from ..settings import OperatorSettings
+from rlhf_operator.api_ref import ApiRef
+from rlhf_operator.manifests.pod import SHUTDOWN_TIMEOUT_ENV, shutdown_timeout
+from rlhf_operator.observed_job import JobState, ObservedJob, observe_common
+from rlhf_operator.plan import StagePlan
+from rlhf_operator.settings import OperatorSettings
 
 LOCAL_JOB_API = ApiRef("local.rlhf.dev", "v1", "stageprocesses")
 LOCAL_JOB_KIND = "StageProcess"

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from rlhf_api.stage_config import POLICY_STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
-
-from ..reconcile.status_store import parse_time
+from rlhf_operator.reconcile.status_store import parse_time
 
 # Shown per stage, in this order, when present (the rest is in result.json and the report).
 # What the rest and rlaif stages report instead of a training loss curve's numbers.

@@ -30,11 +30,11 @@ from rlhf_api import layout, progress
 from rlhf_api.files import write_text_atomic
 from rlhf_api.naming import STAGE_LABEL
 from rlhf_api.result import read_result
+from rlhf_operator.api_ref import CONFIGMAPS, PVCS
+from rlhf_operator.manifests.pod import CONFIG_FILE
+from rlhf_operator.observed_job import ObservedJob
+from rlhf_operator.reconcile import Action, Create, PatchJob, PostEvent, ReleaseJob
 
-from ..api_ref import CONFIGMAPS, PVCS
-from ..manifests.pod import CONFIG_FILE
-from ..observed_job import ObservedJob
-from ..reconcile import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .display import Display
 from .launcher import LOCAL_JOB_API, LocalLauncher
 

@@ -30,8 +30,8 @@ from rlhf_api.reward_sources import uses_reward_model
 from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
 from rlhf_api.stage_config import GroupRLTrainingConfig, LoraConfig, QuantizationConfig, StageName
 
-from .model_catalog import Architecture
-from .plan import DEFAULT_TRAINER_IMAGE, resolve_placement
+from ..plan import DEFAULT_TRAINER_IMAGE, resolve_placement
+from .catalog import Architecture
 
 GIB = 2**30
 CONTEXT_BYTES = 1 * GIB  # CUDA context, cuBLAS workspaces, NCCL buffers

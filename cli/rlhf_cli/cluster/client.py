@@ -17,11 +17,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from rlhf_api.naming import job_name
 from rlhf_api.spec import GROUP, PLURAL, VERSION
+from rlhf_operator.api_ref import ApiRef
+from rlhf_operator.launchers import Launcher, launcher_of
+from rlhf_operator.pod_result import label_selector, matches
+from rlhf_operator.reconcile.status_store import load_status
 
-from ..api_ref import ApiRef
-from ..launchers import Launcher, launcher_of
-from ..pod_result import label_selector, matches
-from ..reconcile.status_store import load_status
 from .view import Observed, current_stage
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
