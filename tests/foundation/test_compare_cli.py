@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 from rlhf_api.validation import parse_run
-from rlhf_cli.rerun_comparison import NothingToCompare, compare_config, final_stage_config, rebase
 from rlhf_cli import main as cli
+from rlhf_cli.rerun_comparison import NothingToCompare, compare_config, final_stage_config, rebase
 from rlhf_operator.plan import plan
 
 from .conftest import MINIMAL

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from rlhf_cli.report.build import REPORT_HTML, collect, pick_samples, write_report
 from rlhf_cli import main as cli
+from rlhf_cli.report.build import REPORT_HTML, collect, pick_samples, write_report
 
 from . import chromium
 from .conftest import make_run
