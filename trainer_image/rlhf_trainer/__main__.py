@@ -153,8 +153,8 @@ def run_compare(path: str) -> int:
         return _fail(str(exc), 2)
     from rlhf_api.layout import eval_dir, merged_dir
 
-    from .compare import compare_stage_output
     from .errors import StageError
+    from .model_comparison import compare_stage_output
 
     _pick_threads(cfg)
     try:

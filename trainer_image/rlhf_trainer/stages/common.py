@@ -149,7 +149,7 @@ def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
 
     The trained model is kept whatever happens here: a failed comparison is reported in the
     result's message, not as a failed stage (a retry would train again for nothing)."""
-    from ..compare import compare_stage_output  # torch-heavy, and only the final stage needs it
+    from ..model_comparison import compare_stage_output  # torch-heavy, and only the final stage needs it
 
     try:
         summary = compare_stage_output(cfg, result.merged_path)
