@@ -165,6 +165,11 @@ def run_compare(path: str) -> int:
     return 0
 
 
+# Stage kinds whose program module has another name than the kind (the kind `reward` trains a
+# reward model: stages/reward_model.py).
+_STAGE_MODULES = {"reward": "reward_model"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage, or compare its output.")
     parser.add_argument(
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _pick_threads(cfg)
     # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
-    module = importlib.import_module(f"rlhf_trainer.stages.{cfg.stage}")
+    module = importlib.import_module(f"rlhf_trainer.stages.{_STAGE_MODULES.get(cfg.stage, cfg.stage)}")
     result: StageResult = module.run(cfg)
     code = EXIT_FAILED if result.exit_code is None else result.exit_code
     if code != 0:

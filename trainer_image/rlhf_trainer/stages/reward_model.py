@@ -1,4 +1,4 @@
-"""Reward stage: TRL RewardTrainer on a one-output sequence classifier, pairwise loss.
+"""The `reward` stage kind (a reward model): TRL RewardTrainer on a one-output sequence classifier, pairwise loss.
 
 The base is the SFT output (cfg.model) unless reward.baseModel names another model (e.g. an
 encoder such as DeBERTa or MiniLM), which brings its own tokenizer.
