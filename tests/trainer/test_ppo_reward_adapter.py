@@ -23,7 +23,7 @@ from rlhf_trainer.modeling import (
     load_sequence_classifier,
     save_merged,
 )
-from rlhf_trainer.ppo.reward import REWARD_ADAPTER, AdapterScore, classifier_score, load_reward_adapter
+from rlhf_trainer.ppo.reward_scoring import REWARD_ADAPTER, AdapterScore, classifier_score, load_reward_adapter
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
 pytestmark = pytest.mark.timeout(300)

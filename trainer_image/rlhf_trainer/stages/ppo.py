@@ -40,7 +40,7 @@ from ..placement import Loading
 from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
-from ..ppo.reward import (
+from ..ppo.reward_scoring import (
     REWARD_ADAPTER,
     AdapterScore,
     RewardModelScorer,
