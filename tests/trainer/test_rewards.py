@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.reward_sources import RewardSource
 from rlhf_trainer.errors import StageError
-from rlhf_trainer.rewards import build_reward_functions
-from rlhf_trainer.rewards.verifiable import arithmetic, exact_match, normalize
+from rlhf_trainer.reward_sources import build_reward_functions
+from rlhf_trainer.reward_sources.verifiable import arithmetic, exact_match, normalize
 
 PROMPT = "Question: What is 27 + 5?\n\nAnswer: "
 

@@ -26,7 +26,7 @@ from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
 from .evaluate import generate_answers
 from .modeling import load_causal_lm
-from .rewards.classifier import classifier_reward
+from .reward_sources.classifier import classifier_reward
 
 
 @dataclass

@@ -20,7 +20,7 @@ from rlhf_api.stage_config import GroupRLStageConfig, TrainerJobConfig
 from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
-from ..rewards import build_reward_functions
+from ..reward_sources import build_reward_functions
 from .common import (
     ProgressCallback,
     StageOutputs,

@@ -31,7 +31,7 @@ from ..errors import StageError
 from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import BaseWeights, apply_lora, is_quantized, load_causal_lm, save_merged
-from ..rewards import RewardFunctions, build_reward_functions
+from ..reward_sources import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
 from ..self_training.schedule import Step, grow_prompts, kept, steps, threshold
 from ..self_training.store import STATE, Iteration, RestState, samples_path
