@@ -205,7 +205,7 @@ def test_prompts_are_cut_to_their_last_tokens() -> None:
     """maxPromptLength keeps the end of a prompt, next to where the answer goes."""
     from datasets import Dataset
     from rlhf_trainer.builtin import build_tokenizer
-    from rlhf_trainer.stages.common import truncate_prompts
+    from rlhf_trainer.stages.trl_glue import truncate_prompts
 
     tokenizer = build_tokenizer()
     long, short = "Question: What is 12 + 5?\n\nAnswer: ", "Answer: "

@@ -100,7 +100,7 @@ def materialize(cfg: TrainerJobConfig, config: RlaifLabelConfig, dataset: Datase
     from trl import SFTConfig, SFTTrainer
 
     from ..modeling import load_causal_lm
-    from ..stages.common import ProgressCallback, trainer_arguments
+    from ..stages.trl_glue import ProgressCallback, trainer_arguments
 
     set_seed(seed)
     model, tokenizer = load_causal_lm(cfg.model, QuantizationConfig(), cfg.work_dir)

@@ -21,14 +21,8 @@ from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
 from ..reward_sources import build_reward_functions
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    task_accuracy_metrics,
-    train_evaluate_merge,
-    trainer_arguments,
-    truncate_prompts,
-)
+from .lifecycle import StageOutputs
+from .trl_glue import ProgressCallback, task_accuracy_metrics, train_evaluate_merge, trainer_arguments, truncate_prompts
 
 # The summary averages the last quarter of the logged steps: single steps are noisy (a few
 # prompts each), and the end of training is what the merged model reflects.

@@ -49,7 +49,7 @@ from ..ppo.reward_scoring import (
     load_reward_adapter,
 )
 from ..ppo.value_head import ActorCritic, ValueHead
-from .common import StageError, StageOutputs, run_stage, trained_base
+from .lifecycle import StageError, StageOutputs, run_stage, trained_base
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:

@@ -35,14 +35,9 @@ from ..reward_sources import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
 from ..self_training.schedule import Step, grow_prompts, kept, steps, threshold
 from ..self_training.store import STATE, Iteration, RestState, samples_path
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    latest_checkpoint,
-    run_stage,
-    train_resumably,
-    trainer_arguments,
-)
+from .checkpoints import latest_checkpoint
+from .lifecycle import StageOutputs, run_stage
+from .trl_glue import ProgressCallback, train_resumably, trainer_arguments
 
 STEPS_DIR = "steps"
 

@@ -32,7 +32,7 @@ from ..rlaif import builtin_judge
 from ..rlaif.judge import PairJudge
 from ..rlaif.labels import Judgement, agreement, pick_pair
 from ..sampling import sample_responses
-from .common import StageOutputs, run_stage
+from .lifecycle import StageOutputs, run_stage
 
 CANDIDATES = "candidates.jsonl"
 JUDGEMENTS = "judgements.jsonl"
