@@ -15,7 +15,7 @@ import torch
 from rlhf_api.layout import result_path
 from rlhf_api.result import StageResult, write_result
 from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig, StageInput, TrainerJobConfig
-from rlhf_trainer.builtin import materialize_tiny_llama
+from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.modeling import (
     BaseWeights,
     apply_lora,

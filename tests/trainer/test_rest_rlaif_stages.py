@@ -17,7 +17,7 @@ import torch
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig
-from rlhf_trainer import builtin
+from rlhf_trainer.builtin_task import arithmetic as builtin
 from rlhf_trainer.data import load_stage_data
 from rlhf_trainer.modeling import load_causal_lm
 from rlhf_trainer.rlaif.builtin_judge import training_rows

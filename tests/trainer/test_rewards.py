@@ -140,7 +140,7 @@ def test_bad_function_path_names_the_field(path: str, message: str) -> None:
 def test_classifier_scores_prompt_response_and_eos(tmp_path: Path) -> None:
     """The reward stage's model scores exactly what the reward trainer trained on: text + eos."""
     import torch
-    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = materialize_tiny_llama(str(tmp_path))
@@ -163,7 +163,7 @@ def test_classifier_scores_prompt_response_and_eos(tmp_path: Path) -> None:
 @pytest.mark.parametrize("labels", [3, None])
 def test_only_one_output_classifiers_are_reward_models(tmp_path: Path, labels: int | None) -> None:
     """A several-label classifier, or a causal LM (the SFT output by mistake), is refused by name."""
-    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = materialize_tiny_llama(str(tmp_path))

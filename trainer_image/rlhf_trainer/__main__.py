@@ -114,9 +114,9 @@ _TINY_HIDDEN_SIZE = 256
 
 def _is_tiny_model(name: str) -> bool:
     """The built-in tiny Llama, or a local model (e.g. a previous stage's output) as small."""
-    from .builtin import is_builtin_model
+    from .builtin_sources import model
 
-    if is_builtin_model(name):
+    if model(name) is not None:
         return True
     config = Path(name) / "config.json"
     if not config.is_file():

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from rlhf_api.stage_config import DatasetConfig
 
-from . import builtin
+from . import builtin_sources
 from .data import split_template
 
 
@@ -60,7 +60,8 @@ def task_accuracy(
     limit: int | None = None,
 ) -> float | None:
     """Share of held-out builtin questions answered exactly right; None without ground truth."""
-    if not builtin.is_builtin_dataset(dataset.source):
+    builtin = builtin_sources.dataset(dataset.source)
+    if builtin is None:
         return None
     rows = builtin.eval_rows()[:limit] if limit else builtin.eval_rows()
     head, _ = split_template(dataset.template)

@@ -28,7 +28,7 @@ from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import BUILTIN_JUDGE, RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig, SFTTrainingConfig, TrainerJobConfig
 
-from .. import builtin
+from ..builtin_task import arithmetic as builtin
 from ..errors import StageError
 from .labels import constitution_text, judge_prompt
 
