@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlhf_trainer.builtin_task import arithmetic as builtin
 

@@ -4,14 +4,10 @@ LoRA on a quantized base, and field-named errors (a few steps each)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.stages.group_rl import summarize
 

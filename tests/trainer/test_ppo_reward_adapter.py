@@ -8,9 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from rlhf_api.layout import result_path
 from rlhf_api.result import StageResult, write_result

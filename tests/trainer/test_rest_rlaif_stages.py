@@ -4,16 +4,12 @@ their files on the volume, metrics, field-named errors, and resume."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
+import yaml
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig

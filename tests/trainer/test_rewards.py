@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.reward_sources import RewardSource
 from rlhf_trainer.errors import StageError
