@@ -214,8 +214,7 @@ def test_fsdp_offload_needs_fsdp_in_the_stage_config() -> None:
 def test_each_rank_selects_its_gpu_before_joining_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     import torch.distributed as dist
-    from rlhf_trainer import placement
-    from rlhf_trainer.ppo import distributed
+    from rlhf_trainer import distributed, placement
 
     calls: list[tuple[str, Any]] = []
     monkeypatch.setattr(placement, "hardware", lambda: A100_RANK5)

@@ -24,6 +24,7 @@ from rlhf_api import layout, progress
 from rlhf_api.result import StageResult, read_result
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
+from .. import distributed as dist
 from .. import preemption, sharding
 from ..data import load_prompts
 from ..evaluate import task_accuracy
@@ -37,7 +38,6 @@ from ..modeling import (
     save_merged,
 )
 from ..placement import Loading
-from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
 from ..ppo.reward_scoring import (
