@@ -16,7 +16,7 @@ Each source is exactly one of:
   float (or None: no verdict) per completion.
 
 Torch-free (the operator validates and plans these); the trainer builds them in
-`rlhf_trainer.rewards`.
+`rlhf_trainer.reward_sources`.
 """
 
 from __future__ import annotations

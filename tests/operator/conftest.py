@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +21,6 @@ from rlhf_operator.settings import OperatorSettings
 
 from .emulator import PYTORCHJOBS, RLHFRUNS, TRAINJOBS, Emulator
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 NAMESPACE = "team"
 TEST_TUNING = handlers.Tuning(
     concurrency=8,

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_trainer import distributed as dist
 from rlhf_trainer import sharding
-from rlhf_trainer.ppo import distributed as dist
 from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.loop import train_loop
 from rlhf_trainer.ppo.rollout import Rollout

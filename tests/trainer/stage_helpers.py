@@ -84,7 +84,7 @@ def ppo_job(
 
 def untrained_reward_model(work_dir: str) -> str:
     """An untrained one-output classifier on the builtin tiny Llama, saved under work_dir/reward/merged."""
-    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     base = materialize_tiny_llama(work_dir)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from rlhf_trainer import builtin
+from rlhf_trainer.builtin_task import arithmetic as builtin
 
 
 def test_problem_answers_and_the_forgotten_carry() -> None:
@@ -120,3 +117,20 @@ def test_tiny_model_weights_are_deterministic() -> None:
     tok = builtin.build_tokenizer()
     a, b = builtin.build_model(tok), builtin.build_model(tok)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_core_modules_ask_the_registry_not_the_fixture() -> None:
+    """Only the fixtures (builtin_task/, the builtin judge) and the registry's provider list
+    name the quickstart's task; data loading, modeling, evaluation etc. ask builtin_sources."""
+    from pathlib import Path
+
+    import rlhf_trainer
+
+    root = Path(rlhf_trainer.__file__).parent
+    allowed = {root / "builtin_sources.py", root / "rlaif" / "builtin_judge.py"}
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "builtin_task" not in path.parts and path not in allowed and "builtin_task" in path.read_text()
+    ]
+    assert offenders == []

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.stage_config import DatasetConfig
 from rlhf_trainer.data import (
     load_heldout_prompts,

@@ -4,15 +4,11 @@ LoRA on a quantized base, and field-named errors (a few steps each)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from rlhf_trainer.builtin import materialize_tiny_llama
+from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.stages.group_rl import summarize
 
 from .stage_helpers import run_stage_cli, write_config
@@ -204,8 +200,8 @@ def test_summary_of_the_logged_steps(logs: list[dict[str, Any]], expected: dict[
 def test_prompts_are_cut_to_their_last_tokens() -> None:
     """maxPromptLength keeps the end of a prompt, next to where the answer goes."""
     from datasets import Dataset
-    from rlhf_trainer.builtin import build_tokenizer
-    from rlhf_trainer.stages.common import truncate_prompts
+    from rlhf_trainer.builtin_task.arithmetic import build_tokenizer
+    from rlhf_trainer.stages.trl_glue import truncate_prompts
 
     tokenizer = build_tokenizer()
     long, short = "Question: What is 12 + 5?\n\nAnswer: ", "Answer: "

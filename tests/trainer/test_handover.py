@@ -4,15 +4,11 @@ the tokens a stage needs are config errors (exit code 2) naming the input, befor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.result import EXIT_CONFIG, StageResult, write_result
 from rlhf_api.stage_config import StageInput, TrainerJobConfig
 from rlhf_trainer.errors import StageError

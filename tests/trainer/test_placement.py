@@ -214,8 +214,7 @@ def test_fsdp_offload_needs_fsdp_in_the_stage_config() -> None:
 def test_each_rank_selects_its_gpu_before_joining_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     import torch.distributed as dist
-    from rlhf_trainer import placement
-    from rlhf_trainer.ppo import distributed
+    from rlhf_trainer import distributed, placement
 
     calls: list[tuple[str, Any]] = []
     monkeypatch.setattr(placement, "hardware", lambda: A100_RANK5)
@@ -257,7 +256,7 @@ def test_models_load_onto_this_ranks_gpu(
 
 def test_a_rank_without_a_gpu_fails_the_stage_naming_the_field(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from rlhf_trainer import placement
-    from rlhf_trainer.stages.common import StageOutputs, run_stage
+    from rlhf_trainer.stages.lifecycle import StageOutputs, run_stage
 
     monkeypatch.setattr(placement, "hardware", lambda: Hardware(cuda=True, gpu_count=2, local_rank=3, world_size=4))
     cfg = TrainerJobConfig.model_validate(

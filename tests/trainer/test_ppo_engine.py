@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from peft import LoraConfig, get_peft_model
 from rlhf_api.stage_config import PPOTrainingConfig

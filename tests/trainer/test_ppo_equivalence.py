@@ -5,12 +5,7 @@ value head, log-probs and losses in fp32."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from peft import LoraConfig, get_peft_model
 from rlhf_api.stage_config import PPOTrainingConfig

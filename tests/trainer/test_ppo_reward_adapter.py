@@ -8,14 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from rlhf_api.layout import result_path
 from rlhf_api.result import StageResult, write_result
 from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig, StageInput, TrainerJobConfig
-from rlhf_trainer.builtin import materialize_tiny_llama
+from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.modeling import (
     BaseWeights,
     apply_lora,
@@ -23,7 +20,7 @@ from rlhf_trainer.modeling import (
     load_sequence_classifier,
     save_merged,
 )
-from rlhf_trainer.ppo.reward import REWARD_ADAPTER, AdapterScore, classifier_score, load_reward_adapter
+from rlhf_trainer.ppo.reward_scoring import REWARD_ADAPTER, AdapterScore, classifier_score, load_reward_adapter
 from rlhf_trainer.ppo.value_head import ActorCritic, ValueHead
 
 pytestmark = pytest.mark.timeout(300)

@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.progress import parse
 from rlhf_api.result import EXIT_PREEMPTED, StageResult, read_result
 from rlhf_trainer import preemption

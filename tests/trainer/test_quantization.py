@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
-from rlhf_trainer.builtin import materialize_tiny_llama
+from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.errors import StageError
 
 from .stage_helpers import run_stage_cli, write_config

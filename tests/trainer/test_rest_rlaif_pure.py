@@ -4,8 +4,8 @@ both-order preferences, agreement with ground truth), table-driven."""
 from __future__ import annotations
 
 import pytest
-from rlhf_trainer.rest.schedule import Step, grow_prompts, kept, steps, threshold
 from rlhf_trainer.rlaif.labels import Judgement, agreement, constitution_text, judge_prompt, pick_pair
+from rlhf_trainer.self_training.schedule import Step, grow_prompts, kept, steps, threshold
 
 
 def test_steps_are_grow_major() -> None:

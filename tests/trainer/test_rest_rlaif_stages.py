@@ -4,20 +4,16 @@ their files on the volume, metrics, field-named errors, and resume."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
+import yaml
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig
-from rlhf_trainer import builtin
+from rlhf_trainer.builtin_task import arithmetic as builtin
 from rlhf_trainer.data import load_stage_data
 from rlhf_trainer.modeling import load_causal_lm
 from rlhf_trainer.rlaif.builtin_judge import training_rows

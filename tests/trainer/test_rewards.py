@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.reward_sources import RewardSource
 from rlhf_trainer.errors import StageError
-from rlhf_trainer.rewards import build_reward_functions
-from rlhf_trainer.rewards.verifiable import arithmetic, exact_match, normalize
+from rlhf_trainer.reward_sources import build_reward_functions
+from rlhf_trainer.reward_sources.verifiable import arithmetic, exact_match, normalize
 
 PROMPT = "Question: What is 27 + 5?\n\nAnswer: "
 
@@ -140,7 +136,7 @@ def test_bad_function_path_names_the_field(path: str, message: str) -> None:
 def test_classifier_scores_prompt_response_and_eos(tmp_path: Path) -> None:
     """The reward stage's model scores exactly what the reward trainer trained on: text + eos."""
     import torch
-    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = materialize_tiny_llama(str(tmp_path))
@@ -163,7 +159,7 @@ def test_classifier_scores_prompt_response_and_eos(tmp_path: Path) -> None:
 @pytest.mark.parametrize("labels", [3, None])
 def test_only_one_output_classifiers_are_reward_models(tmp_path: Path, labels: int | None) -> None:
     """A several-label classifier, or a causal LM (the SFT output by mistake), is refused by name."""
-    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = materialize_tiny_llama(str(tmp_path))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model

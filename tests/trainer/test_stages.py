@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from rlhf_trainer.builtin import materialize_tiny_llama
+from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 
 from .stage_helpers import TINY, run_stage_cli, write_config
 

@@ -9,9 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from rlhf_api.result import read_result
 from rlhf_trainer.__main__ import main
 

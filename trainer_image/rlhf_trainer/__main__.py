@@ -114,9 +114,9 @@ _TINY_HIDDEN_SIZE = 256
 
 def _is_tiny_model(name: str) -> bool:
     """The built-in tiny Llama, or a local model (e.g. a previous stage's output) as small."""
-    from .builtin import is_builtin_model
+    from .builtin_sources import model
 
-    if is_builtin_model(name):
+    if model(name) is not None:
         return True
     config = Path(name) / "config.json"
     if not config.is_file():
@@ -153,8 +153,8 @@ def run_compare(path: str) -> int:
         return _fail(str(exc), 2)
     from rlhf_api.layout import eval_dir, merged_dir
 
-    from .compare import compare_stage_output
     from .errors import StageError
+    from .model_comparison import compare_stage_output
 
     _pick_threads(cfg)
     try:
@@ -163,6 +163,11 @@ def run_compare(path: str) -> int:
         return _fail(str(exc), exc.exit_code)
     print(f"{PROG}: compared {summary.prompts} prompts; wrote {eval_dir(cfg.work_dir)}")
     return 0
+
+
+# Stage kinds whose program module has another name than the kind (the kind `reward` trains a
+# reward model: stages/reward_model.py).
+_STAGE_MODULES = {"reward": "reward_model"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _pick_threads(cfg)
     # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
-    module = importlib.import_module(f"rlhf_trainer.stages.{cfg.stage}")
+    module = importlib.import_module(f"rlhf_trainer.stages.{_STAGE_MODULES.get(cfg.stage, cfg.stage)}")
     result: StageResult = module.run(cfg)
     code = EXIT_FAILED if result.exit_code is None else result.exit_code
     if code != 0:

@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 from datasets import Dataset, IterableDataset, load_dataset
 from rlhf_api.stage_config import DatasetConfig
 
-from . import builtin
+from . import builtin_sources
 from .errors import StageError
 
 AnyDataset: TypeAlias = Dataset | IterableDataset
@@ -33,6 +33,8 @@ AnyDataset: TypeAlias = Dataset | IterableDataset
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 # How many rows a streamed dataset without an eval split gives up for evaluation.
 _STREAMING_EVAL_ROWS = 100
+# The contract's default dataset template (the prompt part is the text before {answer}).
+DEFAULT_TEMPLATE: str = DatasetConfig.model_fields["template"].default
 
 
 @dataclass
@@ -241,10 +243,10 @@ def format_for_stage(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> tupl
 # ----------------------------------------------------------------------------- builtin task
 
 
-def _builtin_data(dataset: DatasetConfig, stage: str, seed: int) -> StageData:
+def _builtin_data(builtin: builtin_sources.BuiltinDataset, dataset: DatasetConfig, stage: str, seed: int) -> StageData:
     head, _ = split_template(dataset.template)
     if "{question}" not in head:
-        raise StageError("dataset.template", "builtin:arithmetic needs {question} before {answer}", kind="config")
+        raise StageError("dataset.template", f"{builtin.name} needs {{question}} before {{answer}}", kind="config")
     if stage == "sft":
         train = Dataset.from_list(builtin.sft_rows(seed))
         evals = Dataset.from_list(builtin.eval_rows())
@@ -260,17 +262,18 @@ def _builtin_data(dataset: DatasetConfig, stage: str, seed: int) -> StageData:
             rows = rows[: dataset.max_samples]
         evals = Dataset.from_list(builtin.preference_rows(seed, dataset.template, "eval", stage=stage))
         return StageData(Dataset.from_list(rows), evals, "preference")
-    raise StageError("stage", f"builtin:arithmetic has no {stage} training data (use load_prompts)")
+    raise StageError("stage", f"{builtin.name} has no {stage} training data (use load_prompts)")
 
 
 def load_stage_data(dataset: DatasetConfig, stage: str, work_dir: str, seed: int) -> StageData:
     """The stage's train and eval datasets in trainer columns (see the module docstring)."""
-    if builtin.is_builtin_dataset(dataset.source):
-        return _builtin_data(dataset, stage, seed)
-    if dataset.source.startswith("builtin:"):
+    builtin = builtin_sources.dataset(dataset.source)
+    if builtin is not None:
+        return _builtin_data(builtin, dataset, stage, seed)
+    if builtin_sources.is_builtin(dataset.source):
         raise StageError(
             "dataset.source",
-            f"unknown builtin dataset '{dataset.source}' (available: {builtin.BUILTIN_DATASET})",
+            f"unknown builtin dataset '{dataset.source}' (available: {builtin_sources.dataset_names()})",
             kind="config",
         )
     train, evals = _load_raw(dataset, seed)
@@ -294,14 +297,15 @@ def load_prompt_rows(dataset: DatasetConfig, work_dir: str, seed: int) -> AnyDat
     questions, shuffled by the seed.
     """
     head, _ = split_template(dataset.template)
-    if builtin.is_builtin_dataset(dataset.source):
+    builtin = builtin_sources.dataset(dataset.source)
+    if builtin is not None:
         prompt_of = builtin.prompt_formatter(dataset.template)
-        questions = builtin.ppo_questions(seed)
+        questions = builtin.prompt_questions(seed)
         if dataset.max_samples is not None:
             questions = questions[: dataset.max_samples]
         rows = [{"prompt": prompt_of(q), "question": q, "answer": builtin.correct_answer(q)} for q in questions]
         return Dataset.from_list(rows)
-    if dataset.source.startswith("builtin:"):
+    if builtin_sources.is_builtin(dataset.source):
         raise StageError("dataset.source", f"unknown builtin dataset '{dataset.source}'", kind="config")
     train, _ = _load_raw(dataset.model_copy(update={"eval_fraction": 0.0}), seed)
     train = _rename(train, dataset.fields)
@@ -350,7 +354,8 @@ def load_heldout_prompts(dataset: DatasetConfig, work_dir: str, seed: int, limit
     """At most `limit` prompts never trained on: builtin held-out questions, or the eval split
     (evalSplit, else the evalFraction held out with the same seed as in training)."""
     head, _ = split_template(dataset.template)
-    if builtin.is_builtin_dataset(dataset.source):
+    builtin = builtin_sources.dataset(dataset.source)
+    if builtin is not None:
         prompt_of = builtin.prompt_formatter(dataset.template)
         rows = builtin.eval_rows()[:limit]
         return [HeldOutPrompt(prompt_of(r["question"]), r["answer"], r["question"]) for r in rows]
@@ -399,7 +404,7 @@ def _as_bool(value: Any) -> bool:
 
 def votes_to_pairs(
     rows: Iterable[Mapping[str, Any]],
-    template: str = builtin.DEFAULT_TEMPLATE,
+    template: str = DEFAULT_TEMPLATE,
     max_pairs_per_question: int | None = None,
 ) -> list[dict[str, str]]:
     """Question/answers-with-votes rows -> prompt/chosen/rejected pairs.

@@ -2,53 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from rlhf_api.stage_config import DatasetConfig
 
-from . import builtin
+from . import builtin_sources
 from .data import split_template
+from .generation import generate_texts, inference
 
 
-@contextmanager
-def _inference(model: Any, tokenizer: Any, padding_side: str) -> Iterator[Any]:
-    """Eval mode and the given padding side for a while; both restored after. Yields the device."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = padding_side
-    try:
-        yield next(model.parameters()).device
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-
-
-@torch.no_grad()
 def generate_answers(
     model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64
 ) -> list[str]:
     """Greedy completions for prompts (left padding so every row ends at its prompt)."""
-    outputs: list[str] = []
-    with _inference(model, tokenizer, "left") as device:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(
-                prompts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-            ).to(device)
-            generated = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return outputs
+
+    def encode(batch: list[str]) -> Any:
+        return tokenizer(batch, return_tensors="pt", padding=True)
+
+    return generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        batch_size,
+        encode,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
 
 
 def task_accuracy(
@@ -60,7 +42,8 @@ def task_accuracy(
     limit: int | None = None,
 ) -> float | None:
     """Share of held-out builtin questions answered exactly right; None without ground truth."""
-    if not builtin.is_builtin_dataset(dataset.source):
+    builtin = builtin_sources.dataset(dataset.source)
+    if builtin is None:
         return None
     rows = builtin.eval_rows()[:limit] if limit else builtin.eval_rows()
     head, _ = split_template(dataset.template)
@@ -74,7 +57,7 @@ def task_accuracy(
 def reward_scores(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64) -> list[float]:
     """One scalar per text from a one-output sequence classifier (right padding)."""
     scores: list[float] = []
-    with _inference(model, tokenizer, "right") as device:
+    with inference(model, tokenizer, "right") as device:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True).to(
                 device

@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from . import builtin, placement
+from . import builtin_sources, placement
 from .errors import StageError
 
 TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
@@ -52,12 +52,13 @@ def _looks_local(name: str) -> bool:
 
 def resolve_model_path(model: ModelConfig, work_dir: str, field: str = "model") -> str:
     """A loadable name: the builtin's cache dir, an existing local dir, or a hub id."""
-    if builtin.is_builtin_model(model.name):
-        return builtin.materialize_tiny_llama(work_dir)
-    if model.name.startswith("builtin:"):
+    builtin = builtin_sources.model(model.name)
+    if builtin is not None:
+        return builtin.materialize(work_dir)
+    if builtin_sources.is_builtin(model.name):
         raise StageError(
             f"{field}.name",
-            f"unknown builtin model '{model.name}' (available: {builtin.BUILTIN_MODEL})",
+            f"unknown builtin model '{model.name}' (available: {builtin_sources.model_names()})",
             kind="config",
         )
     if _looks_local(model.name):

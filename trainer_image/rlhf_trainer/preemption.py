@@ -99,13 +99,6 @@ def stop_agreed() -> bool:
     left waiting for a rank that already left (on a multi-node job only the drained node's
     pods get the signal).
     """
-    import torch
-    import torch.distributed as dist
+    from . import distributed  # torch-heavy: only where a training loop runs
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return _requested
-    on_gpu = "nccl" in str(dist.get_backend()).lower()
-    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    flag = torch.tensor([1 if _requested else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    return bool(distributed.all_reduce_max(1 if _requested else 0))

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from .. import distributed as dist
 from .. import sharding
-from . import distributed as dist
 from .engine import PPOEngine
 
 STEP_DIR = re.compile(r"^step-(\d+)$")

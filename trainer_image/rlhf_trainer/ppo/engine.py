@@ -11,7 +11,7 @@ import torch
 from rlhf_api.stage_config import PPOTrainingConfig
 from transformers import PreTrainedTokenizerBase
 
-from . import distributed as dist
+from .. import distributed as dist
 from .core import (
     AdaptiveKLController,
     FixedKLController,

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from rlhf_api import layout, progress
 
+from .. import distributed as dist
 from .. import preemption
-from . import distributed as dist
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .engine import PPOEngine
 

@@ -23,7 +23,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from . import distributed as dist
+from .. import distributed as dist
 from .core import entropy_from_logits, logprobs_from_logits
 from .value_head import ActorCritic, position_ids_for
 

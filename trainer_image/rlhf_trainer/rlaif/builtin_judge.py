@@ -28,7 +28,7 @@ from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import BUILTIN_JUDGE, RlaifLabelConfig
 from rlhf_api.stage_config import DatasetConfig, QuantizationConfig, SFTTrainingConfig, TrainerJobConfig
 
-from .. import builtin
+from ..builtin_task import arithmetic as builtin
 from ..errors import StageError
 from .labels import constitution_text, judge_prompt
 
@@ -100,7 +100,7 @@ def materialize(cfg: TrainerJobConfig, config: RlaifLabelConfig, dataset: Datase
     from trl import SFTConfig, SFTTrainer
 
     from ..modeling import load_causal_lm
-    from ..stages.common import ProgressCallback, trainer_arguments
+    from ..stages.trl_glue import ProgressCallback, trainer_arguments
 
     set_seed(seed)
     model, tokenizer = load_causal_lm(cfg.model, QuantizationConfig(), cfg.work_dir)

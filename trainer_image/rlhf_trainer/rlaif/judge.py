@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from rlhf_api.rlaif_config import RlaifLabelConfig
 
+from ..generation import model_device
 from ..ppo.core import logprobs_from_logits
-from ..sampling import model_device
 from .labels import Judgement, constitution_text, judge_prompt
 
 

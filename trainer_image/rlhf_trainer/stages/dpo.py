@@ -7,11 +7,10 @@ from rlhf_api.stage_config import DPOStageConfig, TrainerJobConfig
 from trl import DPOConfig, DPOTrainer
 
 from ..modeling import apply_lora
-from .common import (
+from .lifecycle import StageOutputs, run_stage
+from .trl_glue import (
     ProgressCallback,
-    StageOutputs,
     load_policy,
-    run_stage,
     task_accuracy_metrics,
     train_evaluate_merge,
     trainer_arguments,

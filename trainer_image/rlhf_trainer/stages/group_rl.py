@@ -20,15 +20,9 @@ from rlhf_api.stage_config import GroupRLStageConfig, TrainerJobConfig
 from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
-from ..rewards import build_reward_functions
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    task_accuracy_metrics,
-    train_evaluate_merge,
-    trainer_arguments,
-    truncate_prompts,
-)
+from ..reward_sources import build_reward_functions
+from .lifecycle import StageOutputs
+from .trl_glue import ProgressCallback, task_accuracy_metrics, train_evaluate_merge, trainer_arguments, truncate_prompts
 
 # The summary averages the last quarter of the logged steps: single steps are noisy (a few
 # prompts each), and the end of training is what the merged model reflects.

@@ -9,7 +9,7 @@ from rlhf_api.stage_config import GRPOStageConfig, TrainerJobConfig
 from trl import GRPOConfig, GRPOTrainer
 
 from . import group_rl
-from .common import StageOutputs, run_stage
+from .lifecycle import StageOutputs, run_stage
 
 
 def build_trainer(cfg: TrainerJobConfig) -> Any:

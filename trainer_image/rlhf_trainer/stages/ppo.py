@@ -24,6 +24,7 @@ from rlhf_api import layout, progress
 from rlhf_api.result import StageResult, read_result
 from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
 
+from .. import distributed as dist
 from .. import preemption, sharding
 from ..data import load_prompts
 from ..evaluate import task_accuracy
@@ -37,10 +38,9 @@ from ..modeling import (
     save_merged,
 )
 from ..placement import Loading
-from ..ppo import distributed as dist
 from ..ppo.engine import PPOEngine
 from ..ppo.loop import seed_everything, train_loop
-from ..ppo.reward import (
+from ..ppo.reward_scoring import (
     REWARD_ADAPTER,
     AdapterScore,
     RewardModelScorer,
@@ -49,7 +49,7 @@ from ..ppo.reward import (
     load_reward_adapter,
 )
 from ..ppo.value_head import ActorCritic, ValueHead
-from .common import StageError, StageOutputs, run_stage, trained_base
+from .lifecycle import StageError, StageOutputs, run_stage, trained_base
 
 
 def run(cfg: TrainerJobConfig) -> StageResult:

@@ -31,18 +31,13 @@ from ..errors import StageError
 from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import BaseWeights, apply_lora, is_quantized, load_causal_lm, save_merged
-from ..rest.schedule import Step, grow_prompts, kept, steps, threshold
-from ..rest.store import STATE, Iteration, RestState, samples_path
-from ..rewards import RewardFunctions, build_reward_functions
+from ..reward_sources import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    latest_checkpoint,
-    run_stage,
-    train_resumably,
-    trainer_arguments,
-)
+from ..self_training.schedule import Step, grow_prompts, kept, steps, threshold
+from ..self_training.store import STATE, Iteration, RestState, samples_path
+from .checkpoints import latest_checkpoint
+from .lifecycle import StageOutputs, run_stage
+from .trl_glue import ProgressCallback, train_resumably, trainer_arguments
 
 STEPS_DIR = "steps"
 

@@ -27,12 +27,12 @@ from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import load_causal_lm
-from ..rewards.verifiable import exact_match
+from ..reward_sources.verifiable import exact_match
 from ..rlaif import builtin_judge
 from ..rlaif.judge import PairJudge
 from ..rlaif.labels import Judgement, agreement, pick_pair
 from ..sampling import sample_responses
-from .common import StageOutputs, run_stage
+from .lifecycle import StageOutputs, run_stage
 
 CANDIDATES = "candidates.jsonl"
 JUDGEMENTS = "judgements.jsonl"

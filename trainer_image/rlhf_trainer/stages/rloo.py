@@ -10,7 +10,7 @@ from rlhf_api.stage_config import RLOOStageConfig, TrainerJobConfig
 from trl import RLOOConfig, RLOOTrainer
 
 from . import group_rl
-from .common import StageOutputs, run_stage
+from .lifecycle import StageOutputs, run_stage
 
 
 def build_trainer(cfg: TrainerJobConfig) -> Any:

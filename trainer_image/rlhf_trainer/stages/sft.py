@@ -7,15 +7,8 @@ from rlhf_api.stage_config import SFTStageConfig, TrainerJobConfig
 from trl import SFTConfig, SFTTrainer
 
 from ..modeling import apply_lora
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    load_policy,
-    run_stage,
-    task_accuracy_metrics,
-    train_evaluate_merge,
-    trainer_arguments,
-)
+from .lifecycle import StageOutputs, run_stage
+from .trl_glue import ProgressCallback, load_policy, task_accuracy_metrics, train_evaluate_merge, trainer_arguments
 
 
 def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -21,12 +22,12 @@ from rlhf_api import layout, progress
 from rlhf_api.evaluation import EvalSample, EvalSummary, ModelScore, write_eval
 from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
 
-from . import builtin, placement
+from . import builtin_sources, placement
 from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
 from .evaluate import generate_answers
 from .modeling import load_causal_lm
-from .rewards.classifier import classifier_reward
+from .reward_sources.classifier import classifier_reward
 
 
 @dataclass
@@ -77,6 +78,7 @@ def _answer(
     field: str,
     prompts: list[HeldOutPrompt],
     max_new_tokens: int,
+    is_correct: Callable[[str, str], bool] | None,
 ) -> Side:
     model, tokenizer = load_causal_lm(model_cfg, quant, work_dir, field)
     if quant.mode == "none":
@@ -84,8 +86,8 @@ def _answer(
     answers = generate_answers(model, tokenizer, [p.prompt for p in prompts], max_new_tokens)
     lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
     side = Side(model=model_cfg.name, answers=answers, lengths=lengths)
-    if all(p.question is not None for p in prompts):
-        side.correct = [builtin.is_correct(str(p.question), a) for p, a in zip(prompts, answers, strict=True)]
+    if is_correct is not None and all(p.question is not None for p in prompts):
+        side.correct = [is_correct(str(p.question), a) for p, a in zip(prompts, answers, strict=True)]
     del model, tokenizer
     _release_memory()
     return side
@@ -112,8 +114,10 @@ def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConf
         raise StageError("compare.prompts", "the dataset has no held-out prompts to compare on")
     progress.emit(cfg.stage, event="compare", prompts=len(prompts))
     quant = section.quantization
-    baseline = _answer(cfg.model, quant, cfg.work_dir, "model", prompts, settings.max_new_tokens)
-    final = _answer(candidate, quant, cfg.work_dir, "compare.candidate", prompts, settings.max_new_tokens)
+    builtin = builtin_sources.dataset(task.source)  # a builtin task checks answers exactly
+    check = builtin.is_correct if builtin is not None else None
+    baseline = _answer(cfg.model, quant, cfg.work_dir, "model", prompts, settings.max_new_tokens, check)
+    final = _answer(candidate, quant, cfg.work_dir, "compare.candidate", prompts, settings.max_new_tokens, check)
     wins = ties = losses = None
     if settings.reward_model is not None:
         _score(settings.reward_model, cfg.work_dir, prompts, [baseline, final])

@@ -11,7 +11,7 @@ from rlhf_api.stage_config import QuantizationConfig
 
 from ..errors import StageError
 from ..modeling import load_sequence_classifier, resolve_model_path
-from ..ppo.reward import RewardModelScorer, classifier_score
+from ..ppo.reward_scoring import RewardModelScorer, classifier_score
 from .verifiable import completion_text
 
 

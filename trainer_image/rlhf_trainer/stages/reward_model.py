@@ -1,4 +1,4 @@
-"""Reward stage: TRL RewardTrainer on a one-output sequence classifier, pairwise loss.
+"""The `reward` stage kind (a reward model): TRL RewardTrainer on a one-output sequence classifier, pairwise loss.
 
 The base is the SFT output (cfg.model) unless reward.baseModel names another model (e.g. an
 encoder such as DeBERTa or MiniLM), which brings its own tokenizer.
@@ -17,14 +17,8 @@ from ..data import StageData, load_stage_data
 from ..evaluate import pair_accuracy
 from ..modeling import apply_lora, load_sequence_classifier
 from ..placement import Loading
-from .common import (
-    ProgressCallback,
-    StageOutputs,
-    run_stage,
-    train_evaluate_merge,
-    trained_base,
-    trainer_arguments,
-)
+from .lifecycle import StageOutputs, run_stage, trained_base
+from .trl_glue import ProgressCallback, train_evaluate_merge, trainer_arguments
 
 
 def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:

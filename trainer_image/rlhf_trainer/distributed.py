@@ -1,4 +1,5 @@
-"""The little torch.distributed the PPO engine needs (a no-op in a single process).
+"""The little torch.distributed the trainer needs: the PPO engine's gradient averaging and
+collectives, and the preemption agreement (`preemption.stop_agreed`). A no-op in a single process.
 
 Under torchrun each process samples its own prompts; gradients of the (small) trainable
 set are all-reduced before every optimizer step, so replicas stay identical without
@@ -17,7 +18,7 @@ from rlhf_api.stage_config import Strategy
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from .. import placement
+from . import placement
 
 
 def init_from_env(strategy: Strategy = "ddp", offload: bool = False) -> torch.device:
@@ -47,10 +48,12 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_max(value: int) -> int:
-    """The largest of an int over processes (the sampler's step count under FSDP)."""
+    """The largest of an int over processes (the sampler's step count under FSDP, whether any
+    rank received SIGTERM). Under nccl (alone or beside gloo) the tensor is on this rank's GPU."""
     if not is_distributed():
         return value
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    on_gpu = "nccl" in str(dist.get_backend()).lower()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
     out = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(out, op=dist.ReduceOp.MAX)
     return int(out)

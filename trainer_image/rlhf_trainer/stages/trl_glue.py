@@ -1,183 +1,34 @@
-"""What every stage shares: the run wrapper (dirs, result.json, errors), progress, checkpoints."""
+"""What the TRL/HF-Trainer-based stages share (SFT, reward, DPO, GRPO, RLOO, ReST's Improve
+steps): TrainingArguments, the preemption/progress callbacks, resumable training, the
+train-evaluate-merge body, and loading/evaluating the policy they train."""
 
 from __future__ import annotations
 
 import os
-import re
-import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlhf_api import progress
-from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
-from rlhf_api.result import EXIT_FAILED, EXIT_PREEMPTED, EXIT_SUCCEEDED, StageResult, write_result
 from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens, trains_all_weights
 from transformers import TrainerCallback
 
 from .. import preemption
-from ..errors import StageError
-from ..handover import check_inputs, models_used
-from ..placement import peak_gpu_memory, select_gpu
+from ..handover import models_used
 from ..preemption import Preempted
-
-if TYPE_CHECKING:
-    from ..modeling import BaseWeights
+from .checkpoints import checkpoints_dir, resume_point, step_of
+from .lifecycle import StageOutputs, is_main_process, trained_base
 
 __all__ = [
     "PreemptionCallback",
     "ProgressCallback",
-    "StageError",
-    "StageOutputs",
-    "checkpoints_dir",
-    "is_main_process",
-    "latest_checkpoint",
-    "run_stage",
+    "fit",
+    "load_policy",
+    "task_accuracy_metrics",
+    "train_evaluate_merge",
+    "train_resumably",
     "trainer_arguments",
+    "truncate_prompts",
 ]
-
-
-@dataclass
-class StageOutputs:
-    """What a stage body hands back; run_stage turns it into the StageResult."""
-
-    merged_path: str | None = None
-    adapter_path: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    steps: int | None = None  # optimizer (or PPO) steps done in total
-    planned_steps: int | None = None  # steps the stage was set to train
-    resumed_from_step: int | None = None  # the checkpoint this attempt resumed from
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun/accelerate launch (or the only process)."""
-    return rank() == 0
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def checkpoints_dir(output_dir: str) -> str:
-    return str(Path(output_dir) / CHECKPOINTS)
-
-
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def latest_checkpoint(directory: str) -> str | None:
-    """The checkpoint-N subdirectory with the highest N that is complete, or None."""
-    root = Path(directory)
-    if not root.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for child in root.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        # trainer_state.json is written last by the HF Trainer: its presence means complete.
-        if match and child.is_dir() and (child / "trainer_state.json").exists():
-            found.append((int(match.group(1)), child))
-    return str(max(found)[1]) if found else None
-
-
-def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOutputs]) -> StageResult:
-    """Check the inputs (handover), run a stage body, record the outcome in result.json (rank 0).
-
-    StageError -> status failed with "field: message"; SIGTERM (Preempted) -> failed and
-    preempted, with the step of the checkpoint saved; any other exception -> failed with the
-    exception's one-line summary (traceback on stderr). Never raises; the result carries the
-    process's exit code.
-    """
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LOGS).mkdir(exist_ok=True)
-    # The HF TensorBoard callback reads its directory from the environment.
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
-    started = _now()
-    try:
-        with preemption.interruptible():
-            select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
-            check_inputs(cfg)
-            outputs = body(cfg)
-        outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
-        result = StageResult(
-            stage=cfg.stage,
-            status="succeeded",
-            output_path=cfg.output_dir,
-            merged_path=outputs.merged_path,
-            adapter_path=outputs.adapter_path,
-            metrics={k: float(v) for k, v in outputs.metrics.items()},
-            started_at=started,
-            finished_at=_now(),
-            steps=outputs.steps,
-            planned_steps=outputs.planned_steps,
-            resumed_from_step=outputs.resumed_from_step,
-            exit_code=EXIT_SUCCEEDED,
-        )
-        if cfg.compare is not None and is_main_process():
-            _compare_into(cfg, result)
-    except Preempted as stop:
-        result = _failed(cfg, started, stop.message, EXIT_PREEMPTED).model_copy(
-            update={
-                "preempted": True,
-                "steps": stop.step,
-                "planned_steps": stop.planned_steps,
-                "resumed_from_step": stop.resumed_from,
-            }
-        )
-    except StageError as exc:
-        result = _failed(cfg, started, str(exc), exc.exit_code)
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
-        result = _failed(cfg, started, summary, EXIT_FAILED)
-    if is_main_process():
-        write_result(result, result_path(cfg.output_dir))
-        if result.status == "succeeded":
-            progress.emit(cfg.stage, event="done", metrics=result.metrics)
-    return result
-
-
-def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
-    """The final stage's last step: the side-by-side comparison, its summary into the metrics.
-
-    The trained model is kept whatever happens here: a failed comparison is reported in the
-    result's message, not as a failed stage (a retry would train again for nothing)."""
-    from ..compare import compare_stage_output  # torch-heavy, and only the final stage needs it
-
-    try:
-        summary = compare_stage_output(cfg, result.merged_path)
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        result.message = f"comparison failed: {type(exc).__name__}: {exc}".splitlines()[0][:1000]
-        return
-    result.metrics.update(summary.metrics())
-
-
-def _failed(cfg: TrainerJobConfig, started: str, message: str, code: int) -> StageResult:
-    return StageResult(
-        stage=cfg.stage,
-        status="failed",
-        output_path=cfg.output_dir,
-        message=message,
-        started_at=started,
-        finished_at=_now(),
-        exit_code=code,
-    )
-
-
-def trained_base(cfg: TrainerJobConfig) -> BaseWeights:
-    """The model the stage trains, as it loads it: what the merge reloads."""
-    from ..modeling import BaseWeights
-
-    field, model = models_used(cfg)[0]
-    return BaseWeights(model=model, quantization=cfg.section.quantization, work_dir=cfg.work_dir, field=field)
 
 
 def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: int) -> dict[str, Any]:
@@ -216,11 +67,6 @@ def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: 
         **placement.trainer_kwargs(hw, prec, cfg.strategy, cfg.fsdp_offload, training.gradient_checkpointing),
         **placement.accelerate_fsdp_on_cpu(hw, cfg.strategy),  # a no-op except fsdp on CPU processes
     }
-
-
-def resume_point(cfg: TrainerJobConfig) -> str | None:
-    """The latest complete checkpoint of this stage's output dir (a restarted stage resumes)."""
-    return latest_checkpoint(checkpoints_dir(cfg.output_dir))
 
 
 class PreemptionCallback(TrainerCallback):
@@ -305,10 +151,10 @@ def fit(trainer: Any, cfg: TrainerJobConfig, evaluate: bool = True) -> dict[str,
     result, preempted = train_resumably(trainer, cfg.stage, resume)
     if preempted:
         state = trainer.state
-        raise Preempted(state.global_step, state.max_steps, _step_of(resume) if resume else None)
+        raise Preempted(state.global_step, state.max_steps, step_of(resume) if resume else None)
     metrics: dict[str, float] = {"global_step": float(trainer.state.global_step)}
     if resume:
-        metrics["resumed_from_step"] = float(_step_of(resume))
+        metrics["resumed_from_step"] = float(step_of(resume))
     if result is not None:
         metrics["train_loss"] = float(result.training_loss)
         for key in ("train_runtime", "train_samples_per_second"):
@@ -399,11 +245,6 @@ def truncate_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> Any:
         return {"prompt": tokenizer.decode(ids[-max_tokens:])}
 
     return dataset.map(cut)
-
-
-def _step_of(checkpoint: str) -> int:
-    match = _CHECKPOINT_RE.match(Path(checkpoint).name)
-    return int(match.group(1)) if match else 0
 
 
 def finish(trainer: Any) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 
 from rlhf_api.reward_sources import AnswerExtraction
 
-from .. import builtin
+from .. import builtin_sources
 
+# The builtin task whose answers `arithmetic` checks (its questions: _QUESTION).
+ARITHMETIC = f"{builtin_sources.PREFIX}arithmetic"
 _QUESTION = re.compile(r"What is \d+ \+ \d+\?")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 # Stripped from both ends of an answer before comparing: spaces and sentence punctuation.
@@ -31,23 +33,30 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
+def first_line(text: str) -> str:
+    """The answer part of a generation: up to the first line break, stripped."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
 def arithmetic(prompts: list[Any], completions: list[Any], **_: Any) -> list[float | None]:
     """builtin:arithmetic: the response's first line is exactly the sum the prompt asks for.
 
     None (no reward, ignored by TRL's averages) when the prompt has no such question."""
+    task = builtin_sources.dataset(ARITHMETIC)
+    assert task is not None, f"{ARITHMETIC} is not registered"
     scores: list[float | None] = []
     for prompt, completion in zip(prompts, completions, strict=True):
         asked = _QUESTION.findall(completion_text(prompt))
         if not asked:
             scores.append(None)
             continue
-        scores.append(1.0 if builtin.is_correct(asked[-1], completion_text(completion)) else 0.0)
+        scores.append(1.0 if task.is_correct(asked[-1], completion_text(completion)) else 0.0)
     return scores
 
 
 def extract(text: str, how: AnswerExtraction) -> str:
     if how == "firstLine":
-        return builtin.extract_answer(text)
+        return first_line(text)
     if how == "lastNumber":
         numbers = _NUMBER.findall(text)
         return numbers[-1] if numbers else ""
