@@ -116,6 +116,11 @@ def _cut_bytes(text: str, limit: int) -> str:
 def write_result(result: StageResult, path: str) -> None:
     """Write result.json atomically (a reader never sees half a file) and the termination log."""
     write_text_atomic(path, json.dumps(result.to_file_dict(), indent=2))
+    write_termination_log(result)
+
+
+def write_termination_log(result: StageResult) -> None:
+    """The short form only (an attempt that may not write its output directory: another holds it)."""
     log = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
     try:
         with open(log, "w") as f:

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from rlhf_api import progress
 from rlhf_api.layout import CHECKPOINTS, LOGS, result_path
-from rlhf_api.result import EXIT_FAILED, EXIT_PREEMPTED, EXIT_SUCCEEDED, StageResult, write_result
+from rlhf_api.result import (
+    EXIT_FAILED,
+    EXIT_PREEMPTED,
+    EXIT_SUCCEEDED,
+    StageResult,
+    write_result,
+    write_termination_log,
+)
 from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens, trains_all_weights
 from transformers import TrainerCallback
 
-from .. import preemption
+from .. import checkpoint_guard, preemption
+from ..checkpoint_lease import Lease, LeaseHeld
 from ..errors import StageError
 from ..handover import check_inputs, models_used
 from ..placement import peak_gpu_memory, select_gpu
@@ -70,20 +78,16 @@ def checkpoints_dir(output_dir: str) -> str:
 
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# How long an attempt waits for an earlier one still holding the output dir (its pods in their
+# termination grace period) before it fails: one lease lifetime and a little.
+LEASE_WAIT_SECONDS = float(os.environ.get("RLHF_LEASE_WAIT_SECONDS", "130"))
 
 
 def latest_checkpoint(directory: str) -> str | None:
-    """The checkpoint-N subdirectory with the highest N that is complete, or None."""
-    root = Path(directory)
-    if not root.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for child in root.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        # trainer_state.json is written last by the HF Trainer: its presence means complete.
-        if match and child.is_dir() and (child / "trainer_state.json").exists():
-            found.append((int(match.group(1)), child))
-    return str(max(found)[1]) if found else None
+    """The checkpoint-N subdirectory with the highest N that is complete and stamped with this
+    attempt's identity (checkpoint_guard), or None."""
+    found = checkpoint_guard.resumable(directory)
+    return str(found) if found is not None else None
 
 
 def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOutputs]) -> StageResult:
@@ -100,9 +104,12 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     # The HF TensorBoard callback reads its directory from the environment.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
+    lease: Lease | None = None
+    held_by_another = False
     try:
         with preemption.interruptible():
             select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
+            lease = _begin_attempt(cfg)
             check_inputs(cfg)
             outputs = body(cfg)
         outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
@@ -119,29 +126,54 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             planned_steps=outputs.planned_steps,
             resumed_from_step=outputs.resumed_from_step,
             exit_code=EXIT_SUCCEEDED,
+            identity=cfg.identity,
         )
         if cfg.compare is not None and is_main_process():
             _compare_into(cfg, result)
     except Preempted as stop:
-        result = _failed(cfg, started, stop.message, EXIT_PREEMPTED).model_copy(
+        # Rank 0 keeps the count (of attempts in a row without a new checkpoint).
+        stalled = (
+            checkpoint_guard.no_progress_failure(cfg.output_dir, stop.step, stop.resumed_from)
+            if is_main_process()
+            else None
+        )
+        result = _failed(cfg, started, stalled or stop.message, EXIT_FAILED if stalled else EXIT_PREEMPTED).model_copy(
             update={
-                "preempted": True,
+                "preempted": stalled is None,
                 "steps": stop.step,
                 "planned_steps": stop.planned_steps,
                 "resumed_from_step": stop.resumed_from,
             }
         )
+    except LeaseHeld as exc:  # another attempt writes the output dir: touch nothing there
+        result, held_by_another = _failed(cfg, started, str(exc), exc.exit_code), True
     except StageError as exc:
         result = _failed(cfg, started, str(exc), exc.exit_code)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
         result = _failed(cfg, started, summary, EXIT_FAILED)
-    if is_main_process():
+    if is_main_process() and held_by_another:
+        write_termination_log(result)
+    elif is_main_process():
         write_result(result, result_path(cfg.output_dir))
         if result.status == "succeeded":
+            checkpoint_guard.progress_made(cfg.output_dir)
             progress.emit(cfg.stage, event="done", metrics=result.metrics)
+    if lease is not None:
+        lease.release()
     return result
+
+
+def _begin_attempt(cfg: TrainerJobConfig) -> Lease | None:
+    """This attempt's identity for the checkpoint code; on rank 0, the output dir's lease and
+    the checkpoints it may not resume moved aside (checkpoint_guard)."""
+    checkpoint_guard.set_identity(cfg.identity)
+    if not is_main_process():
+        return None
+    lease = Lease(Path(cfg.output_dir), cfg.identity).acquire(wait=LEASE_WAIT_SECONDS)
+    checkpoint_guard.set_aside(checkpoints_dir(cfg.output_dir), cfg.output_dir, cfg.identity)
+    return lease
 
 
 def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
@@ -169,6 +201,7 @@ def _failed(cfg: TrainerJobConfig, started: str, message: str, code: int) -> Sta
         started_at=started,
         finished_at=_now(),
         exit_code=code,
+        identity=cfg.identity,
     )
 
 
@@ -284,6 +317,7 @@ def train_resumably(trainer: Any, stage: str, resume: str | None) -> tuple[Any |
         progress.emit(stage, event="resume", checkpoint=resume)
     stop = PreemptionCallback()
     trainer.add_callback(stop)
+    trainer.add_callback(checkpoint_guard.stamp_on_save())
     trainer.add_callback(_StopIfFinished())
     result = None
     try:
