@@ -303,3 +303,41 @@ def test_sft_refuses_an_output_dir_another_attempt_holds(work_dir: str, tmp_path
     assert "held by another attempt (host demo-sft-1-master-0, pid 1" in summary["message"]
     assert summary["identity"] == A.to_file_dict()
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.timeout(300)
+def test_ppo_step_checkpoints_are_stamped_and_resumed_only_by_their_identity(tmp_path: Path) -> None:
+    from rlhf_trainer.ppo.engine import PPOEngine
+    from rlhf_trainer.ppo.loop import train_loop
+
+    from tests.support.tiny_models import token_share_reward, word_tokenizer
+
+    from .test_ppo_engine import PROMPTS, WORDS, build_model, config
+
+    tokenizer = word_tokenizer(WORDS)
+    reward = token_share_reward(tokenizer)
+
+    class Interrupted(Exception):
+        pass
+
+    def crash_at_three(step: int, stats: dict[str, float]) -> None:
+        if step == 3:
+            raise Interrupted
+
+    def engine() -> PPOEngine:
+        return PPOEngine(build_model(tokenizer), tokenizer, reward, config(steps=4, save_steps=2))
+
+    checkpoints = tmp_path / "checkpoints"
+    try:
+        guard.set_identity(A)
+        with pytest.raises(Interrupted):
+            train_loop(engine(), PROMPTS, tmp_path, seed=5, tensorboard=False, on_step=crash_at_three)
+        assert guard.read_stamp(checkpoints / "step-2") == A
+        assert guard.incomplete(checkpoints / "step-2") is None
+        guard.set_identity(B)  # another run's attempt on the same directory: starts at step 0
+        assert train_loop(engine(), PROMPTS, tmp_path, seed=5, tensorboard=False)["resumed_from"] is None
+        assert guard.read_stamp(checkpoints / "step-4") == B
+        guard.set_identity(A)
+        assert guard.resumable(checkpoints) is None  # B's checkpoints only now
+    finally:
+        guard.set_identity(None)
