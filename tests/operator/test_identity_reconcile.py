@@ -15,7 +15,8 @@ from rlhf_api.validation import parse_run
 from rlhf_operator.observed_job import ObservedJob
 from rlhf_operator.plan import plan
 from rlhf_operator.reconcile import Create, reconcile
-from rlhf_operator.reconcile.attempts import RECHECK_SECONDS, pods_left
+from rlhf_operator.reconcile.attempts import RECHECK_SECONDS, pods_left, previous_attempts
+from rlhf_operator.reconcile.status_store import load_status
 
 from .conftest import base_run
 from .test_reconcile import NOW, SETTINGS, body_of, condition, creates, stage_of, step
@@ -174,6 +175,22 @@ def test_the_next_attempt_waits_for_the_previous_attempts_pods(left: tuple[str, 
     body["status"] = outcome.new_status
     again = reconcile(body, {}, later, SETTINGS, lingering={("sft", 1): left})
     assert not again.events and not again.status_patch
+
+
+def test_a_preempted_attempt_waits_for_its_pods_in_the_pass_that_sees_it() -> None:
+    """A preemption (and a zero backoff) retries in the same pass: its pods are asked for then."""
+    body = started()
+    preempted = StageResult(stage="sft", status="failed", output_path="/o", preempted=True, exit_code=143)
+    jobs = {"demo-sft-1": ObservedJob(name="demo-sft-1", state="Failed", result=preempted)}
+    assert previous_attempts(load_status(body["status"]), jobs) == [("sft", 1)]
+    assert previous_attempts(load_status(body["status"]), {"demo-sft-1": ObservedJob("demo-sft-1", "Running")}) == []
+    outcome = reconcile(body, jobs, NOW, SETTINGS, lingering={("sft", 1): ("demo-sft-1-master-0",)})
+    assert not [a for a in outcome.actions if isinstance(a, Create)]
+    sft = next(s for s in outcome.status.stages if s.name == "sft")
+    assert sft.phase == "Retrying" and sft.preemptions == 1 and "waits until no pod of attempt 1" in (sft.message or "")
+    body["status"] = outcome.new_status
+    gone = reconcile(body, {}, NOW, SETTINGS, lingering={("sft", 1): ()})
+    assert [a.name for a in gone.actions if isinstance(a, Create)] == ["demo-sft-2"]
 
 
 def _pod(name: str, phase: str | None, deleting: bool = False) -> dict[str, Any]:

@@ -344,7 +344,7 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
-    lingering = await _previous_attempt_pods(runtime, key, body)
+    lingering = await _previous_attempt_pods(runtime, key, body, jobs)
     outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings, lingering=lingering)
 
     try:
@@ -382,11 +382,11 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
 
 
 async def _previous_attempt_pods(
-    runtime: Runtime, key: RunKey, body: Mapping[str, Any]
+    runtime: Runtime, key: RunKey, body: Mapping[str, Any], jobs: Mapping[str, ObservedJob]
 ) -> dict[tuple[str, int], tuple[str, ...]]:
-    """Pods of each retrying stage's previous attempt that still run: the next waits for them."""
+    """Pods of the attempts a next one may follow in this pass that still run: it waits for them."""
     found: dict[tuple[str, int], tuple[str, ...]] = {}
-    for stage, attempt in previous_attempts(load_status(body.get("status"))):
+    for stage, attempt in previous_attempts(load_status(body.get("status")), jobs):
         wanted = labels(key[1], stage, attempt)
         pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
         mine = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]

@@ -15,6 +15,8 @@ from typing import Any
 
 from rlhf_api.status import RLHFRunStatus
 
+from ..observed_job import ObservedJob
+
 # How often a waiting retry looks again (pod deletions arrive by watch; this bounds a missed one).
 RECHECK_SECONDS = 5.0
 
@@ -30,9 +32,19 @@ def pods_left(pods: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     )
 
 
-def previous_attempts(status: RLHFRunStatus) -> list[tuple[str, int]]:
-    """(stage, attempt) of the stages about to start their next attempt: whose pods to list."""
-    return [(s.name, s.attempts) for s in status.stages if s.phase == "Retrying" and s.attempts > 0]
+def previous_attempts(status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> list[tuple[str, int]]:
+    """(stage, attempt) whose pods to list: the stages that may start their next attempt in this
+    pass (retrying, or whose job finished, is gone or is being deleted: a preemption or a
+    zero backoff retries in the same pass that sees the failure)."""
+    found: list[tuple[str, int]] = []
+    for stage in status.stages:
+        if stage.attempts <= 0:
+            continue
+        job = jobs.get(stage.job_name or "")
+        ended = job is None or job.finished or job.deleting
+        if stage.phase == "Retrying" or (stage.phase in ("Running", "Suspended") and ended):
+            found.append((stage.name, stage.attempts))
+    return found
 
 
 def wait_message(stage: str, attempt: int, left: tuple[str, ...]) -> str:
