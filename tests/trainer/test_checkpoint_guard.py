@@ -102,7 +102,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path, 
     assert guard.resumable(root, A) == previous
     moved = guard.set_aside(root, tmp_path, A)
     assert moved == [tmp_path / guard.STALE / guard.INCOMPLETE / "checkpoint-4"]
-    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-2"]
+    assert sorted(p.name for p in root.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
 def test_ppo_step_dirs_are_judged_by_their_own_marker(tmp_path: Path) -> None:
@@ -143,6 +143,20 @@ def test_only_checkpoints_of_this_identity_resume(
         group = f"{stamped.run_uid}-{stamped.config_hash}" if stamped else "unstamped"
         assert moved == [tmp_path / guard.STALE / group / "checkpoint-4"]
         assert (moved[0] / "adapter_model.safetensors").is_file() and not path.exists()
+
+
+def test_a_checkpoint_whose_stamp_never_landed_is_judged_by_its_directory(tmp_path: Path) -> None:
+    """Killed between the save (trainer_state.json) and the stamp: the attempt that wrote it had
+    stamped the checkpoints directory when it began."""
+    root = tmp_path / "checkpoints"
+    assert guard.set_aside(root, tmp_path, A) == []  # an attempt of A begins: the directory is A's
+    path = _checkpoint(root, 10, None)
+    assert guard.read_stamp(path) is None
+    assert guard.resumable(root, A) == path
+    assert guard.resumable(root, B) is None
+    moved = guard.set_aside(root, tmp_path, B)  # an attempt of B: A's checkpoint goes aside, under A
+    assert moved == [tmp_path / guard.STALE / f"{A.run_uid}-{A.config_hash}" / "checkpoint-10"]
+    assert guard.read_stamp(root) == B
 
 
 def test_moving_aside_twice_keeps_both(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 Every checkpoint directory a stage writes (the HF Trainer's `checkpoint-N`, PPO's `step-N`)
 gets `identity.json`: the stage config's identity (rlhf_api.identity, run uid + config hash),
-written after the checkpoint's files are fsynced. At the start of an attempt (`begin`):
+written after the checkpoint's files are fsynced. The checkpoints directory itself is stamped
+when an attempt starts, so a checkpoint whose own stamp never landed (killed between the save
+and the stamp) is judged by the directory's: only attempts of that identity wrote into it.
+At the start of an attempt (`set_aside`, by the holder of the output-dir lease):
 - checkpoints stamped with another identity, or not stamped, are moved aside into
   `<out>/stale-checkpoints/<their identity>/` (never deleted: a re-created run or an edited spec
   starts fresh, and what the earlier one trained is still on the volume for whoever wants it);
@@ -178,7 +181,7 @@ def judge(checkpoint: Path, identity: StageIdentity | None) -> Rejected | None:
     marker = MARKERS[match.group(1)] if match else None
     if marker is not None and not (checkpoint / marker).is_file():  # a save cut off
         return Rejected(checkpoint, f"{marker} is missing (the save did not finish)", foreign=False)
-    why = mismatch(identity, read_stamp(checkpoint))
+    why = mismatch(identity, read_stamp(checkpoint) or read_stamp(checkpoint.parent))
     if why is not None:
         return Rejected(checkpoint, why, foreign=True)
     problem = incomplete(checkpoint)
@@ -205,7 +208,7 @@ def set_aside(root: str | Path, output_dir: str | Path, identity: StageIdentity 
         rejected = judge(checkpoint, identity)
         if rejected is None:
             continue
-        stamp_found = read_stamp(checkpoint)
+        stamp_found = read_stamp(checkpoint) or read_stamp(checkpoint.parent)
         if rejected.foreign:
             group = f"{stamp_found.run_uid or 'no-uid'}-{stamp_found.config_hash}" if stamp_found else "unstamped"
         else:
@@ -221,6 +224,9 @@ def set_aside(root: str | Path, output_dir: str | Path, identity: StageIdentity 
         fsync_dir(Path(root))
         print(f"checkpoint {checkpoint.name} moved aside to {target}: {rejected.why}", file=sys.stderr)
         moved.append(target)
+    if identity is not None:  # what remains, and what this attempt writes, is this identity's
+        Path(root).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(root) / STAMP, json.dumps(identity.to_file_dict(), indent=2) + "\n")
     return moved
 
 
