@@ -104,8 +104,7 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     # The HF TensorBoard callback reads its directory from the environment.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
-    lease: Lease | None = None
-    held_by_another = False
+    lease: Lease | None = None  # rank 0 writes into the output dir only while it holds this
     try:
         with preemption.interruptible():
             select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
@@ -134,7 +133,7 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
         # Rank 0 keeps the count (of attempts in a row without a new checkpoint).
         stalled = (
             checkpoint_guard.no_progress_failure(cfg.output_dir, stop.step, stop.resumed_from)
-            if is_main_process()
+            if lease is not None
             else None
         )
         result = _failed(cfg, started, stalled or stop.message, EXIT_FAILED if stalled else EXIT_PREEMPTED).model_copy(
@@ -146,14 +145,14 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             }
         )
     except LeaseHeld as exc:  # another attempt writes the output dir: touch nothing there
-        result, held_by_another = _failed(cfg, started, str(exc), exc.exit_code), True
+        result = _failed(cfg, started, str(exc), exc.exit_code)
     except StageError as exc:
         result = _failed(cfg, started, str(exc), exc.exit_code)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
         result = _failed(cfg, started, summary, EXIT_FAILED)
-    if is_main_process() and held_by_another:
+    if is_main_process() and lease is None:  # stopped before it held the output dir
         write_termination_log(result)
     elif is_main_process():
         write_result(result, result_path(cfg.output_dir))
