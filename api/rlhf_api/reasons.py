@@ -31,6 +31,12 @@ STAGE_RESTARTING: Final = "StageRestarting"  # the launcher restarts the job's p
 STAGE_JOB_DELETED: Final = "StageJobDeleted"  # the running stage's job was deleted: a failed attempt (Warning)
 STAGE_PREEMPTED: Final = "StagePreempted"  # SIGTERM: checkpointed and resumed at once, not counted (Warning)
 STAGE_RESULT_UNREADABLE: Final = "StageResultUnreadable"  # succeeded, but its result could not be read (Warning)
+# a job's result carries another identity (another run's, another config's): failed, not retried (Warning)
+STAGE_IDENTITY_MISMATCH: Final = "StageIdentityMismatch"
+# rlhf run: a spec edit changed the trainer config of a stage that ran; it runs again from the start (Warning)
+STAGE_CONFIG_CHANGED: Final = "StageConfigChanged"
+# the next attempt waits until no pod of the previous one is left (Normal)
+PREVIOUS_ATTEMPT_TERMINATING: Final = "PreviousAttemptTerminating"
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
@@ -57,6 +63,9 @@ ALL: Final = (
     STAGE_JOB_DELETED,
     STAGE_PREEMPTED,
     STAGE_RESULT_UNREADABLE,
+    STAGE_IDENTITY_MISMATCH,
+    PREVIOUS_ATTEMPT_TERMINATING,
+    STAGE_CONFIG_CHANGED,
     RESUMED,
     PROGRESSING,
 )

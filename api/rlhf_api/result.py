@@ -13,6 +13,7 @@ from pydantic import Field
 
 from .camel_model import CamelModel
 from .files import write_text_atomic
+from .identity import StageIdentity
 from .stage_config import StageName
 
 TERMINATION_LOG_ENV = "RLHF_TERMINATION_LOG"
@@ -29,7 +30,7 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped after a checkpoint at the current
 
 
 # What a termination message keeps when even the paths do not fit.
-_IDENTITY = ("stage", "status", "exitCode", "preempted", "steps", "plannedSteps")
+_IDENTITY = ("stage", "status", "exitCode", "preempted", "steps", "plannedSteps", "identity")
 
 
 class StageResult(CamelModel):
@@ -48,6 +49,11 @@ class StageResult(CamelModel):
         default=None, ge=0, description="The checkpoint step this attempt resumed from (None: started fresh)."
     )
     preempted: bool = Field(default=False, description="Stopped by SIGTERM after saving a checkpoint.")
+    identity: StageIdentity | None = Field(
+        default=None,
+        description="The identity of the config that produced this result (run uid + config hash); "
+        "a result of another identity is never taken for this stage's.",
+    )
     exit_code: int | None = Field(
         default=None,
         ge=0,
@@ -110,6 +116,11 @@ def _cut_bytes(text: str, limit: int) -> str:
 def write_result(result: StageResult, path: str) -> None:
     """Write result.json atomically (a reader never sees half a file) and the termination log."""
     write_text_atomic(path, json.dumps(result.to_file_dict(), indent=2))
+    write_termination_log(result)
+
+
+def write_termination_log(result: StageResult) -> None:
+    """The short form only (an attempt that may not write its output directory: another holds it)."""
     log = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
     try:
         with open(log, "w") as f:

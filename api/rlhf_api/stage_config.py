@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from .camel_model import CamelModel, cel_field_or_default
+from .identity import StageIdentity
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
@@ -536,6 +537,13 @@ class TrainerJobConfig(CamelModel):
         description=(
             "The data with ground truth for task_accuracy, when the stage trains on data without it "
             "(the pairs an rlaif stage wrote from these prompts). Default: the stage's dataset."
+        ),
+    )
+    identity: StageIdentity | None = Field(
+        default=None,
+        description=(
+            "The run uid and the hash of this config (rlhf_api.identity): stamped into every checkpoint "
+            "and result.json; the stage resumes only from checkpoints with the same identity."
         ),
     )
 

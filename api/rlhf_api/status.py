@@ -57,6 +57,14 @@ class StageStatus(CamelModel):
         default=None, ge=0, description="The checkpoint step the last attempt resumed from (unset: it started fresh)."
     )
     message: str | None = Field(default=None, description="Why the stage failed or was retried.")
+    config_hash: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "The hash of the trainer config the stage's jobs run (its identity, with the run's uid), set when "
+            "the stage starts: a spec edit that changes it afterwards is rejected."
+        ),
+    )
     result_unknown: bool | None = Field(
         default=None,
         description=(

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
+from rlhf_api.identity import identify
 from rlhf_api.reward_sources import RewardSource, uses_reward_model
 from rlhf_api.rlaif_config import RLAIF_SOURCE
 from rlhf_api.spec import (
@@ -251,6 +252,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
 
     sft_model = merged_of("sft")
     plans: list[StagePlan] = []
+    hashes: dict[str, str] = {}  # the config hash of each stage planned so far (its identity)
     for index, stage in enumerate(spec.pipeline):
         section = spec.section(stage)
         assert section is not None  # RLHFRunSpec validation guarantees it
@@ -291,6 +293,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                     **wiring,
                 }
             )
+            config = identify(config, run.metadata.uid, hashes)  # run uid + config hash, for checkpoints
+            hashes[stage] = config.identity.config_hash if config.identity else ""
         plans.append(
             StagePlan(
                 name=stage,

@@ -4,7 +4,9 @@ towards `rlhf run`: progress lines, result.json, checkpoints, SIGTERM, exit code
 Controlled by environment variables (the tests set them):
 - FAKE_FAIL: JSON {stage: n}: the first n attempts of that stage fail (result.json, exit 1).
 - FAKE_STEPS: steps per stage (default 3); FAKE_STEP_SECONDS: time per step (default 0).
-A step's "checkpoint" is a file; a new attempt resumes after the last one.
+A step's "checkpoint" is a directory stamped with the config's identity, as the real trainer
+stamps its checkpoints; a new attempt resumes after the last one of the same identity (others
+are left where they are and not counted) and result.json carries the identity.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ def main() -> int:
     attempt = sum(1 for line in calls.read_text().split() if line == stage)
     steps = int(os.environ.get("FAKE_STEPS", "3"))
     pause = float(os.environ.get("FAKE_STEP_SECONDS", "0"))
-    done = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
+    stamp = cfg.identity.model_dump_json() if cfg.identity else ""
+    done = sorted(
+        int(p.name.split("-")[1])
+        for p in (out / "checkpoints").glob("checkpoint-*")
+        if (p / "identity.json").is_file() and (p / "identity.json").read_text() == stamp
+    )
     start = done[-1] if done else 0
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -46,12 +53,15 @@ def main() -> int:
             steps=step,
             planned_steps=steps,
             resumed_from_step=start or None,
+            identity=cfg.identity,
             **extra,  # type: ignore[arg-type]
         )
 
     for step in range(start + 1, steps + 1):
         time.sleep(pause)
-        (out / "checkpoints" / f"checkpoint-{step}").mkdir()
+        checkpoint = out / "checkpoints" / f"checkpoint-{step}"
+        checkpoint.mkdir(exist_ok=True)
+        (checkpoint / "identity.json").write_text(stamp)
         emit(stage, step=step, max_steps=steps, loss=1.0 / step)
         if stop["flag"]:
             write_result(

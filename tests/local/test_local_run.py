@@ -7,6 +7,7 @@ result.json, checkpoints, SIGTERM); the real trainer runs in tests/trainer and t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -232,3 +233,53 @@ def test_stage_command_uses_torchrun_for_several_processes() -> None:
     assert stage_command("sft", "c.yaml", 1)[1:] == ["-m", "rlhf_trainer", "sft", "--config", "c.yaml"]
     multi = stage_command("sft", "c.yaml", 2)
     assert multi[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc-per-node=2" in multi
+
+
+# --- spec edits (local/rerun.py) ----------------------------------------------------------------
+
+
+def _trained(workdir: Path) -> dict[str, tuple[int | None, int | None]]:
+    """(steps, resumedFromStep) of each stage's result.json."""
+    found = {}
+    for name in ("sft", "reward", "ppo"):
+        data = json.loads((workdir / "demo" / name / "result.json").read_text())
+        found[name] = (data.get("steps"), data.get("resumedFromStep"))
+    return found
+
+
+# (case, spec edit, stages that run again, the fields named for the first of them)
+EDITS: list[tuple[str, dict[str, Any], list[str], str]] = [
+    ("sft learning rate", {"sft": {"training": {"learningRate": 0.001}}}, ["sft", "reward", "ppo"], "learningRate"),
+    ("ppo only", {"ppo": {"training": {"steps": 7}}}, ["ppo"], "ppo.training.steps"),
+    ("placement (not in any identity)", {"placement": {"gpusPerWorker": 0, "shmSize": "2Gi"}}, [], ""),
+]
+
+
+@pytest.mark.parametrize(("edit", "again", "named"), [e[1:] for e in EDITS], ids=[e[0] for e in EDITS])
+def test_a_spec_edit_reruns_the_edited_stage_and_those_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: dict[str, Any], again: list[str], named: str
+) -> None:
+    doc = document()
+    assert run_local(tmp_path, doc).phase == "Succeeded"
+    assert calls(tmp_path) == ["sft", "reward", "ppo"]
+    hashes = {s["name"]: s["configHash"] for s in report(tmp_path)["stages"]}
+    capsys.readouterr()
+    # The same file again: nothing runs (the first run's stages are this spec's).
+    assert run_local(tmp_path, doc).phase == "Succeeded"
+    assert calls(tmp_path) == ["sft", "reward", "ppo"]
+
+    edited = copy.deepcopy(doc)
+    for section, value in edit.items():
+        edited["spec"][section] = {**edited["spec"].get(section, {}), **value}
+    capsys.readouterr()
+    assert run_local(tmp_path, edited).phase == "Succeeded"
+    out = capsys.readouterr().out
+    assert calls(tmp_path) == ["sft", "reward", "ppo", *again]
+    for name in again:  # trained from the start under the new identity, not resumed at step 3
+        assert _trained(tmp_path)[name] == (3, None)
+        assert stage(tmp_path, name)["attempts"] == 1 and stage(tmp_path, name)["jobName"] == f"demo-{name}-1"
+        assert stage(tmp_path, name)["configHash"] != hashes[name]
+    if again:
+        assert f"{again[0]}: changed since it ran (" in out and named in out
+    else:
+        assert "changed since it ran" not in out

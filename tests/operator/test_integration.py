@@ -82,7 +82,9 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
     }
     assert sum(writes.values()) <= 16
     # `rlhf render` shows exactly what the operator created (ownerReferences aside: render has no uid).
-    rendered = render(parse_run(base_run("demo")), OperatorSettings(metrics_port=0), namespace=NAMESPACE)
+    applied = parse_run(base_run("demo"))
+    applied.metadata.uid = cluster.run("demo")["metadata"]["uid"]  # in the stage identity of each config
+    rendered = render(applied, OperatorSettings(metrics_port=0), namespace=NAMESPACE)
     created = [
         *cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE),
         *cluster.kmock.live("v1/configmaps", NAMESPACE),

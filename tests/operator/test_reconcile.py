@@ -160,6 +160,7 @@ def test_new_run_creates_volume_configs_first_job_and_reports_status() -> None:
     status = after["status"]
     assert status["phase"] == "Running" and status["currentStage"] == "sft"
     assert status["volumeClaim"] == "demo-data"
+    assert len(stage_of(after, "sft").pop("configHash")) == 16  # the config's identity (test_identity_reconcile)
     assert stage_of(after, "sft") == {
         "name": "sft",
         "phase": "Running",

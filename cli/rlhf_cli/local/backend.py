@@ -86,6 +86,11 @@ class LocalBackend:
                 self.display.output(str(record["spec"]["stage"]), f"{name}: {status['message']}")
         self._save()
 
+    def forget_stage(self, stage: str) -> None:
+        """Drop a stage's job records: it runs again from attempt 1 (a spec edit, local/rerun.py)."""
+        self.jobs = {name: r for name, r in self.jobs.items() if str(r["spec"]["stage"]) != stage}
+        self._save()
+
     def _save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         _write_json(self.root / JOBS_FILE, self.jobs)

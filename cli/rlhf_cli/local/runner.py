@@ -8,8 +8,9 @@ conditions, reasons and events behave as on a cluster:
   retryBackoffSeconds; the trainer resumes from its checkpoint;
 - Ctrl-C (or SIGTERM) suspends the run: the stage gets SIGTERM, checkpoints the current step and
   exits; running the same command again resumes it;
-- a finished stage is never run again; running a failed run's command again gives its failed
-  stage one more attempt (the status keeps counting attempts).
+- a finished stage is not run again while its config is the same; after a spec edit, the stages
+  whose trainer config changed (and those trained from them) run again from the start (rerun.py);
+  running a failed run's command again gives its failed stage one more attempt.
 Paths in the spec resolve against the work directory as they do against the volume on a cluster.
 """
 
@@ -26,17 +27,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rlhf_api import layout, reasons
 from rlhf_api.spec import RLHFRun
 from rlhf_api.status import RLHFRunStatus
+from rlhf_api.validation import RunInvalid, parse_run
 from rlhf_operator.estimate import fit_warnings
-from rlhf_operator.plan import run_root
-from rlhf_operator.reconcile import Outcome, PostEvent, load_status, reconcile
+from rlhf_operator.plan import plan, run_root
+from rlhf_operator.reconcile import Outcome, PostEvent, event_body, load_status, reconcile
 from rlhf_operator.settings import OperatorSettings
 
 from ..report.build import write_report_at_end
 from .backend import LocalBackend
 from .display import Display, EventNote, PlainDisplay
 from .launcher import LocalLauncher
+from .rerun import rerun_edited, rerun_line
 
 REPORT = "report.json"
 # How often a pass runs while nothing else happens (a timed retry is woken up exactly).
@@ -133,7 +138,7 @@ class LocalRun:
     def execute(self) -> RLHFRunStatus:
         self.root.mkdir(parents=True, exist_ok=True)
         self.backend.load()
-        self.body["status"] = retry_failed(self._read_report())
+        self.body["status"] = self._rerun_edited(retry_failed(self._read_report()))
         self.display.transition(load_status(self.body["status"]), [])
         try:
             with _sigterm_as_interrupt():
@@ -143,6 +148,27 @@ class LocalRun:
         write_report_at_end(self.root, outcome.status)
         self.display.finish(outcome.status, self.root)
         return outcome.status
+
+    def _rerun_edited(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Stages whose trainer config changed since they ran start again (rerun.py)."""
+        try:
+            plans = plan(parse_run(self.body), str(self.workdir))
+        except RunInvalid:
+            return status  # the pass reports it
+        ran_with: dict[str, dict[str, Any]] = {p.name: _read_config(self.root / p.name / layout.CONFIG) for p in plans}
+        status, reruns = rerun_edited(status, plans, ran_with)
+        if not reruns:
+            return status
+        for stage, _fields in reruns:
+            self.backend.forget_stage(stage)
+        message = "; ".join(rerun_line(stage, fields) for stage, fields in reruns)
+        hashes = [p.config.identity.config_hash for p in plans if p.config and p.config.identity]
+        key = "config-changed-" + "-".join(hashes)
+        now = datetime.now(UTC)
+        event = event_body(self.body["metadata"], key, "Warning", reasons.STAGE_CONFIG_CHANGED, message, now)
+        self.backend.apply([PostEvent(event)])
+        self.display.transition(load_status(status), [("Warning", reasons.STAGE_CONFIG_CHANGED, message)])
+        return status
 
     def _drive(self) -> Outcome:
         while True:
@@ -184,6 +210,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _in_main_thread() -> bool:

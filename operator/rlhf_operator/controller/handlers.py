@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value
+from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value, labels
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
 
@@ -41,7 +41,7 @@ from ..api_ref import EVENTS, PODS, ApiRef
 from ..estimate import fit_warnings
 from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_patch
 from ..observed_job import ObservedJob
-from ..pod_result import failure_message, label_selector, result_from_pods
+from ..pod_result import failure_message, label_selector, matches, result_from_pods
 from ..reconcile import (
     Create,
     Outcome,
@@ -52,6 +52,7 @@ from ..reconcile import (
     reconcile,
     results_needed,
 )
+from ..reconcile.attempts import pods_left, previous_attempts
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
@@ -343,7 +344,8 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
-    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings)
+    lingering = await _previous_attempt_pods(runtime, key, body, jobs)
+    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings, lingering=lingering)
 
     try:
         # The volume and the configs go first, concurrently; the job (which mounts them) after.
@@ -377,6 +379,19 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
 
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
     return outcome.requeue_after
+
+
+async def _previous_attempt_pods(
+    runtime: Runtime, key: RunKey, body: Mapping[str, Any], jobs: Mapping[str, ObservedJob]
+) -> dict[tuple[str, int], tuple[str, ...]]:
+    """Pods of the attempts a next one may follow in this pass that still run: it waits for them."""
+    found: dict[tuple[str, int], tuple[str, ...]] = {}
+    for stage, attempt in previous_attempts(load_status(body.get("status")), jobs):
+        wanted = labels(key[1], stage, attempt)
+        pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
+        mine = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
+        found[(stage, attempt)] = pods_left(mine)
+    return found
 
 
 async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:

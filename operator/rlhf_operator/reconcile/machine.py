@@ -42,7 +42,9 @@ from ..plan import StagePlan, plan
 from ..render import build_stage_job
 from ..settings import OperatorSettings
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from .attempts import RECHECK_SECONDS, wait_message
 from .events import event_body, rfc3339
+from .identity_check import edited_started_stages, foreign_result
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
@@ -119,6 +121,8 @@ class _Step:
     launcher: Launcher
     now: datetime
     owner: dict[str, Any] | None
+    # Pods of a stage's previous attempt still running, by (stage, attempt) (reconcile/attempts.py)
+    lingering: Mapping[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
     transitions: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -151,6 +155,8 @@ class _Step:
         stage.phase = "Suspended" if self.run.spec.suspend else "Running"
         stage.job_name = str(job["metadata"]["name"])
         stage.attempts = attempt
+        identity = stage_plan.config.identity if stage_plan.config else None
+        stage.config_hash = identity.config_hash if identity else None  # what a later spec edit may not change
         stage.retry_after = None
         stage.start_time = stage.start_time or rfc3339(self.now)
         if attempt == 1:
@@ -230,12 +236,14 @@ def reconcile(
     launcher: Launcher | None = None,
     mount_root: str | None = None,
     fit_check: FitCheck | None = None,
+    lingering: Mapping[tuple[str, int], tuple[str, ...]] | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
     `launcher` defaults to the one spec.launcher names, `mount_root` to spec.storage.mountPath
     (the local backend passes its own launcher and its work directory). `fit_check` (the
     memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
+    `lingering`: pods of a retrying stage's previous attempt still running (none known: start it).
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -260,9 +268,9 @@ def reconcile(
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
 
-    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body))
+    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body), lingering or {})
 
-    violation = _immutable_violation(run, status)
+    violation = _immutable_violation(run, status) or edited_started_stages(plans, status)
     if violation is not None:
         status.message = violation
         status.observed_generation = generation
@@ -371,6 +379,10 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             if stage.phase == "Retrying":
                 _advance_retry(step, stage, stage_plan)
             return
+        foreign = foreign_result(job.result, stage_plan) if job.finished else None
+        if foreign is not None:
+            _stage_foreign(step, stage, f"job {job.name}: {foreign}")
+            return
         if job.state == "Succeeded":
             _stage_succeeded(step, stage, stage_plan, job)
             continue
@@ -404,6 +416,15 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
     due = parse_time(stage.retry_after)
     if due is None or due <= step.now:
+        left = step.lingering.get((stage.name, stage.attempts), ())
+        if left:  # as a Job's podReplacementPolicy: Failed
+            message = wait_message(stage.name, stage.attempts, left)
+            if stage.message != message:
+                stage.message = message
+                key, reason = f"{stage.name}-wait-{stage.attempts}", reasons.PREVIOUS_ATTEMPT_TERMINATING
+                step.note(key, f"stage {stage.name}: {message}", reason)
+            step.requeue(RECHECK_SECONDS)
+            return
         step.launch(stage_plan, stage, stage.attempts + 1, with_config=False)
     else:
         step.requeue((due - step.now).total_seconds())
@@ -436,6 +457,21 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
         f"{stage.name}-succeeded",
         f"stage {stage.name} succeeded" + (f" ({detail})" if detail else ""),
         reasons.STAGE_SUCCEEDED,
+    )
+
+
+def _stage_foreign(step: _Step, stage: StageStatus, why: str) -> None:
+    """The job ran another identity's config (or reported another's result): nothing of it is
+    this stage's, and a retry would run the same config, so the stage fails."""
+    stage.phase = "Failed"
+    stage.completion_time = rfc3339(step.now)
+    stage.retry_after = None
+    stage.message = f"attempt {stage.attempts}: {why}"
+    step.note(
+        f"{stage.name}-foreign-{stage.attempts}",
+        f"stage {stage.name} failed: {stage.message}",
+        reasons.STAGE_IDENTITY_MISMATCH,
+        warning=True,
     )
 
 

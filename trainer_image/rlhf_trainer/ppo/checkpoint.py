@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel
+from rlhf_api.files import fsync_dir, write_text_atomic
 
+from .. import checkpoint_guard, sharding
 from .. import distributed as dist
-from .. import sharding
 from .engine import PPOEngine
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -65,8 +66,8 @@ def checkpoint_steps(root: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    steps = checkpoint_steps(root)
-    return steps[-1][1] if steps else None
+    """The newest complete step-N of this attempt's identity (checkpoint_guard)."""
+    return checkpoint_guard.resumable(root)
 
 
 def save_checkpoint(
@@ -95,11 +96,14 @@ def save_checkpoint(
             model.policy.save_pretrained(str(tmp / "adapter"))  # readable copy of the adapter
     dist.barrier()
     if dist.rank() == 0:
-        # state.json last: it marks the directory complete, then one atomic rename.
-        with open(tmp / STATE_FILE, "w") as f:
-            json.dump({"step": step, "world_size": dist.world_size(), "sharded": sharded, **extra}, f, indent=2)
+        # The files made durable and stamped with the attempt's identity, then state.json, which
+        # marks the directory complete, then one atomic rename (and the directory entry fsynced).
+        checkpoint_guard.stamp(tmp)
+        state = {"step": step, "world_size": dist.world_size(), "sharded": sharded, **extra}
+        write_text_atomic(tmp / STATE_FILE, json.dumps(state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        fsync_dir(root)
         for _, old in checkpoint_steps(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()

@@ -8,6 +8,8 @@ from pathlib import Path
 from rlhf_api.layout import CHECKPOINTS
 from rlhf_api.stage_config import TrainerJobConfig
 
+from .. import checkpoint_guard
+
 
 def checkpoints_dir(output_dir: str) -> str:
     return str(Path(output_dir) / CHECKPOINTS)
@@ -17,17 +19,10 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 def latest_checkpoint(directory: str) -> str | None:
-    """The checkpoint-N subdirectory with the highest N that is complete, or None."""
-    root = Path(directory)
-    if not root.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for child in root.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        # trainer_state.json is written last by the HF Trainer: its presence means complete.
-        if match and child.is_dir() and (child / "trainer_state.json").exists():
-            found.append((int(match.group(1)), child))
-    return str(max(found)[1]) if found else None
+    """The checkpoint-N subdirectory with the highest N that is complete and stamped with this
+    attempt's identity (checkpoint_guard), or None."""
+    found = checkpoint_guard.resumable(directory)
+    return str(found) if found is not None else None
 
 
 def resume_point(cfg: TrainerJobConfig) -> str | None:

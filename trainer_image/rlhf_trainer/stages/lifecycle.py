@@ -14,14 +14,23 @@ from typing import TYPE_CHECKING
 
 from rlhf_api import progress
 from rlhf_api.layout import LOGS, result_path
-from rlhf_api.result import EXIT_FAILED, EXIT_PREEMPTED, EXIT_SUCCEEDED, StageResult, write_result
+from rlhf_api.result import (
+    EXIT_FAILED,
+    EXIT_PREEMPTED,
+    EXIT_SUCCEEDED,
+    StageResult,
+    write_result,
+    write_termination_log,
+)
 from rlhf_api.stage_config import TrainerJobConfig
 
-from .. import preemption
+from .. import checkpoint_guard, preemption
+from ..checkpoint_lease import Lease, LeaseHeld
 from ..errors import StageError
 from ..handover import check_inputs, models_used
 from ..placement import peak_gpu_memory, select_gpu
 from ..preemption import Preempted
+from .checkpoints import checkpoints_dir
 
 if TYPE_CHECKING:
     from ..modeling import BaseWeights
@@ -57,6 +66,11 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+# How long an attempt waits for an earlier one still holding the output dir (its pods in their
+# termination grace period) before it fails: one lease lifetime and a little.
+LEASE_WAIT_SECONDS = float(os.environ.get("RLHF_LEASE_WAIT_SECONDS", "130"))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -75,9 +89,11 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
     # The HF TensorBoard callback reads its directory from the environment.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / LOGS)
     started = _now()
+    lease: Lease | None = None  # rank 0 writes into the output dir only while it holds this
     try:
         with preemption.interruptible():
             select_gpu()  # cuda:LOCAL_RANK before anything touches CUDA (no-op on CPU)
+            lease = _begin_attempt(cfg)
             check_inputs(cfg)
             outputs = body(cfg)
         outputs.metrics.update(peak_gpu_memory())  # on CUDA: the trainer's own peak, for sizing
@@ -94,29 +110,54 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             planned_steps=outputs.planned_steps,
             resumed_from_step=outputs.resumed_from_step,
             exit_code=EXIT_SUCCEEDED,
+            identity=cfg.identity,
         )
         if cfg.compare is not None and is_main_process():
             _compare_into(cfg, result)
     except Preempted as stop:
-        result = _failed(cfg, started, stop.message, EXIT_PREEMPTED).model_copy(
+        # Rank 0 keeps the count (of attempts in a row without a new checkpoint).
+        stalled = (
+            checkpoint_guard.no_progress_failure(cfg.output_dir, stop.step, stop.resumed_from)
+            if lease is not None
+            else None
+        )
+        result = _failed(cfg, started, stalled or stop.message, EXIT_FAILED if stalled else EXIT_PREEMPTED).model_copy(
             update={
-                "preempted": True,
+                "preempted": stalled is None,
                 "steps": stop.step,
                 "planned_steps": stop.planned_steps,
                 "resumed_from_step": stop.resumed_from,
             }
         )
+    except LeaseHeld as exc:  # another attempt writes the output dir: touch nothing there
+        result = _failed(cfg, started, str(exc), exc.exit_code)
     except StageError as exc:
         result = _failed(cfg, started, str(exc), exc.exit_code)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
         result = _failed(cfg, started, summary, EXIT_FAILED)
-    if is_main_process():
+    if is_main_process() and lease is None:  # stopped before it held the output dir
+        write_termination_log(result)
+    elif is_main_process():
         write_result(result, result_path(cfg.output_dir))
         if result.status == "succeeded":
+            checkpoint_guard.progress_made(cfg.output_dir)
             progress.emit(cfg.stage, event="done", metrics=result.metrics)
+    if lease is not None:
+        lease.release()
     return result
+
+
+def _begin_attempt(cfg: TrainerJobConfig) -> Lease | None:
+    """This attempt's identity for the checkpoint code; on rank 0, the output dir's lease and
+    the checkpoints it may not resume moved aside (checkpoint_guard)."""
+    checkpoint_guard.set_identity(cfg.identity)
+    if not is_main_process():
+        return None
+    lease = Lease(Path(cfg.output_dir), cfg.identity).acquire(wait=LEASE_WAIT_SECONDS)
+    checkpoint_guard.set_aside(checkpoints_dir(cfg.output_dir), cfg.output_dir, cfg.identity)
+    return lease
 
 
 def _compare_into(cfg: TrainerJobConfig, result: StageResult) -> None:
@@ -144,6 +185,7 @@ def _failed(cfg: TrainerJobConfig, started: str, message: str, code: int) -> Sta
         started_at=started,
         finished_at=_now(),
         exit_code=code,
+        identity=cfg.identity,
     )
 
 

@@ -12,7 +12,7 @@ from rlhf_api import progress
 from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens, trains_all_weights
 from transformers import TrainerCallback
 
-from .. import preemption
+from .. import checkpoint_guard, preemption
 from ..handover import models_used
 from ..preemption import Preempted
 from .checkpoints import checkpoints_dir, resume_point, step_of
@@ -130,6 +130,7 @@ def train_resumably(trainer: Any, stage: str, resume: str | None) -> tuple[Any |
         progress.emit(stage, event="resume", checkpoint=resume)
     stop = PreemptionCallback()
     trainer.add_callback(stop)
+    trainer.add_callback(checkpoint_guard.stamp_on_save())
     trainer.add_callback(_StopIfFinished())
     result = None
     try:
