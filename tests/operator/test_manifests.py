@@ -530,7 +530,11 @@ def test_quickstart_pytorchjob_expected() -> None:
                                         {"name": "dshm", "mountPath": "/dev/shm"},
                                     ],
                                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                                    "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
+                                    "securityContext": {
+                                        "allowPrivilegeEscalation": False,
+                                        "privileged": False,
+                                        "capabilities": {"drop": ["ALL"]},
+                                    },
                                     "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
                                 }
                             ],
@@ -540,10 +544,14 @@ def test_quickstart_pytorchjob_expected() -> None:
                                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
                             ],
                             "securityContext": {
-                                "seccompProfile": {"type": "RuntimeDefault"},
+                                "runAsNonRoot": True,
+                                "runAsUser": 10001,
+                                "runAsGroup": 10001,
                                 "fsGroup": 10001,
                                 "fsGroupChangePolicy": "OnRootMismatch",
+                                "seccompProfile": {"type": "RuntimeDefault"},
                             },
+                            "automountServiceAccountToken": False,
                             "terminationGracePeriodSeconds": 600,
                         },
                     },
