@@ -44,6 +44,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "imagePullPolicy": "Always",
             "nodeSelector": {"cloud.google.com/gke-nodepool": "a100-pool"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "allowedImages": ["registry.example.com/ml/*", "ghcr.io/rlhf-dev/rlhf-trainer:*"],
+            "networkPolicy": False,
         },
         "nodeSelector": {"kubernetes.io/os": "linux"},
     },
@@ -129,6 +131,7 @@ def test_schema_rejects_bad_values() -> None:
         {"metrics": {"port": 70000}},
         {"unknownTopLevelKey": True},
         {"image": {"digest": "latest"}},
+        {"trainer": {"allowedImages": ["a/*,b/*"]}},  # one pattern per item: the env joins them with ','
     ]
     for values in bad:
         with pytest.raises(helm.HelmValuesError):
@@ -189,6 +192,9 @@ def test_env_settings_parse_with_the_operator_settings(rendered: dict[str, list[
     assert pool.trainer_image == "registry.example.com/ml/rlhf-trainer:0.1.0-cu126"
     assert pool.default_node_selector == {"cloud.google.com/gke-nodepool": "a100-pool"}
     assert pool.default_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pool.allowed_images == ["registry.example.com/ml/*", "ghcr.io/rlhf-dev/rlhf-trainer:*"]
+    assert pool.stage_network_policy is False
+    assert default.allowed_images == [] and default.stage_network_policy is True
 
     namespaced = settings_mod.OperatorSettings.from_env(operator_env(rendered["namespaced"]))
     assert namespaced.watch_namespaces == ["ml-team-a", "ml-team-b"]
@@ -239,6 +245,7 @@ OPERATOR_GRANTS = {
     ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "configmaps"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create"},
     ("", "pods"): {"get", "list"},
     ("", "events"): {"create"},
 }

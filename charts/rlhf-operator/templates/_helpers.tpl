@@ -100,6 +100,11 @@ namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/pack
 - apiGroups: [""]
   resources: ["persistentvolumeclaims", "configmaps"]
   verbs: ["create"]
+# Each run's NetworkPolicy (only the run's own pods reach its stage pods), created with the
+# run's volume, owned by the run: the garbage collector deletes it with the run.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # A finished stage's Master pod is read (by name for PyTorchJob, by label for TrainJob) for its
 # termination message, the trainer's short JSON result; the operator never creates or deletes pods.
 - apiGroups: [""]

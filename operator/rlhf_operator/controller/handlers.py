@@ -1,6 +1,6 @@
 """kopf handlers: the operator's only I/O with the cluster (`python -m rlhf_operator`).
 
-Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
+Design, chosen to keep API writes to what the run needs (<= 17 per 3-stage run):
 - Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
   finalizers, no progress or last-handled-configuration annotations), and handler outcomes are
   not posted as events (settings.posting.enabled = False).

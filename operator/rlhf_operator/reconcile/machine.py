@@ -13,7 +13,7 @@ other); a stage that succeeded is never run again, even when its job is gone lat
 
 Children: the volume on the first pass (unless existingClaim), then per stage, when it starts,
 its trainer config and its job (attempt N: a new job per retry, the config is reused). Write
-budget of a 3-stage run: PVC 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 15.
+budget of a 3-stage run: PVC 1 + NetworkPolicy 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 16.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from rlhf_api.spec import RLHFRun
 from rlhf_api.status import Condition, RLHFRunStatus, RunPhase, StageStatus, condition, kstatus_conditions
 from rlhf_api.validation import RunInvalid, parse_run
 
-from ..api_ref import CONFIGMAPS, PVCS
+from ..api_ref import CONFIGMAPS, NETWORK_POLICIES, PVCS
+from ..image_policy import refused_images
 from ..launchers import Launcher, launcher_for, release_patch
 from ..manifests.configmap import build_stage_configmap
 from ..manifests.meta import owner_reference
+from ..manifests.network_policy import build_network_policy
 from ..manifests.pvc import build_pvc, claim_name
 from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
@@ -201,16 +203,28 @@ def _parsed(
     return parsed
 
 
-def _invalid(body: Mapping[str, Any], status: RLHFRunStatus, error: RunInvalid, now: datetime) -> RLHFRunStatus:
+def _invalid(
+    body: Mapping[str, Any],
+    status: RLHFRunStatus,
+    errors: list[str],
+    now: datetime,
+    reason: str = reasons.INVALID_SPEC,
+    prefix: str = "invalid spec: ",
+) -> RLHFRunStatus:
     generation = (body.get("metadata") or {}).get("generation")
-    message = "invalid spec: " + "; ".join(error.errors)
+    message = prefix + "; ".join(errors)
     status.phase = "Failed"
     status.message = message[:32768]
     status.observed_generation = generation
     status.conditions = kstatus_conditions(
-        "Failed", reasons.INVALID_SPEC, status.message, rfc3339(now), generation, status.conditions
+        "Failed", reason, status.message, rfc3339(now), generation, status.conditions
     )
     return status
+
+
+# Refusals that hold only until the spec (or the operator's settings) is fixed: the run then
+# carries on from its stages' state.
+_RECOVERABLE = (reasons.INVALID_SPEC, reasons.IMAGE_NOT_ALLOWED)
 
 
 def _immutable_violation(run: RLHFRun, status: RLHFRunStatus) -> str | None:
@@ -246,7 +260,7 @@ def reconcile(
     try:
         run, plans = _parsed(body, settings, mount_root)
     except RunInvalid as error:
-        new = _invalid(body, status, error, now)
+        new = _invalid(body, status, error.errors, now)
         outcome = Outcome([], new, old_status)
         if outcome.status_patch:
             message = new.message or ""
@@ -255,7 +269,18 @@ def reconcile(
             )
         return outcome
 
-    if status.phase == "Failed" and _stalled_reason(status) == reasons.INVALID_SPEC:
+    refused = refused_images(run.spec, plans, settings.allowed_images) if status.phase != "Succeeded" else []
+    if refused:
+        new = _invalid(body, status, refused, now, reasons.IMAGE_NOT_ALLOWED, prefix="")
+        outcome = Outcome([], new, old_status)
+        if outcome.status_patch:
+            message = new.message or ""
+            outcome.actions.append(
+                PostEvent(event_body(meta, f"image-{generation}", "Warning", reasons.IMAGE_NOT_ALLOWED, message, now))
+            )
+        return outcome
+
+    if status.phase == "Failed" and _stalled_reason(status) in _RECOVERABLE:
         # The spec was fixed: carry on from the stages' state.
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
@@ -286,6 +311,8 @@ def reconcile(
             pvc = build_pvc(run, step.owner)
             if pvc is not None:
                 step.actions.append(Create(PVCS, pvc))
+            if settings.stage_network_policy:
+                step.actions.append(Create(NETWORK_POLICIES, build_network_policy(run, step.owner)))
             status.volume_claim = claim_name(run)
         _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
