@@ -28,6 +28,12 @@ class OperatorSettings(BaseModel):
     default_tolerations: list[dict[str, Any]] = Field(
         default_factory=list, description="RLHF_DEFAULT_TOLERATIONS (JSON): added to every stage's pods"
     )
+    pod_start_check_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="RLHF_POD_START_CHECK_SECONDS: how often the pods of an attempt not started yet are read",
+    )
     stage_network_policy: bool = Field(
         default=True,
         description="RLHF_STAGE_NETWORK_POLICY: create each run's NetworkPolicy (only its own pods reach them)",

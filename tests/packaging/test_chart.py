@@ -247,7 +247,7 @@ OPERATOR_GRANTS = {
     ("", "configmaps"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"create"},
     ("", "pods"): {"get", "list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
 }
 
 

@@ -45,6 +45,7 @@ from ..render import build_stage_job
 from ..settings import OperatorSettings
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
+from .start_deadline import start_check, waiting_prefix
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
@@ -414,6 +415,8 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             if stage.phase == "Retrying":
                 _advance_retry(step, stage, stage_plan)
             return
+        if _check_start(step, stage, stage_plan, job):
+            return
         _follow_suspend(step, stage, job, step.run.spec.suspend)
         if job.state == "Restarting":
             message = f"job {job.name} restarting: {job.message}".rstrip(": ")
@@ -426,6 +429,41 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
                     warning=True,
                 )
         return
+
+
+def _check_start(step: _Step, stage: StageStatus, stage_plan: StagePlan, job: ObservedJob) -> bool:
+    """An attempt whose pods have not started: show why (the stage's message, a Warning event
+    once per reason and attempt), look again soon, and past startDeadlineSeconds stop the job
+    (suspend: its controller deletes its pods and stops creating them) and fail the attempt.
+    True when the attempt failed here."""
+    check = start_check(job, stage_plan.start_deadline_seconds, step.now, step.settings.pod_start_check_seconds)
+    prefix = waiting_prefix(stage.attempts)
+    if check.started or stage.phase != "Running":
+        if stage.message and stage.message.startswith(prefix):
+            stage.message = None  # started after all: the wait is over
+        return False
+    if check.waiting is not None:
+        message = prefix + check.waiting.message
+        if stage.message != message:
+            stage.message = message
+            step.note(
+                f"{stage.name}-waiting-{stage.attempts}-{check.waiting.reason}",
+                f"stage {stage.name} {message}",
+                reasons.STAGE_WAITING,
+                warning=True,
+            )
+    if check.overdue:
+        why = f"its pods did not start within startDeadlineSeconds ({stage_plan.start_deadline_seconds}s)"
+        if check.waiting is not None:
+            why += f": {check.waiting.message}"
+        step.actions.append(PatchJob(step.launcher.api, job.name, step.launcher.suspend_patch(True)))
+        _stage_failed(step, stage, stage_plan, why, reasons.STAGE_START_TIMEOUT)
+        if stage.phase == "Retrying":
+            _advance_retry(step, stage, stage_plan)
+        return True
+    if check.recheck_after is not None:
+        step.requeue(check.recheck_after)
+    return False
 
 
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
@@ -563,6 +601,9 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
         message = f"stage {active.name} retrying after {active.retry_after}"
     elif active.phase == "Pending":
         phase, reason, message = "Pending", reasons.PENDING, "waiting to start"
+    elif active.message and active.message.startswith(waiting_prefix(active.attempts)):
+        phase, reason = "Running", reasons.STAGE_WAITING
+        message = f"stage {active.name} (job {active.job_name}) {active.message}"
     else:
         phase, reason = "Running", reasons.STAGE_RUNNING
         message = f"stage {active.name} running (job {active.job_name}, attempt {active.attempts})"
