@@ -180,6 +180,11 @@ def test_waiting_reason_shows_within_one_pass_and_its_event_once() -> None:
     other = Waiting("CreateContainerConfigError", 'pod x: container pytorch: secret "hf" not found')
     changed, body = step(body, starting(other), NOW + timedelta(seconds=100))
     assert [a.body["reason"] for a in changed.actions if isinstance(a, PostEvent)] == [reasons.STAGE_WAITING]
+    # The problem goes away (the Secret was created) before the pods run: the message goes.
+    cleared, body = step(body, starting(), NOW + timedelta(seconds=110))
+    assert stage_of(body, "sft").get("message") is None and cleared.requeue_after == 30
+    assert condition(body, "Reconciling")["reason"] == reasons.STAGE_RUNNING
+    _, body = step(body, starting(other), NOW + timedelta(seconds=120))
     # The pods start: the message goes, the condition says running, no more polling.
     started, body = step(body, starting(pods_started=True), NOW + timedelta(seconds=130))
     assert stage_of(body, "sft").get("message") is None

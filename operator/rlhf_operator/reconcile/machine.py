@@ -452,6 +452,8 @@ def _check_start(step: _Step, stage: StageStatus, stage_plan: StagePlan, job: Ob
                 reasons.STAGE_WAITING,
                 warning=True,
             )
+    elif stage.message and stage.message.startswith(prefix):
+        stage.message = None  # the problem went away (e.g. the Secret was created): starting normally
     if check.overdue:
         why = f"its pods did not start within startDeadlineSeconds ({stage_plan.start_deadline_seconds}s)"
         if check.waiting is not None:
