@@ -400,11 +400,17 @@ async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> Obs
     if job.stage is None or job.attempt is None:
         return job
     wanted = labels(key[1], job.stage, job.attempt)
-    pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
-    pods = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
-    events: list[dict[str, Any]] = []
-    if not pods:
-        events = await runtime.client.list(EVENTS, key[0], field_selector="type=Warning")
+    try:
+        pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
+        pods = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
+        events: list[dict[str, Any]] = []
+        if not pods:
+            events = await runtime.client.list(EVENTS, key[0], field_selector="type=Warning")
+    except ApiError as error:
+        # Informational (the start deadline holds without it): never block the pass; the next
+        # look (pod_start_check_seconds) tries again.
+        logger.warning("%s/%s: cannot read the pods of job %s: %s", key[0], key[1], job.name, error)
+        return job
     return dataclasses.replace(job, pods_started=pods_started(pods), waiting=why_waiting(pods, events, job.name))
 
 
