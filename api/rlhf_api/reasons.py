@@ -17,6 +17,8 @@ FAILED: Final = "Failed"  # the run stopped for good: Stalled=True (Warning)
 SUSPENDED: Final = "Suspended"  # spec.suspend holds the running stage's job (Normal)
 INVALID_SPEC: Final = "InvalidSpec"  # the spec does not validate; fix it and the run carries on (Warning)
 SPEC_CHANGE_REJECTED: Final = "SpecChangeRejected"  # an immutable field changed; the change is ignored (Warning)
+# a stage's image is outside the operator's allow-list (RLHF_ALLOWED_IMAGES); fixed, the run carries on (Warning)
+IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"
 # `rlhf estimate` at creation: a stage needs more GPU memory than its GPU has; it still runs (Warning)
 INSUFFICIENT_GPU_MEMORY: Final = "InsufficientGPUMemory"
 
@@ -37,6 +39,10 @@ STAGE_IDENTITY_MISMATCH: Final = "StageIdentityMismatch"
 STAGE_CONFIG_CHANGED: Final = "StageConfigChanged"
 # the next attempt waits until no pod of the previous one is left (Normal)
 PREVIOUS_ATTEMPT_TERMINATING: Final = "PreviousAttemptTerminating"
+# an attempt's pods wait to start (image pull, missing Secret, unschedulable, refused by admission) (Warning)
+STAGE_WAITING: Final = "StageWaiting"
+# an attempt's pods did not start within startDeadlineSeconds: a failed attempt (Warning)
+STAGE_START_TIMEOUT: Final = "StageStartTimeout"
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
@@ -52,6 +58,7 @@ ALL: Final = (
     SUSPENDED,
     INVALID_SPEC,
     SPEC_CHANGE_REJECTED,
+    IMAGE_NOT_ALLOWED,
     INSUFFICIENT_GPU_MEMORY,
     STAGE_STARTED,
     STAGE_RETRIED,
@@ -66,6 +73,8 @@ ALL: Final = (
     STAGE_IDENTITY_MISMATCH,
     PREVIOUS_ATTEMPT_TERMINATING,
     STAGE_CONFIG_CHANGED,
+    STAGE_WAITING,
+    STAGE_START_TIMEOUT,
     RESUMED,
     PROGRESSING,
 )

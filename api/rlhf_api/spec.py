@@ -181,6 +181,16 @@ class Placement(CamelModel):
         default=None, pattern=QUANTITY, description="Size of the memory-backed /dev/shm. Default 16Gi."
     )
     priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "ServiceAccount the stage's pods run as. Default: the namespace's default account. Its API "
+            "token is never mounted (automountServiceAccountToken: false): the trainer needs no API "
+            "access; give this account cloud IAM (workload identity) bindings, e.g. for a bucket."
+        ),
+    )
     termination_grace_period_seconds: int | None = Field(
         default=None,
         ge=30,
@@ -218,6 +228,28 @@ class StageControl(CamelModel):
     )
     retry_backoff_seconds: int = Field(
         default=60, ge=0, le=86400, description="Wait before the first retry; doubles each further retry."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=31_536_000,
+        description=(
+            "Longest one attempt (one job) of this stage may run, counted from its start; past it the "
+            "job is stopped and the attempt fails (retried like any failure, resuming from its checkpoint). "
+            "Passed to the job (runPolicy.activeDeadlineSeconds / TrainJob activeDeadlineSeconds). "
+            "Default: no limit."
+        ),
+    )
+    start_deadline_seconds: int = Field(
+        default=1800,
+        ge=30,
+        le=604_800,
+        description=(
+            "Longest an attempt's pods may wait to start (image pull, a missing Secret or ConfigMap, "
+            "unschedulable, pods refused by admission such as Pod Security) before the attempt fails. "
+            "The reason shows in the stage's message and a Warning event as soon as it is seen. "
+            "Default 1800 (30 min: room for a large image pull or a cluster autoscaler adding a GPU node)."
+        ),
     )
     existing_output: str | None = Field(
         default=None,

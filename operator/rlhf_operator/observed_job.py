@@ -13,6 +13,8 @@ from typing import Any, Literal
 from rlhf_api.naming import ATTEMPT_LABEL, RUN_LABEL, STAGE_JOB_FINALIZER, STAGE_LABEL
 from rlhf_api.result import StageResult
 
+from .pod_waiting import Waiting, start_clock
+
 JobState = Literal["Pending", "Created", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 JOB_STATES: tuple[JobState, ...] = (
     "Pending",
@@ -44,6 +46,11 @@ class ObservedJob:
     resource_version: str | None = None
     result: StageResult | None = None
     result_error: str | None = None
+    # Starting: when its pods were first asked for (creation or last resume; pod_waiting.start_clock),
+    # whether one got past Pending, and why they wait (filled in by the shell from the pods).
+    start_clock: str | None = None
+    pods_started: bool = False
+    waiting: Waiting | None = None
 
     @property
     def held(self) -> bool:
@@ -76,6 +83,7 @@ def observe_common(body: Mapping[str, Any], state: JobState, message: str, suspe
         deleting=bool(meta.get("deletionTimestamp")),
         finalizers=tuple(str(f) for f in meta.get("finalizers") or ()),
         resource_version=meta.get("resourceVersion"),
+        start_clock=start_clock(body),
     )
 
 

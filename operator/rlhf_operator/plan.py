@@ -80,6 +80,7 @@ class ResolvedPlacement(BaseModel):
     shm_size: str
     priority_class_name: str | None
     termination_grace_period_seconds: int
+    service_account_name: str | None = None
 
     @property
     def processes_per_worker(self) -> int:
@@ -99,6 +100,8 @@ class StagePlan(BaseModel):
     placement: ResolvedPlacement
     retries: int
     retry_backoff_seconds: int
+    active_deadline_seconds: int | None = None  # per attempt (the job's own deadline)
+    start_deadline_seconds: int | None = None  # per attempt: how long its pods may wait to start
 
     def config_file(self) -> dict[str, Any]:
         assert self.config is not None
@@ -137,6 +140,7 @@ def resolve_placement(spec: RLHFRunSpec, stage: StageName, default_image: str) -
         shm_size=merged.shm_size or DEFAULT_SHM_SIZE,
         priority_class_name=merged.priority_class_name,
         termination_grace_period_seconds=merged.termination_grace_period_seconds or DEFAULT_TERMINATION_GRACE_SECONDS,
+        service_account_name=merged.service_account_name,
     )
 
 
@@ -306,6 +310,8 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 placement=resolve_placement(spec, stage, default_image),
                 retries=section.retries,
                 retry_backoff_seconds=section.retry_backoff_seconds,
+                active_deadline_seconds=section.active_deadline_seconds,
+                start_deadline_seconds=section.start_deadline_seconds,
             )
         )
     return plans

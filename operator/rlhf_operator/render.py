@@ -12,6 +12,7 @@ from rlhf_api.spec import RLHFRun
 
 from .launchers import Launcher, launcher_for
 from .manifests.configmap import build_stage_configmap
+from .manifests.network_policy import build_network_policy
 from .manifests.pvc import build_pvc
 from .plan import StagePlan, plan
 from .settings import OperatorSettings
@@ -45,7 +46,8 @@ def build_stage_job(
 
 
 def render(run: RLHFRun, settings: OperatorSettings, namespace: str | None = None) -> list[dict[str, Any]]:
-    """The PVC (unless existingClaim), then per non-skipped stage its ConfigMap and its first job
+    """The PVC (unless existingClaim), the run's NetworkPolicy (unless turned off), then per
+    non-skipped stage its ConfigMap and its first job
     (attempt 1). The operator creates a later stage's job only once the previous one succeeded."""
     if namespace and run.metadata.namespace and namespace != run.metadata.namespace:
         raise ValueError(
@@ -57,6 +59,8 @@ def render(run: RLHFRun, settings: OperatorSettings, namespace: str | None = Non
     pvc = build_pvc(run, None)
     if pvc is not None:
         objects.append(pvc)
+    if settings.stage_network_policy:
+        objects.append(build_network_policy(run, None))
     for stage in stage_plans(run, settings):
         if stage.skipped:
             continue

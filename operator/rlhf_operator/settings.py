@@ -28,6 +28,23 @@ class OperatorSettings(BaseModel):
     default_tolerations: list[dict[str, Any]] = Field(
         default_factory=list, description="RLHF_DEFAULT_TOLERATIONS (JSON): added to every stage's pods"
     )
+    pod_start_check_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="RLHF_POD_START_CHECK_SECONDS: how often the pods of an attempt not started yet are read",
+    )
+    stage_network_policy: bool = Field(
+        default=True,
+        description="RLHF_STAGE_NETWORK_POLICY: create each run's NetworkPolicy (only its own pods reach them)",
+    )
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description=(
+            "RLHF_ALLOWED_IMAGES, comma-separated shell-style patterns (fnmatch: * ? [..]), e.g. "
+            "'ghcr.io/rlhf-dev/rlhf-trainer:*,registry.example.com/ml/*'; empty: any image"
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
@@ -38,11 +55,12 @@ class OperatorSettings(BaseModel):
                 continue
             if name in _JSON_FIELDS:
                 values[name] = json.loads(raw)
-            elif name == "watch_namespaces":
-                values[name] = [ns.strip() for ns in raw.split(",") if ns.strip()]
+            elif name in _LIST_FIELDS:
+                values[name] = [item.strip() for item in raw.split(",") if item.strip()]
             else:  # strings and numbers: pydantic converts
                 values[name] = raw
         return cls.model_validate(values)
 
 
 _JSON_FIELDS = {"default_node_selector", "default_tolerations"}
+_LIST_FIELDS = {"watch_namespaces", "allowed_images"}

@@ -75,18 +75,20 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
     writes = operator_writes(cluster)
     assert writes == {
         "create persistentvolumeclaims": 1,
+        "create networkpolicies": 1,
         "create configmaps": 3,
         "create pytorchjobs": 3,
         "update rlhfruns/status": 4,
         "create events": 4,
     }
-    assert sum(writes.values()) <= 16
+    assert sum(writes.values()) <= 17
     # `rlhf render` shows exactly what the operator created (ownerReferences aside: render has no uid).
     applied = parse_run(base_run("demo"))
     applied.metadata.uid = cluster.run("demo")["metadata"]["uid"]  # in the stage identity of each config
     rendered = render(applied, OperatorSettings(metrics_port=0), namespace=NAMESPACE)
     created = [
         *cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE),
+        *cluster.kmock.live("networking.k8s.io/v1/networkpolicies", NAMESPACE),
         *cluster.kmock.live("v1/configmaps", NAMESPACE),
         *cluster.jobs(),
     ]
@@ -199,7 +201,7 @@ async def test_deletion_follows_retention(cluster: Cluster, operator: OperatorTh
     await wait_for(lambda: f"{name}-sft-1" in cluster.job_names(), what="sft-1")
     await wait_for(lambda: cluster.status(name).get("phase") == "Running", what="status")
     pvc = cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)[0]
-    for kind in ("v1/configmaps", "kubeflow.org/v1/pytorchjobs"):
+    for kind in ("v1/configmaps", "networking.k8s.io/v1/networkpolicies", "kubeflow.org/v1/pytorchjobs"):
         for child in cluster.kmock.live(kind, NAMESPACE):
             (ref,) = child["metadata"]["ownerReferences"]
             assert (ref["uid"], ref["kind"], ref["controller"]) == (uid, "RLHFRun", True)
@@ -210,7 +212,7 @@ async def test_deletion_follows_retention(cluster: Cluster, operator: OperatorTh
     await cluster.delete_run(name)
     removed = cluster.kmock.collect_garbage(uid)  # what Kubernetes' GC does with ownerReferences
     assert sorted(r.split("/")[0] for r in removed) == sorted(
-        ["ConfigMap", "PyTorchJob"] + (["PersistentVolumeClaim"] if retention == "Delete" else [])
+        ["ConfigMap", "NetworkPolicy", "PyTorchJob"] + (["PersistentVolumeClaim"] if retention == "Delete" else [])
     )
     kept = [p["metadata"]["name"] for p in cluster.kmock.live("v1/persistentvolumeclaims", NAMESPACE)]
     assert kept == ([f"{name}-data"] if retention == "Retain" else [])

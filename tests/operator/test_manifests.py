@@ -171,12 +171,16 @@ def _crd(filename: str) -> tuple[Any, list[tuple[tuple[str, ...], str]]]:
     return validator, list(_cel_rules(schema))
 
 
+# Kinds outside core/v1 that the operator creates: the schema file's group part.
+_KIND_GROUPS = {"NetworkPolicy": "-networking"}
+
+
 @functools.cache
 def _core_validator(kind: str) -> Any:
-    """kubernetes_validate's strict core/v1 schema for `kind`, built once (its own validate()
-    re-reads the schema files on every call)."""
+    """kubernetes_validate's strict schema for `kind` (core/v1, or the group in _KIND_GROUPS),
+    built once (its own validate() re-reads the schema files on every call)."""
     directory = f"kubernetes-json-schema/v{K8S_VERSION}-local-strict"
-    schema = kv_utils.schema_contents(f"{directory}/{kind.lower()}-v1.json", K8S_VERSION)
+    schema = kv_utils.schema_contents(f"{directory}/{kind.lower()}{_KIND_GROUPS.get(kind, '')}-v1.json", K8S_VERSION)
     definitions = kv_utils.schema_contents(f"{directory}/_definitions.json", K8S_VERSION)
     registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.Draft202012Validator(schema, registry=registry)
@@ -530,7 +534,11 @@ def test_quickstart_pytorchjob_expected() -> None:
                                         {"name": "dshm", "mountPath": "/dev/shm"},
                                     ],
                                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                                    "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
+                                    "securityContext": {
+                                        "allowPrivilegeEscalation": False,
+                                        "privileged": False,
+                                        "capabilities": {"drop": ["ALL"]},
+                                    },
                                     "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
                                 }
                             ],
@@ -540,10 +548,14 @@ def test_quickstart_pytorchjob_expected() -> None:
                                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
                             ],
                             "securityContext": {
-                                "seccompProfile": {"type": "RuntimeDefault"},
+                                "runAsNonRoot": True,
+                                "runAsUser": 10001,
+                                "runAsGroup": 10001,
                                 "fsGroup": 10001,
                                 "fsGroupChangePolicy": "OnRootMismatch",
+                                "seccompProfile": {"type": "RuntimeDefault"},
                             },
+                            "automountServiceAccountToken": False,
                             "terminationGracePeriodSeconds": 600,
                         },
                     },
@@ -911,6 +923,7 @@ def test_render_order_and_contents() -> None:
     objects = render(make_run(), OperatorSettings())
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("PersistentVolumeClaim", "demo-data"),
+        ("NetworkPolicy", "demo-pods"),
         ("ConfigMap", "demo-sft-config"),
         ("PyTorchJob", "demo-sft-1"),
         ("ConfigMap", "demo-reward-config"),

@@ -115,7 +115,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, list[str], list[bool]]] = {}
 for _state in JOB_STATES:
     EXPECTED[("Pending", _state)] = (
         "Running",
-        ["demo-data", "demo-sft-config", "demo-sft-1"],
+        ["demo-data", "demo-pods", "demo-sft-config", "demo-sft-1"],
         [],
     )
     EXPECTED[("Running", _state)] = ("Running", [], [])
@@ -154,6 +154,7 @@ def test_new_run_creates_volume_configs_first_job_and_reports_status() -> None:
     kinds = [(a.api.plural, a.name) for a in outcome.actions if isinstance(a, Create)]
     assert kinds == [
         ("persistentvolumeclaims", "demo-data"),
+        ("networkpolicies", "demo-pods"),
         ("configmaps", "demo-sft-config"),
         ("pytorchjobs", "demo-sft-1"),
     ]
@@ -196,7 +197,7 @@ def test_idempotent_same_input_twice() -> None:
 
 def test_full_pipeline_passes_results_on_and_succeeds() -> None:
     first, body = step(body_of(base_run("demo")))
-    writes = len(first.actions) + 1  # PVC, sft ConfigMap, sft job, event + the status patch
+    writes = len(first.actions) + 1  # PVC, NetworkPolicy, sft ConfigMap, sft job, event + the status patch
     for stage, following in (("sft", "reward"), ("reward", "ppo"), ("ppo", None)):
         outcome, body = step(body, job(f"demo-{stage}-1", "Succeeded", result=result(stage, loss=0.1)))
         assert creates(outcome) == ([f"demo-{following}-config", f"demo-{following}-1"] if following else [])
@@ -207,7 +208,7 @@ def test_full_pipeline_passes_results_on_and_succeeds() -> None:
     assert condition(body, "Reconciling")["status"] == "False"
     assert stage_of(body, "reward")["metrics"] == {"loss": 0.1}
     assert stage_of(body, "ppo")["mergedPath"] == "/workspace/demo/ppo/merged"
-    assert writes == 5 + 4 + 4 + 2 <= 16  # per stage: status patch, event (and the next config + job)
+    assert writes == 6 + 4 + 4 + 2 <= 17  # per stage: status patch, event (and the next config + job)
 
 
 def test_result_missing_falls_back_to_planned_paths() -> None:
@@ -271,7 +272,7 @@ def test_skipped_stage_uses_existing_output() -> None:
     run["spec"]["sft"]["existingOutput"] = "/workspace/shared/sft-model"
     run["spec"]["pipeline"] = ["sft", "reward", "ppo"]
     outcome, body = step(body_of(run))
-    assert creates(outcome) == ["demo-data", "demo-reward-config", "demo-reward-1"]
+    assert creates(outcome) == ["demo-data", "demo-pods", "demo-reward-config", "demo-reward-1"]
     sft = stage_of(body, "sft")
     assert sft["phase"] == "Skipped" and sft["mergedPath"] == "/workspace/shared/sft-model"
     assert body["status"]["currentStage"] == "reward"
@@ -454,8 +455,8 @@ def test_observe_job_conditions_and_results() -> None:
 
 def test_first_pass_fits_the_write_budget_with_existing_claim() -> None:
     outcome, _ = step(body_of(base_run("demo", storage={"existingClaim": "shared"})))
-    # No PVC: the sft config, its job, one status patch and one event.
-    assert creates(outcome) == ["demo-sft-config", "demo-sft-1"]
+    # No PVC: the NetworkPolicy, the sft config, its job, one status patch and one event.
+    assert creates(outcome) == ["demo-pods", "demo-sft-config", "demo-sft-1"]
     assert len(outcome.events) == 1 and outcome.status_patch
 
 

@@ -44,6 +44,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "imagePullPolicy": "Always",
             "nodeSelector": {"cloud.google.com/gke-nodepool": "a100-pool"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "allowedImages": ["registry.example.com/ml/*", "ghcr.io/rlhf-dev/rlhf-trainer:*"],
+            "networkPolicy": False,
         },
         "nodeSelector": {"kubernetes.io/os": "linux"},
     },
@@ -83,6 +85,15 @@ def objects(manifests: dict[str, str]) -> list[dict[str, Any]]:
         if path.endswith(".yaml"):
             found.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return found
+
+
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def installed(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `helm install` creates (hooks run only at their event)."""
+    return [o for o in objs if not is_hook(o)]
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -129,6 +140,7 @@ def test_schema_rejects_bad_values() -> None:
         {"metrics": {"port": 70000}},
         {"unknownTopLevelKey": True},
         {"image": {"digest": "latest"}},
+        {"trainer": {"allowedImages": ["a/*,b/*"]}},  # one pattern per item: the env joins them with ','
     ]
     for values in bad:
         with pytest.raises(helm.HelmValuesError):
@@ -136,7 +148,7 @@ def test_schema_rejects_bad_values() -> None:
 
 
 def test_default_render_has_the_expected_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    kinds = sorted(o["kind"] for o in rendered["default"])
+    kinds = sorted(o["kind"] for o in installed(rendered["default"]))
     assert kinds == sorted(
         [
             "ServiceAccount",
@@ -189,6 +201,9 @@ def test_env_settings_parse_with_the_operator_settings(rendered: dict[str, list[
     assert pool.trainer_image == "registry.example.com/ml/rlhf-trainer:0.1.0-cu126"
     assert pool.default_node_selector == {"cloud.google.com/gke-nodepool": "a100-pool"}
     assert pool.default_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pool.allowed_images == ["registry.example.com/ml/*", "ghcr.io/rlhf-dev/rlhf-trainer:*"]
+    assert pool.stage_network_policy is False
+    assert default.allowed_images == [] and default.stage_network_policy is True
 
     namespaced = settings_mod.OperatorSettings.from_env(operator_env(rendered["namespaced"]))
     assert namespaced.watch_namespaces == ["ml-team-a", "ml-team-b"]
@@ -239,13 +254,14 @@ OPERATOR_GRANTS = {
     ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "configmaps"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create"},
     ("", "pods"): {"get", "list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
 }
 
 
 def test_rbac_cluster_wide_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objs = rendered["default"]
+    objs = installed(rendered["default"])
     assert by_kind(objs, "Role") == [] and by_kind(objs, "RoleBinding") == []
     operator_role = next(r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("observer"))
     assert _verbs(operator_role["rules"]) == OPERATOR_GRANTS
@@ -258,7 +274,7 @@ def test_rbac_cluster_wide_by_default(rendered: dict[str, list[dict[str, Any]]])
 
 
 def test_rbac_namespaced_grants_only_listed_namespaces(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objs = rendered["namespaced"]
+    objs = installed(rendered["namespaced"])
     roles = by_kind(objs, "Role")
     bindings = by_kind(objs, "RoleBinding")
     assert all(_verbs(role["rules"]) == OPERATOR_GRANTS for role in roles)
@@ -270,9 +286,67 @@ def test_rbac_namespaced_grants_only_listed_namespaces(rendered: dict[str, list[
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},
     }
-    without = objects(render({"watch": {"namespaces": ["ml-team-a"]}, "rbac": {"clusterObservation": False}}))
+    without = installed(
+        objects(render({"watch": {"namespaces": ["ml-team-a"]}, "rbac": {"clusterObservation": False}}))
+    )
     assert by_kind(without, "ClusterRole") == [] and by_kind(without, "ClusterRoleBinding") == []
     assert len(by_kind(without, "Role")) == 1
+
+
+# --- the uninstall hook -------------------------------------------------------------------------
+
+HOOK_GRANTS = {
+    ("kubeflow.org", "pytorchjobs"): {"list", "get", "patch"},
+    ("trainer.kubeflow.org", "trainjobs"): {"list", "get", "patch"},
+}
+
+
+def test_uninstall_hook_strips_finalizers_with_its_own_minimal_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    from tests.support.pod_security import violations
+
+    for name in ("default", "namespaced"):
+        hooks = [o for o in rendered[name] if is_hook(o)]
+        annotations = [o["metadata"]["annotations"] for o in hooks]
+        assert {a["helm.sh/hook"] for a in annotations} == {"pre-delete"}
+        assert {a["helm.sh/hook-delete-policy"] for a in annotations} == {"before-hook-creation,hook-succeeded"}
+        weight = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
+        job = the(hooks, "Job")
+        roles = [o for o in hooks if o["kind"] in ("Role", "ClusterRole")]
+        bindings = [o for o in hooks if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+        # RBAC first, then the binding, then the Job that uses them.
+        assert weight["ServiceAccount"] < weight[bindings[0]["kind"]] < weight["Job"]
+        assert all(_verbs(r["rules"]) == HOOK_GRANTS for r in roles)
+        sa = the(hooks, "ServiceAccount")["metadata"]["name"]
+        assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}] for b in bindings)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == sa and pod["restartPolicy"] == "Never"
+        assert violations(pod) == []  # Pod Security restricted, like the operator
+        (container,) = pod["containers"]
+        assert container["command"] == ["python", "-m", "rlhf_operator.finalizer_sweep"]
+        assert (
+            container["image"]
+            == the(rendered[name], "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+        )
+        env = {e["name"]: e["value"] for e in container["env"]}
+        # The same scope as the operator's (its RLHF_WATCH_NAMESPACES).
+        assert env["RLHF_WATCH_NAMESPACES"] == operator_env(rendered[name])["RLHF_WATCH_NAMESPACES"]
+    assert [r["kind"] for r in rendered["default"] if is_hook(r) and "Role" in r["kind"]] == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ]
+    namespaced_roles = [r for r in rendered["namespaced"] if is_hook(r) and r["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in namespaced_roles) == ["ml-team-a", "ml-team-b"]
+    assert not [o for o in objects(render({"uninstallHook": {"enabled": False}})) if is_hook(o)]
+
+
+def test_the_operator_deployment_passes_the_same_pod_security_checker(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The pure restricted checker agrees with checkov on the chart's own pods (a cross-check)."""
+    from tests.support.pod_security import violations
+
+    for objs in rendered.values():
+        assert violations(the(objs, "Deployment")["spec"]["template"]["spec"]) == []
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -142,6 +142,24 @@ def test_trainer_image_is_cuda_pytorch_pinned_and_non_root() -> None:
     assert "command -v rlhf-train torchrun" in TRAINER_DOCKERFILE.read_text()
 
 
+def test_trainer_image_user_is_the_stage_pods_user() -> None:
+    """Stage pods run as runAsUser/runAsGroup/fsGroup TRAINER_UID/GID (Pod Security restricted):
+    the image's USER is that same numeric user, it exists in the image with a home it owns (the
+    caches go there), and the default volume mount point is writable by it."""
+    from rlhf_operator.manifests.pod import TRAINER_GID, TRAINER_UID
+
+    runtime = stages(TRAINER_DOCKERFILE)[-1]
+    users = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert users[-1] == f"{TRAINER_UID}:{TRAINER_GID}"
+    creates = next(rest for keyword, rest in runtime if keyword == "RUN" and "useradd" in rest)
+    assert f"--uid {TRAINER_UID}" in creates and f"--gid {TRAINER_GID}" in creates and "--create-home" in creates
+    assert "chown trainer:trainer /workspace" in creates
+    env = " ".join(rest for keyword, rest in runtime if keyword == "ENV")
+    home = re.search(r"(?<![A-Z_])HOME=(\S+)", env)
+    assert home and f"--home-dir {home.group(1)}" in creates
+    assert re.search(rf"HF_HOME={re.escape(home.group(1))}/", env), "caches under the user's own home"
+
+
 def test_build_context_has_what_the_dockerfiles_copy() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for dockerfile in (OPERATOR_DOCKERFILE, TRAINER_DOCKERFILE):

@@ -100,13 +100,20 @@ namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/pack
 - apiGroups: [""]
   resources: ["persistentvolumeclaims", "configmaps"]
   verbs: ["create"]
+# Each run's NetworkPolicy (only the run's own pods reach its stage pods), created with the
+# run's volume, owned by the run: the garbage collector deletes it with the run.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # A finished stage's Master pod is read (by name for PyTorchJob, by label for TrainJob) for its
-# termination message, the trainer's short JSON result; the operator never creates or deletes pods.
+# termination message, the trainer's short JSON result, and the pods of an attempt not started
+# yet are listed to say why they wait; the operator never creates or deletes pods.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
-# One event per run transition.
+# One event per run transition; and, for an attempt whose pods are not created at all, the
+# Warning events about its job (e.g. Pod Security admission refusing them) to say why.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}

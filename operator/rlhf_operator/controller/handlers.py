@@ -1,6 +1,6 @@
 """kopf handlers: the operator's only I/O with the cluster (`python -m rlhf_operator`).
 
-Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
+Design, chosen to keep API writes to what the run needs (<= 17 per 3-stage run):
 - Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
   finalizers, no progress or last-handled-configuration annotations), and handler outcomes are
   not posted as events (settings.posting.enabled = False).
@@ -42,11 +42,13 @@ from ..estimate import fit_warnings
 from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_patch
 from ..observed_job import ObservedJob
 from ..pod_result import failure_message, label_selector, matches, result_from_pods
+from ..pod_waiting import pods_started, why_waiting
 from ..reconcile import (
     Create,
     Outcome,
     PatchJob,
     jobs_followed,
+    jobs_to_inspect,
     load_status,
     parse_time,
     reconcile,
@@ -344,7 +346,10 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
+    for name in jobs_to_inspect(body.get("status"), jobs):
+        jobs[name] = await _inspect_start(runtime, key, jobs[name])
     lingering = await _previous_attempt_pods(runtime, key, body, jobs)
+
     outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings, lingering=lingering)
 
     try:
@@ -378,6 +383,10 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         raise
 
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
+    if any(isinstance(a, Create) and _is_job(a.api) for a in outcome.writes):
+        # No pod watch, and the watch's report of our own create starts no pass: look at the
+        # new attempt's pods soon (why they wait, if they do).
+        return _sooner(outcome.requeue_after, runtime.settings.pod_start_check_seconds)
     return outcome.requeue_after
 
 
@@ -392,6 +401,32 @@ async def _previous_attempt_pods(
         mine = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
         found[(stage, attempt)] = pods_left(mine)
     return found
+
+
+def _sooner(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
+
+
+async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> ObservedJob:
+    """An attempt not started yet: its pods, by the labels the operator put on them (any
+    launcher), and with no pod at all the Warning events about the job (pods refused by
+    admission, e.g. Pod Security, are never created). Both filtered here too: the API filters,
+    an emulator may not."""
+    if job.stage is None or job.attempt is None:
+        return job
+    wanted = labels(key[1], job.stage, job.attempt)
+    try:
+        pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
+        pods = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
+        events: list[dict[str, Any]] = []
+        if not pods:
+            events = await runtime.client.list(EVENTS, key[0], field_selector="type=Warning")
+    except ApiError as error:
+        # Informational (the start deadline holds without it): never block the pass; the next
+        # look (pod_start_check_seconds) tries again.
+        logger.warning("%s/%s: cannot read the pods of job %s: %s", key[0], key[1], job.name, error)
+        return job
+    return dataclasses.replace(job, pods_started=pods_started(pods), waiting=why_waiting(pods, events, job.name))
 
 
 async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:

@@ -149,9 +149,13 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, api: ApiRef, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        answer = await self._request("GET", object_path(api, namespace), params=params)
+    async def list(
+        self, api: ApiRef, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        answer = await self._request("GET", object_path(api, namespace), params=params or None)
         return list(answer.get("items") or [])
 
     async def close(self) -> None:

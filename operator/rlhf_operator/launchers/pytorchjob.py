@@ -15,6 +15,7 @@ from rlhf_api.spec import RLHFRun
 from ..api_ref import ApiRef
 from ..manifests.meta import job_meta
 from ..manifests.pod import (
+    NO_TOKEN,
     container_resources,
     container_security_context,
     image_pull_policy,
@@ -82,6 +83,7 @@ def pod_spec(run: RLHFRun, stage: StagePlan, settings: OperatorSettings) -> dict
     if resources:
         container["resources"] = resources
     pod = stage_pod_spec(run, stage, settings, [container])
+    pod.update(NO_TOKEN)
     if placement.priority_class_name:
         pod["priorityClassName"] = placement.priority_class_name
     return pod
@@ -121,6 +123,9 @@ class PyTorchJobLauncher:
             "cleanPodPolicy": CLEAN_POD_POLICY,
             "suspend": suspend,
         }
+        if stage.active_deadline_seconds is not None:
+            # Per attempt: the training operator fails the job (DeadlineExceeded) past it.
+            run_policy["activeDeadlineSeconds"] = stage.active_deadline_seconds
         if run.spec.ttl_seconds_after_finished is not None:
             run_policy["ttlSecondsAfterFinished"] = run.spec.ttl_seconds_after_finished
         return {

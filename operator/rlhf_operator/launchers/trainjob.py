@@ -67,8 +67,9 @@ class TrainJobLauncher:
         period, labels on the pods) goes into one `runtimePatches` entry owned by this operator,
         patching the runtime's `node` replicated job and its `node` container. Not expressible in
         this TrainJob version and left to the runtime: imagePullPolicy, priorityClassName,
-        terminationMessagePolicy (the trainer's result still reaches /dev/termination-log), and
-        ttlSecondsAfterFinished.
+        terminationMessagePolicy (the trainer's result still reaches /dev/termination-log),
+        ttlSecondsAfterFinished, and automountServiceAccountToken (set it to false in the
+        ClusterTrainingRuntime's pod template: docs/install.md, Security).
         """
         placement = stage.placement
         pod_labels = labels(run.metadata.name, stage.name, attempt)
@@ -96,11 +97,15 @@ class TrainJobLauncher:
                 "spec": {"template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod_spec}},
             },
         }
+        spec: dict[str, Any] = {}
+        if stage.active_deadline_seconds is not None:
+            spec["activeDeadlineSeconds"] = stage.active_deadline_seconds  # per attempt (job)
         return {
             "apiVersion": self.api.api_version,
             "kind": self.kind,
             "metadata": job_meta(run, stage, attempt, owner),
             "spec": {
+                **spec,
                 "runtimeRef": {"apiGroup": self.api.group, "kind": RUNTIME_KIND, "name": run.spec.runtime_ref},
                 "suspend": suspend,
                 "trainer": trainer,

@@ -143,22 +143,49 @@ def tolerations(placement: ResolvedPlacement, settings: OperatorSettings) -> lis
 
 
 def container_security_context() -> dict[str, Any]:
-    """No privilege escalation. Not runAsNonRoot: many CUDA training images run as root, and
-    dropping every capability would break root writing to a volume owned by another user."""
-    return {"allowPrivilegeEscalation": False, "privileged": False}
+    """Pod Security "restricted" for the container: no privilege escalation, every Linux
+    capability dropped (training needs none: GPUs come through the device plugin), not
+    privileged. The user is set on the pod (pod_security_context)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
-# The trainer image's user and group (trainer_image/Dockerfile).
+# The trainer image's user and group (trainer_image/Dockerfile: USER 10001:10001; a test keeps
+# the two equal). Pods run as this user whatever image they name: an image whose files belong to
+# root still runs, as long as it writes only to HOME/the volume (HF_HOME is on the volume).
+TRAINER_UID = 10001
 TRAINER_GID = 10001
 
 
 def pod_security_context() -> dict[str, Any]:
-    # fsGroup: a freshly provisioned volume is root-owned; the trainer (uid/gid 10001) must write it.
+    """Pod Security "restricted" for the pod: a fixed non-root uid/gid (runAsNonRoot needs a
+    numeric user to verify), the runtime's default seccomp profile, and fsGroup so that a
+    freshly provisioned (root-owned) volume is writable by the trainer."""
     return {
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_GID,
         "fsGroup": TRAINER_GID,
         "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+# No API token in stage pods: they run user code (trustRemoteCode models, `function` rewards)
+# and never call the Kubernetes API. Set where the job kind's pod template can say it
+# (PyTorchJob; a TrainJob's runtimePatches cannot: its ClusterTrainingRuntime must).
+NO_TOKEN = {"automountServiceAccountToken": False}
+
+
+def service_account_fields(placement: ResolvedPlacement) -> dict[str, Any]:
+    """serviceAccountName only when the spec sets one (e.g. an account with cloud IAM bindings,
+    which work without the Kubernetes token); else the namespace's default account."""
+    if placement.service_account_name:
+        return {"serviceAccountName": placement.service_account_name}
+    return {}
 
 
 def scheduling(placement: ResolvedPlacement, settings: OperatorSettings) -> dict[str, Any]:
@@ -184,6 +211,7 @@ def stage_pod_spec(
         "containers": containers,
         "volumes": volumes(run, stage),
         "securityContext": pod_security_context(),
+        **service_account_fields(stage.placement),
         # SIGTERM (drain, spot reclaim, Kueue preemption) makes the trainer checkpoint the
         # current step; this is how long it gets before SIGKILL.
         "terminationGracePeriodSeconds": stage.placement.termination_grace_period_seconds,

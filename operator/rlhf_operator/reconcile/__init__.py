@@ -1,7 +1,8 @@
 """The reconcile core: one pure state machine for the cluster and the laptop.
 
 machine (the state machine), actions (what a pass asks for), events (Event bodies),
-status_store (lenient status reading, minimal merge patches).
+status_store (lenient status reading, minimal merge patches), start_deadline (attempts whose
+pods have not started).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
 from .machine import Outcome, backoff_seconds, jobs_followed, reconcile, results_needed
+from .start_deadline import jobs_to_inspect
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "dump_status",
     "event_body",
     "jobs_followed",
+    "jobs_to_inspect",
     "load_status",
     "merge_patch",
     "parse_time",

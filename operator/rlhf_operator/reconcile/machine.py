@@ -13,7 +13,7 @@ other); a stage that succeeded is never run again, even when its job is gone lat
 
 Children: the volume on the first pass (unless existingClaim), then per stage, when it starts,
 its trainer config and its job (attempt N: a new job per retry, the config is reused). Write
-budget of a 3-stage run: PVC 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 15.
+budget of a 3-stage run: PVC 1 + NetworkPolicy 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 16.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from rlhf_api.spec import RLHFRun
 from rlhf_api.status import Condition, RLHFRunStatus, RunPhase, StageStatus, condition, kstatus_conditions
 from rlhf_api.validation import RunInvalid, parse_run
 
-from ..api_ref import CONFIGMAPS, PVCS
+from ..api_ref import CONFIGMAPS, NETWORK_POLICIES, PVCS
+from ..image_policy import refused_images
 from ..launchers import Launcher, launcher_for, release_patch
 from ..manifests.configmap import build_stage_configmap
 from ..manifests.meta import owner_reference
+from ..manifests.network_policy import build_network_policy
 from ..manifests.pvc import build_pvc, claim_name
 from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
@@ -45,6 +47,7 @@ from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .attempts import RECHECK_SECONDS, wait_message
 from .events import event_body, rfc3339
 from .identity_check import edited_started_stages, foreign_result
+from .start_deadline import start_check, waiting_prefix
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
@@ -207,16 +210,28 @@ def _parsed(
     return parsed
 
 
-def _invalid(body: Mapping[str, Any], status: RLHFRunStatus, error: RunInvalid, now: datetime) -> RLHFRunStatus:
+def _invalid(
+    body: Mapping[str, Any],
+    status: RLHFRunStatus,
+    errors: list[str],
+    now: datetime,
+    reason: str = reasons.INVALID_SPEC,
+    prefix: str = "invalid spec: ",
+) -> RLHFRunStatus:
     generation = (body.get("metadata") or {}).get("generation")
-    message = "invalid spec: " + "; ".join(error.errors)
+    message = prefix + "; ".join(errors)
     status.phase = "Failed"
     status.message = message[:32768]
     status.observed_generation = generation
     status.conditions = kstatus_conditions(
-        "Failed", reasons.INVALID_SPEC, status.message, rfc3339(now), generation, status.conditions
+        "Failed", reason, status.message, rfc3339(now), generation, status.conditions
     )
     return status
+
+
+# Refusals that hold only until the spec (or the operator's settings) is fixed: the run then
+# carries on from its stages' state.
+_RECOVERABLE = (reasons.INVALID_SPEC, reasons.IMAGE_NOT_ALLOWED)
 
 
 def _immutable_violation(run: RLHFRun, status: RLHFRunStatus) -> str | None:
@@ -254,7 +269,7 @@ def reconcile(
     try:
         run, plans = _parsed(body, settings, mount_root)
     except RunInvalid as error:
-        new = _invalid(body, status, error, now)
+        new = _invalid(body, status, error.errors, now)
         outcome = Outcome([], new, old_status)
         if outcome.status_patch:
             message = new.message or ""
@@ -263,7 +278,18 @@ def reconcile(
             )
         return outcome
 
-    if status.phase == "Failed" and _stalled_reason(status) == reasons.INVALID_SPEC:
+    refused = refused_images(run.spec, plans, settings.allowed_images) if status.phase != "Succeeded" else []
+    if refused:
+        new = _invalid(body, status, refused, now, reasons.IMAGE_NOT_ALLOWED, prefix="")
+        outcome = Outcome([], new, old_status)
+        if outcome.status_patch:
+            message = new.message or ""
+            outcome.actions.append(
+                PostEvent(event_body(meta, f"image-{generation}", "Warning", reasons.IMAGE_NOT_ALLOWED, message, now))
+            )
+        return outcome
+
+    if status.phase == "Failed" and _stalled_reason(status) in _RECOVERABLE:
         # The spec was fixed: carry on from the stages' state.
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
@@ -294,6 +320,8 @@ def reconcile(
             pvc = build_pvc(run, step.owner)
             if pvc is not None:
                 step.actions.append(Create(PVCS, pvc))
+            if settings.stage_network_policy:
+                step.actions.append(Create(NETWORK_POLICIES, build_network_policy(run, step.owner)))
             status.volume_claim = claim_name(run)
         _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
@@ -399,6 +427,8 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             if stage.phase == "Retrying":
                 _advance_retry(step, stage, stage_plan)
             return
+        if _check_start(step, stage, stage_plan, job):
+            return
         _follow_suspend(step, stage, job, step.run.spec.suspend)
         if job.state == "Restarting":
             message = f"job {job.name} restarting: {job.message}".rstrip(": ")
@@ -411,6 +441,43 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
                     warning=True,
                 )
         return
+
+
+def _check_start(step: _Step, stage: StageStatus, stage_plan: StagePlan, job: ObservedJob) -> bool:
+    """An attempt whose pods have not started: show why (the stage's message, a Warning event
+    once per reason and attempt), look again soon, and past startDeadlineSeconds stop the job
+    (suspend: its controller deletes its pods and stops creating them) and fail the attempt.
+    True when the attempt failed here."""
+    check = start_check(job, stage_plan.start_deadline_seconds, step.now, step.settings.pod_start_check_seconds)
+    prefix = waiting_prefix(stage.attempts)
+    if check.started or stage.phase != "Running":
+        if stage.message and stage.message.startswith(prefix):
+            stage.message = None  # started after all: the wait is over
+        return False
+    if check.waiting is not None:
+        message = prefix + check.waiting.message
+        if stage.message != message:
+            stage.message = message
+            step.note(
+                f"{stage.name}-waiting-{stage.attempts}-{check.waiting.reason}",
+                f"stage {stage.name} {message}",
+                reasons.STAGE_WAITING,
+                warning=True,
+            )
+    elif stage.message and stage.message.startswith(prefix):
+        stage.message = None  # the problem went away (e.g. the Secret was created): starting normally
+    if check.overdue:
+        why = f"its pods did not start within startDeadlineSeconds ({stage_plan.start_deadline_seconds}s)"
+        if check.waiting is not None:
+            why += f": {check.waiting.message}"
+        step.actions.append(PatchJob(step.launcher.api, job.name, step.launcher.suspend_patch(True)))
+        _stage_failed(step, stage, stage_plan, why, reasons.STAGE_START_TIMEOUT)
+        if stage.phase == "Retrying":
+            _advance_retry(step, stage, stage_plan)
+        return True
+    if check.recheck_after is not None:
+        step.requeue(check.recheck_after)
+    return False
 
 
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
@@ -572,6 +639,9 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
         message = f"stage {active.name} retrying after {active.retry_after}"
     elif active.phase == "Pending":
         phase, reason, message = "Pending", reasons.PENDING, "waiting to start"
+    elif active.message and active.message.startswith(waiting_prefix(active.attempts)):
+        phase, reason = "Running", reasons.STAGE_WAITING
+        message = f"stage {active.name} (job {active.job_name}) {active.message}"
     else:
         phase, reason = "Running", reasons.STAGE_RUNNING
         message = f"stage {active.name} running (job {active.job_name}, attempt {active.attempts})"
