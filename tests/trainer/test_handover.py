@@ -14,7 +14,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlhf_api.result import EXIT_CONFIG, StageResult, write_result
-from rlhf_api.stage_config import StageInput, TrainerJobConfig
+from rlhf_api.trainer_job import StageInput, TrainerJobConfig
 from rlhf_trainer.errors import StageError
 from rlhf_trainer.handover import (
     END_OF_SCORED_TEXT,

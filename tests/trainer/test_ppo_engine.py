@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from peft import LoraConfig, get_peft_model
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 from rlhf_trainer.ppo.checkpoint import latest_checkpoint
 from rlhf_trainer.ppo.core import logprobs_from_logits
 from rlhf_trainer.ppo.engine import PPOEngine

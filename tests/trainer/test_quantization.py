@@ -12,7 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
+from rlhf_api.model_config import ModelConfig
+from rlhf_api.stage_config import LoraConfig, QuantizationConfig
 from rlhf_trainer.builtin import materialize_tiny_llama
 from rlhf_trainer.errors import StageError
 

@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 from rlhf_api.model_config import Dtype
 from rlhf_api.precision import Precision, PrecisionError, TrainerKind, resolve
-from rlhf_api.stage_config import Strategy, TrainerJobConfig, trains_all_weights
+from rlhf_api.stage_config import Strategy
+from rlhf_api.stages import kind_of
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .errors import StageError
 
@@ -246,11 +248,10 @@ class Loading:
 
     @classmethod
     def for_job(cls, cfg: TrainerJobConfig) -> Loading:
-        section = cfg.section
         return cls(
             strategy=cfg.strategy,
-            trainer="ppo" if cfg.stage == "ppo" else "trl",
-            full_finetune=trains_all_weights(section),
+            trainer=kind_of(cfg.stage).trainer,
+            full_finetune=cfg.section.trains_all_weights(),
         )
 
 

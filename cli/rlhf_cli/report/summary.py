@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from rlhf_api.stage_config import POLICY_STAGES
+from rlhf_api.stages import POLICY_STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
 from rlhf_operator.reconcile.status_store import parse_time
 
