@@ -177,6 +177,16 @@ def _reward_source_cel(stage: StageName) -> dict[str, str]:
 # ---- sharding: 8-bit weights cannot be sharded; fsdpOffload needs fsdp
 
 
+def shards_8bit(strategy: Strategy, quantization_mode: str) -> bool:
+    """8-bit (LLM.int8) weights cannot be sharded by FSDP: the spec's rule and the trainer file's."""
+    return strategy == "fsdp" and quantization_mode == "8bit"
+
+
+def offloads_without_fsdp(strategy: Strategy, offload: bool) -> bool:
+    """fsdpOffload moves FSDP shards to the CPU: without fsdp there are none."""
+    return offload and strategy != "fsdp"
+
+
 def stage_strategy(spec: RLHFRunSpec, stage: StageName) -> tuple[Strategy, bool]:
     """(strategy, fsdpOffload) of a stage: its placement's, else the run's, else (ddp, false)."""
     section = spec.section(stage)
@@ -201,12 +211,12 @@ def _sharding_errors(spec: RLHFRunSpec, stage: StageName) -> list[str]:
         return []
     strategy, offload = stage_strategy(spec, stage)
     errors = []
-    if strategy == "fsdp" and section.quantization.mode == "8bit":
+    if shards_8bit(strategy, section.quantization.mode):
         errors.append(
             f"{stage}.quantization.mode: 8bit weights cannot be sharded ({_placement_field(spec, stage, 'strategy')} "
             "is fsdp): use 4bit-nf4 or none with fsdp, or strategy ddp with 8bit"
         )
-    if offload and strategy != "fsdp":
+    if offloads_without_fsdp(strategy, offload):
         errors.append(
             f"{_placement_field(spec, stage, 'fsdp_offload')}: needs strategy fsdp ({stage} runs with {strategy})"
         )

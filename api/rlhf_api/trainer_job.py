@@ -12,6 +12,7 @@ from pydantic import Field, create_model, model_validator
 
 from .camel_model import CamelModel
 from .model_config import ModelConfig
+from .rules import offloads_without_fsdp, shards_8bit
 from .stage_config import CompareConfig, DatasetConfig, ReportTo, StageCommon, Strategy
 from .stages import STAGE_KINDS, StageName, kind_of
 
@@ -104,8 +105,11 @@ class TrainerJobConfig(_TrainerJobSections):
             if kind.reward_model == "always":
                 raise ValueError(f"rewardModel is required for the {self.stage} stage")
             raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
-        if self.fsdp_offload and self.strategy != "fsdp":
+        # The spec's rules (rlhf_api.rules), for a file written by hand; the trainer trusts them.
+        if offloads_without_fsdp(self.strategy, self.fsdp_offload):
             raise ValueError("fsdpOffload needs strategy fsdp")
+        if shards_8bit(self.strategy, self.section.quantization.mode):
+            raise ValueError(f"{self.stage}.quantization.mode: 8bit weights cannot be sharded (strategy is fsdp)")
         return self
 
     @property

@@ -89,12 +89,6 @@ def test_load_kwargs_table(hw_name: str, quant: Any, strategy: Any) -> None:
         assert ("bnb_4bit_quant_storage" in bnb) == (quant == "4bit-nf4" and strategy == "fsdp")
 
 
-@pytest.mark.parametrize("hw_name", HARDWARE)
-def test_8bit_cannot_be_sharded(hw_name: str) -> None:
-    with pytest.raises(StageError, match=r"quantization\.mode.*fsdp"):
-        load_kwargs(HARDWARE[hw_name], "8bit", "bfloat16", FP32, "fsdp")
-
-
 def test_bf16_compute_on_a_gpu_without_bf16_names_the_field() -> None:
     with pytest.raises(StageError, match=r"quantization\.computeDtype"):
         load_kwargs(T4_RANK1, "4bit-nf4", "bfloat16", Precision("float16", "fp16"))
@@ -268,3 +262,19 @@ def test_a_rank_without_a_gpu_fails_the_stage_naming_the_field(monkeypatch: pyte
     result = run_stage(cfg, lambda _: StageOutputs())
     assert result.status == "failed" and result.message is not None
     assert result.message.startswith("placement.gpusPerWorker: process LOCAL_RANK=3 has no GPU")
+
+
+def test_8bit_cannot_be_sharded_in_the_stage_config() -> None:
+    """The trainer's file is refused before anything loads (load_kwargs no longer re-checks)."""
+    with pytest.raises(ValueError, match=r"sft\.quantization\.mode: 8bit weights cannot be sharded"):
+        TrainerJobConfig.model_validate(
+            {
+                "stage": "sft",
+                "runName": "r",
+                "model": {"name": "m"},
+                "outputDir": "/o",
+                "workDir": "/w",
+                "strategy": "fsdp",
+                "sft": {"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}},
+            }
+        )

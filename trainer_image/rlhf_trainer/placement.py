@@ -140,11 +140,8 @@ def load_kwargs(
     strategy: Strategy = "ddp",
 ) -> dict[str, Any]:
     """`from_pretrained` placement kwargs: `dtype` (a name), `device_map` when the model loads
-    straight onto this rank's GPU, and `bnb` (BitsAndBytesConfig kwargs) for a quantized base."""
-    if strategy == "fsdp" and quantization == "8bit":
-        raise StageError(
-            "quantization.mode", "8bit weights cannot be sharded under placement.strategy fsdp (use 4bit-nf4 or ddp)"
-        )
+    straight onto this rank's GPU, and `bnb` (BitsAndBytesConfig kwargs) for a quantized base.
+    8-bit under fsdp never comes here: the config's validation refuses it (rlhf_api.rules)."""
     if quantization != "none" and hw.cuda and not hw.bf16 and compute_dtype == "bfloat16":
         raise StageError("quantization.computeDtype", "bfloat16 is not native on this GPU: use float32")
     kwargs: dict[str, Any] = {"dtype": prec.load_dtype}

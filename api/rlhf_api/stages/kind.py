@@ -26,9 +26,9 @@ DataKind = Literal["demonstrations", "preference", "prompts"]
 # stage's reward sources (a source of type rewardModel).
 RewardModelUse = Literal["never", "always", "sources"]
 # The memory estimate's training shape: given sequences (SFT, reward, DPO, ReST's fine-tuning),
-# the PPO engine (policy + value head, a reward model, generation), or TRL's group-relative RL
+# the PPO engine ("engine": policy + value head, a reward model, generation), or TRL's group-relative RL
 # (a generation batch, reward sources, a reference copy when beta > 0).
-EstimateShape = Literal["sequences", "ppo", "group"]
+EstimateShape = Literal["sequences", "engine", "group"]
 
 
 @dataclass(frozen=True)

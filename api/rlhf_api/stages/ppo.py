@@ -132,6 +132,6 @@ KIND = StageKind(
     reward_model="always",
     requires=(("reward", "a reward model"), ("sft", "an SFT model")),
     trainer="engine",
-    memory=MemoryProfile(shape="ppo", value_head=True),
+    memory=MemoryProfile(shape="engine", value_head=True),
     schema_rules={"PPOTrainingConfig": PPO_SIZE_CEL_RULES},
 )

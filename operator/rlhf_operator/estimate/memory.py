@@ -196,7 +196,7 @@ def _sizing(spec: RLHFRunSpec, stage: StageName) -> Sizing:
     section: Any = spec.section(stage)
     training = section.training
     shape = _profile(stage).shape
-    if shape == "ppo":
+    if shape == "engine":
         assert isinstance(training, PPOTrainingConfig)
         return Sizing(
             sequences=training.micro_batch_size or training.mini_batch_size,
@@ -313,7 +313,7 @@ def estimate_stage(
         state += trainable * (4 if lora.enabled else BYTES[prec.load_dtype])  # DDP's gradient buckets
 
     kv_cache = 0.0
-    if profile.shape == "ppo":
+    if profile.shape == "engine":
         if not lora.enabled:  # full fine-tuning: a frozen reference copy
             weights += weight_bytes(arch, prec, quant)
         reward_found = _find(reward_names, lookup) or (arch, name)
