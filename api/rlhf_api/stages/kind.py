@@ -63,6 +63,10 @@ class StageKind:
     pipeline_hint: str | None = None  # added to the error for a pipeline with this kind that is not accepted
     trainer: TrainerKind = "trl"  # which trainer's precision rules apply (precision.resolve)
     memory: MemoryProfile | None = MemoryProfile()  # None: no training formula (rlaif samples and judges)
+    # The kind's own result metrics (result.json), headline first, beyond those every training
+    # stage reports (task_accuracy, pair_accuracy, eval_loss, train_loss, reward_mean, kl): the
+    # summary table, `rlhf status` and the end-of-stage line show them after those.
+    metrics: tuple[str, ...] = ()
     # CEL rules the CRD attaches to a definition of this kind's config (by class name), each the
     # twin of a pydantic validator next to it.
     schema_rules: Mapping[str, list[dict[str, str]]] = field(default_factory=dict)
