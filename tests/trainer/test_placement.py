@@ -263,18 +263,3 @@ def test_a_rank_without_a_gpu_fails_the_stage_naming_the_field(monkeypatch: pyte
     assert result.status == "failed" and result.message is not None
     assert result.message.startswith("placement.gpusPerWorker: process LOCAL_RANK=3 has no GPU")
 
-
-def test_8bit_cannot_be_sharded_in_the_stage_config() -> None:
-    """The trainer's file is refused before anything loads (load_kwargs no longer re-checks)."""
-    with pytest.raises(ValueError, match=r"sft\.quantization\.mode: 8bit weights cannot be sharded"):
-        TrainerJobConfig.model_validate(
-            {
-                "stage": "sft",
-                "runName": "r",
-                "model": {"name": "m"},
-                "outputDir": "/o",
-                "workDir": "/w",
-                "strategy": "fsdp",
-                "sft": {"dataset": {"source": "d"}, "quantization": {"mode": "8bit"}},
-            }
-        )
