@@ -29,8 +29,8 @@ from .model_config import Dtype
 
 LoadDtype = Literal["float32", "bfloat16", "float16"]
 Amp = Literal["no", "bf16", "fp16"]
-# Which trainer runs the stage: the TRL/HF Trainer (SFT, reward, DPO) or the PPO engine.
-TrainerKind = Literal["trl", "ppo"]
+# Which trainer runs the stage: the TRL/HF Trainer (SFT, reward, DPO, ...) or the project's PPO engine.
+TrainerKind = Literal["trl", "engine"]
 
 BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -65,7 +65,7 @@ def resolve(requested: Dtype, gpu: bool, bf16: bool, trainer: TrainerKind, full_
             raise PrecisionError("bfloat16 is not native on this GPU (it predates Ampere): use float16 or auto")
         return Precision("bfloat16", "bf16")
     # float16 asked, or auto on a GPU without bf16
-    if trainer == "ppo":
+    if trainer == "engine":
         if requested == "auto":
             return Precision("float32", "no")
         raise PrecisionError(

@@ -4,7 +4,7 @@ Grow: sample `samplesPerPrompt` responses per prompt from the current policy and
 Improve: keep the samples scoring at least the step's threshold, fine-tune the current policy
 on them (SFT) and continue from the result. Each Grow step is followed by one Improve step per
 threshold value; the threshold never falls, so each Improve step trains on a better subset.
-The stage section composing these fields is `RestStageConfig` in stage_config.
+The stage section composing these fields is `RestStageConfig` in rlhf_api.stages.rest.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pydantic import Field
 from .camel_model import CamelModel
 from .files import write_text_atomic
 from .identity import StageIdentity
-from .stage_config import StageName
+from .stages import StageName
 
 TERMINATION_LOG_ENV = "RLHF_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"

@@ -6,7 +6,7 @@ probabilities of the two choices, never from free text, and averaged over both o
 responses so that a preference for the first (or second) position cancels. Pairs whose
 confidence is below the threshold are dropped; the rest are written as prompt/chosen/rejected
 JSONL, the training data of the stage after it (reward or dpo). The stage section composing
-these fields is `RlaifStageConfig` in stage_config.
+these fields is `RlaifStageConfig` in rlhf_api.stages.rlaif.
 """
 
 from __future__ import annotations

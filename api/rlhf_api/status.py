@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from .camel_model import CamelModel
-from .stage_config import StageName
+from .stages import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]

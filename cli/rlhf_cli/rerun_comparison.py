@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import SAMPLES, read_summary
-from rlhf_api.stage_config import POLICY_STAGES, STAGES, TrainerJobConfig
+from rlhf_api.stages import POLICY_STAGES, STAGES
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .local.launcher import stage_command
 

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 import yaml
-from rlhf_api.camel_model import cel_field_or_default
 from rlhf_api.reward_sources import source_cel_rules
-from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec, spec_cel_rules
-from rlhf_api.stage_config import GRPOTrainingConfig, PPOTrainingConfig, RLOOTrainingConfig, groups_fit_cel_rule
+from rlhf_api.rules import spec_cel_rules
+from rlhf_api.spec import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLHFRunSpec
+from rlhf_api.stages import STAGE_KINDS
 from rlhf_api.status import RLHFRunStatus
 
 CRD_PATH = "crds/rlhf.dev_rlhfruns.yaml"
@@ -32,29 +32,9 @@ _FIELD_RULES: dict[str, list[dict[str, str]]] = {
 
 # Rules attached to a definition wherever it is used.
 _DEF_RULES: dict[str, list[dict[str, str]]] = {
-    "PPOTrainingConfig": [
-        {
-            "rule": "!has(self.miniBatchSize) || !has(self.batchSize) || self.miniBatchSize <= self.batchSize",
-            "message": "miniBatchSize must not exceed batchSize",
-        },
-        {
-            "rule": "!has(self.microBatchSize) || self.microBatchSize <= "
-            + cel_field_or_default(PPOTrainingConfig, "mini_batch_size"),
-            "message": "microBatchSize must not exceed miniBatchSize",
-        },
-        {
-            "rule": "!has(self.rolloutBatchSize) || self.rolloutBatchSize <= "
-            + cel_field_or_default(PPOTrainingConfig, "batch_size"),
-            "message": "rolloutBatchSize must not exceed batchSize",
-        },
-        {
-            "rule": "!has(self.minNewTokens) || !has(self.maxNewTokens) || self.minNewTokens <= self.maxNewTokens",
-            "message": "minNewTokens must not exceed maxNewTokens",
-        },
-    ],
-    "GRPOTrainingConfig": [groups_fit_cel_rule(GRPOTrainingConfig)],
-    "RLOOTrainingConfig": [groups_fit_cel_rule(RLOOTrainingConfig)],
     "RewardSource": source_cel_rules(),
+    # each kind's own rules (e.g. PPOTrainingConfig's batch sizes), next to its validators
+    **{name: rules for kind in STAGE_KINDS.values() for name, rules in kind.schema_rules.items()},
 }
 
 

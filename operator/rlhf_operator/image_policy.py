@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from rlhf_api.spec import RLHFRunSpec
-from rlhf_api.stage_config import StageName
+from rlhf_api.stages import StageName
 
 from .plan import StagePlan
 

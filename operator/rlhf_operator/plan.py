@@ -12,35 +12,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from rlhf_api import layout
 from rlhf_api.identity import identify
-from rlhf_api.reward_sources import RewardSource, uses_reward_model
+from rlhf_api.reward_sources import RewardSource
 from rlhf_api.rlaif_config import RLAIF_SOURCE
-from rlhf_api.spec import (
-    ACCELERATOR_PRODUCTS,
-    GPU_PRODUCT_LABEL,
-    Placement,
-    RLHFRun,
-    RLHFRunSpec,
-    follows_rlaif,
-    stage_strategy,
-)
-from rlhf_api.stage_config import (
-    POLICY_STAGES,
-    CompareConfig,
-    DatasetConfig,
-    DPOStageConfig,
-    GRPOStageConfig,
-    InputRole,
-    PPOStageConfig,
-    RestStageConfig,
-    RewardStageConfig,
-    RlaifStageConfig,
-    RLOOStageConfig,
-    SFTStageConfig,
-    StageInput,
-    StageName,
-    TrainerJobConfig,
-    eval_max_new_tokens,
-)
+from rlhf_api.rules import follows_rlaif, stage_strategy
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, Section
+from rlhf_api.stage_config import CompareConfig, DatasetConfig
+from rlhf_api.stages import POLICY_STAGES, StageName, kind_of
+from rlhf_api.trainer_job import InputRole, StageInput, TrainerJobConfig
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
 DEFAULT_SHM_SIZE = "16Gi"
@@ -48,19 +26,6 @@ DEFAULT_SHM_SIZE = "16Gi"
 # large model on a network volume takes minutes.
 DEFAULT_TERMINATION_GRACE_SECONDS = 600
 GPU_TAINT_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-_TRAINER_SECTIONS: dict[StageName, type[BaseModel]] = {
-    "sft": SFTStageConfig,
-    "reward": RewardStageConfig,
-    "ppo": PPOStageConfig,
-    "dpo": DPOStageConfig,
-    "grpo": GRPOStageConfig,
-    "rloo": RLOOStageConfig,
-    "rest": RestStageConfig,
-    "rlaif": RlaifStageConfig,
-}
-# Stages whose output is data, not a model: nothing for a later stage to load.
-_NO_MODEL: frozenset[StageName] = frozenset({"rlaif"})
 
 
 class ResolvedPlacement(BaseModel):
@@ -169,21 +134,19 @@ def on_volume(path: str, mount_root: str, data_file: bool = False) -> str:
     return path
 
 
-def _on_volume_section(section: Any, mount_root: str) -> Any:
+def _on_volume_section(section: Section, mount_root: str) -> Section:
     """The stage section with its dataset source and models resolved by on_volume."""
     update: dict[str, Any] = {}
-    dataset = getattr(section, "dataset", None)
+    dataset = section.dataset
     if dataset is not None:
         source = on_volume(dataset.source, mount_root, data_file=True)
         if source != dataset.source:
             update["dataset"] = dataset.model_copy(update={"source": source})
-    for field in ("base_model", "judge"):  # reward's own base, rlaif's judge
-        model = getattr(section, field, None)
-        if model is not None:
-            name = on_volume(model.name, mount_root)
-            if name != model.name:
-                update[field] = model.model_copy(update={"name": name})
-    rewards = getattr(section, "rewards", None)
+    for field, model in section.extra_models().items():  # e.g. reward's own base, rlaif's judge
+        name = on_volume(model.name, mount_root)
+        if name != model.name:
+            update[field] = model.model_copy(update={"name": name})
+    rewards = section.reward_sources()
     if rewards:
         resolved = [_on_volume_source(source, mount_root) for source in rewards]
         if resolved != rewards:
@@ -210,11 +173,13 @@ def _rlaif_wiring(
     The user omits the stage's dataset or writes `source: rlaif` (keeping e.g. evalFraction)."""
     if not follows_rlaif(spec, stage):
         return {}
-    assert spec.rlaif is not None and spec.rlaif.dataset is not None  # RLHFRunSpec validation
+    rlaif = spec.section("rlaif")
+    assert rlaif is not None and rlaif.dataset is not None  # RLHFRunSpec validation
     given = section_data.get("dataset") or {"source": RLAIF_SOURCE}
     pairs = layout.rlaif_pairs(posixpath.join(root, "rlaif"))
     section_data["dataset"] = {**given, "source": pairs, "format": "preference"}
-    prompts = _on_volume_section(spec.rlaif, mount_root).dataset
+    prompts = _on_volume_section(rlaif, mount_root).dataset
+    assert prompts is not None
     return {"eval_task": DatasetConfig.model_validate(prompts.model_dump())}
 
 
@@ -225,7 +190,7 @@ def _compare(spec: RLHFRunSpec, stage: StageName, index: int, reward_path: str |
         return None
     section = spec.section(stage)
     assert section is not None
-    default_tokens = eval_max_new_tokens(section)
+    default_tokens = section.eval_max_new_tokens()
     return CompareConfig(
         prompts=evaluation.prompts,
         max_new_tokens=evaluation.max_new_tokens or default_tokens,
@@ -243,7 +208,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         section = spec.section(stage)
         if section is not None and section.existing_output:
             return on_volume(section.existing_output, mount_root)
-        if stage in spec.pipeline and stage not in _NO_MODEL:
+        if stage in spec.pipeline and kind_of(stage).produces_model:
             return layout.merged_dir(posixpath.join(root, stage))
         return None
 
@@ -262,22 +227,23 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
         assert section is not None  # RLHFRunSpec validation guarantees it
         output_dir = posixpath.join(root, stage)
         skipped = section.existing_output is not None
+        kind = kind_of(stage)
         config: TrainerJobConfig | None = None
         if not skipped:
             # sft starts from the base model; every later stage from the SFT model when there is one.
-            start = spec.model.weights_at(sft_model) if sft_model and stage != "sft" else base_model
+            start = spec.model.weights_at(sft_model) if sft_model and kind.starts_from_sft else base_model
             # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
-            scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
+            scores_with_reward_model = kind.scores_with_reward_model(section)
             reward_path = merged_of("reward") if scores_with_reward_model else None
             strategy, fsdp_offload = stage_strategy(spec, stage)
-            # Every later stage starts from the SFT model, except a reward stage with its own baseModel.
-            uses_sft = stage != "sft" and not (isinstance(section, RewardStageConfig) and section.base_model)
+            # Every later stage starts from the SFT model, except one with its own base (reward.baseModel).
+            uses_sft = kind.starts_from_sft and section.own_base_model() is None
             inputs = (produced("sft", "model") if uses_sft else []) + (
                 produced("reward", "rewardModel") if scores_with_reward_model else []
             )
             if follows_rlaif(spec, stage):  # its data is the rlaif stage's pairs
                 inputs += produced("rlaif", "dataset")
-            trainer_fields = _TRAINER_SECTIONS[stage].model_fields
+            trainer_fields = kind.config.model_fields
             section_data = _on_volume_section(section, mount_root).model_dump(include=set(trainer_fields))
             wiring = _rlaif_wiring(spec, stage, root, mount_root, section_data)
             config = TrainerJobConfig.model_validate(
@@ -305,7 +271,7 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
                 index=index,
                 skipped=skipped,
                 output_dir=output_dir,
-                merged_path=merged_of(stage) or (None if stage in _NO_MODEL else layout.merged_dir(output_dir)),
+                merged_path=merged_of(stage) or (layout.merged_dir(output_dir) if kind.produces_model else None),
                 config=config,
                 placement=resolve_placement(spec, stage, default_image),
                 retries=section.retries,

@@ -180,7 +180,7 @@ def test_group_fit_rule_in_cel(stage: str, training: dict[str, Any], fits: bool)
     ],
 )
 def test_ppo_memory_rules_in_cel_agree_with_pydantic(training: dict[str, Any], valid: bool) -> None:
-    from rlhf_api.stage_config import PPOTrainingConfig
+    from rlhf_api.stages.ppo import PPOTrainingConfig
 
     rules = _schema()["properties"]["spec"]["properties"]["ppo"]["properties"]["training"]["x-kubernetes-validations"]
     assert all(cel.evaluate(r["rule"], {"self": training}) for r in rules) == valid

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_api.validation import parse_run
 from rlhf_operator.plan import GPU_TAINT_TOLERATION, on_volume, plan
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import cel
 import pytest
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_api.validation import RunInvalid, parse_run
 from rlhf_operator.crd import crd
 from rlhf_operator.plan import plan

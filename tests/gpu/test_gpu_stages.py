@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from rlhf_api.result import read_result
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 
 from tests.support.processes import subprocess_env
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from rlhf_api.progress import emit
 from rlhf_api.result import StageResult, write_result
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from rlhf_api.naming import (
     labels,
 )
 from rlhf_api.spec import RLHFRun
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_operator.launchers import launcher_for
 from rlhf_operator.manifests import pod as manifests
 from rlhf_operator.manifests.configmap import build_stage_configmap

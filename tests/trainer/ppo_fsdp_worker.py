@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 from rlhf_trainer import distributed as dist
 from rlhf_trainer import sharding
 from rlhf_trainer.ppo.engine import PPOEngine

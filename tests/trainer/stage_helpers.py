@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from rlhf_api.result import StageResult, read_result
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_trainer.__main__ import main
 
 TINY = {"maxSteps": 2, "batchSize": 2, "maxLength": 64, "loggingSteps": 1, "saveSteps": 2, "evalMaxNewTokens": 3}

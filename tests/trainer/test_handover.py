@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from rlhf_api.result import EXIT_CONFIG, StageResult, write_result
-from rlhf_api.stage_config import StageInput, TrainerJobConfig
+from rlhf_api.trainer_job import StageInput, TrainerJobConfig
 from rlhf_trainer.errors import StageError
 from rlhf_trainer.handover import (
     END_OF_SCORED_TEXT,

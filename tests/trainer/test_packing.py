@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_trainer.stages.sft import build_trainer
 
 from .stage_helpers import write_config

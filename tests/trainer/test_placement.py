@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 import pytest
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_trainer.errors import StageError
 from rlhf_trainer.placement import (
     Hardware,
@@ -89,12 +89,6 @@ def test_load_kwargs_table(hw_name: str, quant: Any, strategy: Any) -> None:
         assert ("bnb_4bit_quant_storage" in bnb) == (quant == "4bit-nf4" and strategy == "fsdp")
 
 
-@pytest.mark.parametrize("hw_name", HARDWARE)
-def test_8bit_cannot_be_sharded(hw_name: str) -> None:
-    with pytest.raises(StageError, match=r"quantization\.mode.*fsdp"):
-        load_kwargs(HARDWARE[hw_name], "8bit", "bfloat16", FP32, "fsdp")
-
-
 def test_bf16_compute_on_a_gpu_without_bf16_names_the_field() -> None:
     with pytest.raises(StageError, match=r"quantization\.computeDtype"):
         load_kwargs(T4_RANK1, "4bit-nf4", "bfloat16", Precision("float16", "fp16"))
@@ -104,21 +98,21 @@ def test_bf16_compute_on_a_gpu_without_bf16_names_the_field() -> None:
 # requested dtype, hardware, trainer, full fine-tuning -> (load dtype, amp) or the error's field
 PRECISION = [
     ("auto", CPU1, "trl", False, ("float32", "no")),
-    ("float32", CPU1, "ppo", True, ("float32", "no")),
+    ("float32", CPU1, "engine", True, ("float32", "no")),
     ("bfloat16", CPU1, "trl", False, ("bfloat16", "no")),
     ("float16", CPU1, "trl", False, "model.dtype"),
     ("auto", A100, "trl", False, ("bfloat16", "bf16")),
     ("auto", A100, "trl", True, ("bfloat16", "bf16")),
-    ("bfloat16", A100, "ppo", False, ("bfloat16", "bf16")),
+    ("bfloat16", A100, "engine", False, ("bfloat16", "bf16")),
     ("float32", A100, "trl", True, ("float32", "no")),
     ("float16", A100, "trl", False, ("float16", "fp16")),  # fp16 frozen base, fp32 adapters
     ("float16", A100, "trl", True, ("float32", "fp16")),  # fp32 master weights + GradScaler
-    ("float16", A100, "ppo", False, "model.dtype"),  # no loss scaling in the PPO engine
+    ("float16", A100, "engine", False, "model.dtype"),  # no loss scaling in the PPO engine
     ("auto", T4_RANK1, "trl", False, ("float16", "fp16")),
     ("auto", T4_RANK1, "trl", True, ("float32", "fp16")),
-    ("auto", T4_RANK1, "ppo", False, ("float32", "no")),
+    ("auto", T4_RANK1, "engine", False, ("float32", "no")),
     ("bfloat16", T4_RANK1, "trl", False, "model.dtype"),
-    ("float32", T4_RANK1, "ppo", False, ("float32", "no")),
+    ("float32", T4_RANK1, "engine", False, ("float32", "no")),
 ]
 
 
@@ -134,7 +128,7 @@ def test_precision_table(requested: Any, hw: Hardware, trainer: Any, full: bool,
 
 def test_precision_errors_name_the_model_they_are_about() -> None:
     with pytest.raises(StageError) as error:
-        precision("float16", CPU1, "ppo", False, field="rewardModel.dtype")
+        precision("float16", CPU1, "engine", False, field="rewardModel.dtype")
     assert error.value.field == "rewardModel.dtype"
 
 
@@ -175,7 +169,7 @@ def test_accelerate_needs_help_only_for_fsdp_across_cpu_processes(hw: Hardware, 
 
 @pytest.mark.parametrize(
     ("stage", "lora", "want"),
-    [("sft", True, Loading("fsdp", "trl", False)), ("ppo", False, Loading("fsdp", "ppo", True))],
+    [("sft", True, Loading("fsdp", "trl", False)), ("ppo", False, Loading("fsdp", "engine", True))],
 )
 def test_loading_follows_the_job(stage: str, lora: bool, want: Loading) -> None:
     cfg = TrainerJobConfig.model_validate(
@@ -230,7 +224,8 @@ def test_models_load_onto_this_ranks_gpu(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any, quant: str, strategy: str
 ) -> None:
     import torch
-    from rlhf_api.stage_config import ModelConfig, QuantizationConfig
+    from rlhf_api.model_config import ModelConfig
+    from rlhf_api.stage_config import QuantizationConfig
     from rlhf_trainer import modeling, placement
 
     seen: dict[str, Any] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 from rlhf_trainer.ppo.checkpoint import latest_checkpoint
 from rlhf_trainer.ppo.core import logprobs_from_logits
 from rlhf_trainer.ppo.engine import PPOEngine

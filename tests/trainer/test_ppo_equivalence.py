@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 from rlhf_trainer.ppo.core import entropy_from_logits, logprobs_from_logits
 from rlhf_trainer.ppo.engine import PPOEngine
 from rlhf_trainer.ppo.rollout import SamplingSettings, sample_rollout

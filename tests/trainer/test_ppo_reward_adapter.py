@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from rlhf_api.layout import result_path
+from rlhf_api.model_config import ModelConfig
 from rlhf_api.result import StageResult, write_result
-from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig, StageInput, TrainerJobConfig
+from rlhf_api.stage_config import LoraConfig, QuantizationConfig
+from rlhf_api.trainer_job import StageInput, TrainerJobConfig
 from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.modeling import (
     BaseWeights,

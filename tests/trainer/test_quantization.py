@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
+from rlhf_api.model_config import ModelConfig
+from rlhf_api.stage_config import LoraConfig, QuantizationConfig
 from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.errors import StageError
 

@@ -241,7 +241,7 @@ def test_rest_grows_improves_and_resumes_at_the_iteration_it_stopped(
 
 def test_the_stage_after_rlaif_checks_its_pairs_were_written(tmp_path: Path) -> None:
     """Handover: an unfinished rlaif stage is named as the next stage's dataset, before any loading."""
-    from rlhf_api.stage_config import TrainerJobConfig
+    from rlhf_api.trainer_job import TrainerJobConfig
     from rlhf_trainer.errors import StageError
     from rlhf_trainer.handover import check_inputs
 

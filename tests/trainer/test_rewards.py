@@ -83,12 +83,6 @@ def test_missing_column_names_the_source() -> None:
     assert caught.value.field == "rewards[1].column" and "'y' not in the dataset" in caught.value.message
 
 
-def test_reward_model_source_needs_a_reward_model() -> None:
-    with pytest.raises(StageError) as caught:
-        _build([{"type": "rewardModel"}], field="grpo.rewards")
-    assert caught.value.field == "grpo.rewards[0].type"
-
-
 def test_user_function_by_import_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A module on PYTHONPATH (e.g. on the volume) provides the function; it gets the columns."""
     (tmp_path / "my_rewards.py").write_text(

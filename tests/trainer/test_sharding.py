@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
-from rlhf_api.stage_config import ModelConfig, QuantizationConfig
+from rlhf_api.model_config import ModelConfig
+from rlhf_api.stage_config import QuantizationConfig
 from rlhf_trainer import sharding
 from rlhf_trainer.modeling import BaseWeights, load_causal_lm
 from rlhf_trainer.placement import Loading

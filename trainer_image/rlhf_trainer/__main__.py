@@ -20,7 +20,8 @@ from typing import Any
 
 from rlhf_api.layout import result_path
 from rlhf_api.result import EXIT_CONFIG, EXIT_FAILED, StageResult, write_result
-from rlhf_api.stage_config import STAGES, TrainerJobConfig
+from rlhf_api.stages import STAGES, kind_of
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from . import preemption
 
@@ -167,7 +168,6 @@ def run_compare(path: str) -> int:
 
 # Stage kinds whose program module has another name than the kind (the kind `reward` trains a
 # reward model: stages/reward_model.py).
-_STAGE_MODULES = {"reward": "reward_model"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _pick_threads(cfg)
     # Imported here so that `sft` never imports the PPO engine (and config errors stay fast).
-    module = importlib.import_module(f"rlhf_trainer.stages.{_STAGE_MODULES.get(cfg.stage, cfg.stage)}")
-    result: StageResult = module.run(cfg)
+    module_name, function = kind_of(cfg.stage).entry_point.split(":")
+    result: StageResult = getattr(importlib.import_module(module_name), function)(cfg)
     code = EXIT_FAILED if result.exit_code is None else result.exit_code
     if code != 0:
         return _fail(result.message or "stage failed", code)

@@ -4,11 +4,12 @@ Sources: `builtin:arithmetic`, a local file (.json, .jsonl, .csv, .parquet), or 
 `fields` renames the trainer's names to the dataset's ({question: title}); a missing column is
 a StageError naming `dataset.fields.<name>`.
 
-Output columns per stage:
-- sft: `text`, or `prompt`/`completion`, or `messages` (chat)
-- reward, dpo: `prompt`/`chosen`/`rejected` (reward also accepts chosen/rejected alone)
-- ppo: a list of prompt strings (`load_prompts`)
-- grpo, rloo: `prompt` and the dataset's other columns, e.g. ground truth (`load_prompt_rows`)
+Output columns per stage kind's data (rlhf_api.stages.kind.StageKind.data):
+- demonstrations (sft): `text`, or `prompt`/`completion`, or `messages` (chat)
+- preference (reward, dpo): `prompt`/`chosen`/`rejected` (a non-policy stage, the reward model,
+  also accepts chosen/rejected alone)
+- prompts: a list of prompt strings (`load_prompts`, ppo), or `prompt` and the dataset's other
+  columns, e.g. ground truth (`load_prompt_rows`, grpo, rloo, rest, rlaif)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, TypeAlias
 
 from datasets import Dataset, IterableDataset, load_dataset
 from rlhf_api.stage_config import DatasetConfig
+from rlhf_api.stages import kind_of
 
 from . import builtin_sources
 from .errors import StageError
@@ -157,7 +159,8 @@ def _resolve_format(dataset: DatasetConfig, stage: str, columns: list[str]) -> s
     if dataset.format != "auto":
         return dataset.format
     has = set(columns)
-    if stage == "sft":
+    data = kind_of(stage).data
+    if data == "demonstrations":
         if "messages" in has:
             return "chat"
         if {"prompt", "completion"} <= has:
@@ -166,7 +169,7 @@ def _resolve_format(dataset: DatasetConfig, stage: str, columns: list[str]) -> s
             return "text"
         if set(template_fields(dataset.template)) <= has:
             return "template"
-    elif stage in ("reward", "dpo"):
+    elif data == "preference":
         if {"chosen", "rejected"} <= has:
             return "preference"
         if "answers" in has or "upvotes" in has:
@@ -203,7 +206,7 @@ def _format_preference(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> An
             names = [n for n in template_fields(head)]
             _require(ds, names, "preference")
             ds = ds.map(lambda row: {"prompt": head.format(**{n: str(row[n]) for n in names})})
-        elif stage == "dpo":
+        elif kind_of(stage).is_policy:  # a policy learns answers to prompts; a reward model scores whole texts
             _require(ds, ["prompt"], "preference")
     keep = [c for c in ("prompt", "chosen", "rejected") if c in _columns(ds)]
     return ds.select_columns(keep)
@@ -213,7 +216,8 @@ def format_for_stage(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> tupl
     """Renamed rows -> the stage's trainer columns; returns (dataset, resolved format)."""
     ds = _rename(ds, dataset.fields)
     fmt = _resolve_format(dataset, stage, _columns(ds))
-    if stage == "sft":
+    data = kind_of(stage).data
+    if data == "demonstrations":
         if fmt == "text":
             _require(ds, ["text"], fmt)
             return ds.select_columns(["text"]), fmt
@@ -225,7 +229,7 @@ def format_for_stage(ds: AnyDataset, dataset: DatasetConfig, stage: str) -> tupl
             return ds.select_columns(["messages"]), fmt
         if fmt == "template":
             return _format_template(ds, dataset.template), fmt
-    elif stage in ("reward", "dpo"):
+    elif data == "preference":
         if fmt == "preference":
             return _format_preference(ds, dataset, stage), fmt
         if fmt == "votes":
@@ -247,7 +251,8 @@ def _builtin_data(builtin: builtin_sources.BuiltinDataset, dataset: DatasetConfi
     head, _ = split_template(dataset.template)
     if "{question}" not in head:
         raise StageError("dataset.template", f"{builtin.name} needs {{question}} before {{answer}}", kind="config")
-    if stage == "sft":
+    data = kind_of(stage).data
+    if data == "demonstrations":
         train = Dataset.from_list(builtin.sft_rows(seed))
         evals = Dataset.from_list(builtin.eval_rows())
         if dataset.max_samples is not None:
@@ -256,7 +261,7 @@ def _builtin_data(builtin: builtin_sources.BuiltinDataset, dataset: DatasetConfi
         train, fmt = format_for_stage(train, plain, stage)
         evals, _ = format_for_stage(evals, plain, stage)
         return StageData(train, evals, fmt)
-    if stage in ("reward", "dpo"):
+    if data == "preference":
         rows = builtin.preference_rows(seed, dataset.template, "train", stage=stage)
         if dataset.max_samples is not None:
             rows = rows[: dataset.max_samples]

@@ -18,8 +18,10 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from rlhf_api.layout import result_path
+from rlhf_api.model_config import ModelConfig
 from rlhf_api.result import StageResult, read_result
-from rlhf_api.stage_config import ModelConfig, StageInput, TrainerJobConfig
+from rlhf_api.stages import kind_of
+from rlhf_api.trainer_job import StageInput, TrainerJobConfig
 
 from .errors import StageError
 
@@ -36,31 +38,26 @@ END_OF_TEXT: Requirement = (
 END_OF_SCORED_TEXT: Requirement = (("eos_token", "sep_token", "pad_token"), "to end each scored text")
 
 _POLICY = (PADDING, END_OF_TEXT)
-# (stage, config field) -> what the tokenizer of that model must have; other pairs: _POLICY.
-TOKEN_NEEDS: dict[tuple[str, str], tuple[Requirement, ...]] = {
-    ("reward", "model"): (PADDING, END_OF_SCORED_TEXT),
-    ("reward", "reward.baseModel"): (PADDING, END_OF_SCORED_TEXT),
-    # The PPO reward model scores the policy's decoded text: it only pads.
-    ("ppo", "rewardModel"): (PADDING,),
-    # So do GRPO's and RLOO's reward-model sources (an eos is appended when the tokenizer has one).
-    ("grpo", "rewardModel"): (PADDING,),
-    ("rloo", "rewardModel"): (PADDING,),
-    ("rest", "rewardModel"): (PADDING,),
-}
+# The reward model scores the policy's decoded text (PPO, and rewardModel sources): it only pads.
+_SCORER = (PADDING,)
+# The reward stage trains a classifier on whole texts, each ended by an end token.
+_CLASSIFIER = (PADDING, END_OF_SCORED_TEXT)
 
 
 def models_used(cfg: TrainerJobConfig) -> list[tuple[str, ModelConfig]]:
     """(config field, model) for every model the stage loads, the one it trains first."""
-    section = cfg.section
-    base_model = getattr(section, "base_model", None)
-    used = [("reward.baseModel", base_model)] if cfg.stage == "reward" and base_model else [("model", cfg.model)]
+    base_model = cfg.section.own_base_model()
+    used = [(f"{cfg.stage}.baseModel", base_model)] if base_model else [("model", cfg.model)]
     if cfg.reward_model is not None:
         used.append(("rewardModel", cfg.reward_model))
     return used
 
 
 def token_needs(stage: str, field: str) -> tuple[Requirement, ...]:
-    return TOKEN_NEEDS.get((stage, field), _POLICY)
+    """What the tokenizer of the model in a stage's config field must have."""
+    if field == "rewardModel":
+        return _SCORER
+    return _CLASSIFIER if kind_of(stage).produces_reward_model else _POLICY
 
 
 def result_problem(result: StageResult | None, stage_input: StageInput) -> str | None:

@@ -20,7 +20,9 @@ from typing import cast
 import torch
 from rlhf_api import layout, progress
 from rlhf_api.evaluation import EvalSample, EvalSummary, ModelScore, write_eval
-from rlhf_api.stage_config import CompareConfig, ModelConfig, QuantizationConfig, TrainerJobConfig
+from rlhf_api.model_config import ModelConfig
+from rlhf_api.stage_config import CompareConfig, QuantizationConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from . import builtin_sources, placement
 from .data import HeldOutPrompt, load_heldout_prompts

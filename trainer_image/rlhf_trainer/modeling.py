@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import torch
 from rlhf_api.layout import ADAPTER, MERGED
-from rlhf_api.stage_config import LoraConfig, ModelConfig, QuantizationConfig
+from rlhf_api.model_config import ModelConfig
+from rlhf_api.stage_config import LoraConfig, QuantizationConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,

@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 from rlhf_api.model_config import Dtype
 from rlhf_api.precision import Precision, PrecisionError, TrainerKind, resolve
-from rlhf_api.stage_config import Strategy, TrainerJobConfig, trains_all_weights
+from rlhf_api.stage_config import Strategy
+from rlhf_api.stages import kind_of
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .errors import StageError
 
@@ -138,11 +140,8 @@ def load_kwargs(
     strategy: Strategy = "ddp",
 ) -> dict[str, Any]:
     """`from_pretrained` placement kwargs: `dtype` (a name), `device_map` when the model loads
-    straight onto this rank's GPU, and `bnb` (BitsAndBytesConfig kwargs) for a quantized base."""
-    if strategy == "fsdp" and quantization == "8bit":
-        raise StageError(
-            "quantization.mode", "8bit weights cannot be sharded under placement.strategy fsdp (use 4bit-nf4 or ddp)"
-        )
+    straight onto this rank's GPU, and `bnb` (BitsAndBytesConfig kwargs) for a quantized base.
+    8-bit under fsdp never comes here: the config's validation refuses it (rlhf_api.rules)."""
     if quantization != "none" and hw.cuda and not hw.bf16 and compute_dtype == "bfloat16":
         raise StageError("quantization.computeDtype", "bfloat16 is not native on this GPU: use float32")
     kwargs: dict[str, Any] = {"dtype": prec.load_dtype}
@@ -246,11 +245,10 @@ class Loading:
 
     @classmethod
     def for_job(cls, cfg: TrainerJobConfig) -> Loading:
-        section = cfg.section
         return cls(
             strategy=cfg.strategy,
-            trainer="ppo" if cfg.stage == "ppo" else "trl",
-            full_finetune=trains_all_weights(section),
+            trainer=kind_of(cfg.stage).trainer,
+            full_finetune=cfg.section.trains_all_weights(),
         )
 
 

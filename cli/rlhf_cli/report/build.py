@@ -16,7 +16,7 @@ from rlhf_api import layout
 from rlhf_api.evaluation import EvalSample, read_samples, read_summary
 from rlhf_api.files import write_text_atomic
 from rlhf_api.result import read_result
-from rlhf_api.stage_config import STAGES
+from rlhf_api.stages import STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
 
 from . import html, plots

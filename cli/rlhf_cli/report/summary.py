@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from rlhf_api.stage_config import POLICY_STAGES
+from rlhf_api.stages import POLICY_STAGES, STAGE_KINDS
 from rlhf_api.status import RLHFRunStatus, StageStatus
 from rlhf_operator.reconcile.status_store import parse_time
 
 # Shown per stage, in this order, when present (the rest is in result.json and the report).
-# What the rest and rlaif stages report instead of a training loss curve's numbers.
-LOOP_METRICS = ("samples_kept", "kept_reward_mean", "pairs_written", "mean_confidence", "label_agreement")
+# The kinds' own metrics (e.g. what rest and rlaif report instead of a loss curve's numbers).
+LOOP_METRICS = tuple(metric for kind in STAGE_KINDS.values() for metric in kind.metrics)
 KEY_METRICS = (
     "task_accuracy",
     "pair_accuracy",

@@ -25,10 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rlhf_api.precision import BYTES, Precision, PrecisionError, TrainerKind, resolve
+from rlhf_api.precision import BYTES, Precision, PrecisionError, resolve
 from rlhf_api.reward_sources import uses_reward_model
-from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec, stage_strategy
-from rlhf_api.stage_config import GroupRLTrainingConfig, LoraConfig, QuantizationConfig, StageName
+from rlhf_api.rules import stage_strategy
+from rlhf_api.spec import ACCELERATOR_PRODUCTS, GPU_PRODUCT_LABEL, Placement, RLHFRun, RLHFRunSpec
+from rlhf_api.stage_config import LoraConfig, QuantizationConfig
+from rlhf_api.stages import StageName, kind_of
+from rlhf_api.stages.group_rl import GroupRLTrainingConfig
+from rlhf_api.stages.kind import MemoryProfile
+from rlhf_api.stages.ppo import PPOTrainingConfig
 
 from ..plan import DEFAULT_TRAINER_IMAGE, resolve_placement
 from .catalog import Architecture
@@ -177,23 +182,31 @@ class Sizing:
         return self.sequences * (self.response or self.length)
 
 
+def _profile(stage: StageName) -> MemoryProfile:
+    """The kind's memory-estimate facts (a kind without any is never sized: estimate_stage)."""
+    return kind_of(stage).memory or MemoryProfile()
+
+
 def _per_example(stage: StageName) -> int:
     """Sequences per training example: reward and DPO score a chosen and a rejected one."""
-    return 2 if stage in ("reward", "dpo") else 1
+    return _profile(stage).sequences_per_example
 
 
 def _sizing(spec: RLHFRunSpec, stage: StageName) -> Sizing:
     section: Any = spec.section(stage)
     training = section.training
-    if stage == "ppo":
+    shape = _profile(stage).shape
+    if shape == "engine":
+        assert isinstance(training, PPOTrainingConfig)
         return Sizing(
-            sequences=getattr(training, "micro_batch_size", None) or training.mini_batch_size,
+            sequences=training.micro_batch_size or training.mini_batch_size,
             length=training.max_prompt_length + training.max_new_tokens,
             response=training.max_new_tokens,
-            checkpointing=bool(getattr(training, "gradient_checkpointing", False)),
-            rollout=getattr(training, "rollout_batch_size", None) or training.batch_size,
+            checkpointing=training.gradient_checkpointing,
+            rollout=training.rollout_batch_size or training.batch_size,
         )
-    if isinstance(training, GroupRLTrainingConfig):
+    if shape == "group":
+        assert isinstance(training, GroupRLTrainingConfig)
         # TRL generates a whole generation batch (batchSize x gradientAccumulationSteps completions
         # per process) before training on it micro-batch by micro-batch.
         return Sizing(
@@ -220,13 +233,15 @@ def _accelerator(spec: RLHFRunSpec, stage: StageName) -> tuple[str | None, int, 
 
 def _models(spec: RLHFRunSpec, stage: StageName) -> tuple[list[str], list[str]]:
     """Candidate names for the trained model and (stages after reward) the reward model, best first."""
-    sft, reward = spec.sft, spec.reward
+    sft, reward = spec.section("sft"), spec.section("reward")
     base = [spec.model.name]
     policy = ([sft.existing_output] if sft and sft.existing_output else []) + base
-    reward_base = [reward.base_model.name] if reward and reward.base_model else base
-    if stage == "sft":
+    reward_own = reward.own_base_model() if reward else None
+    reward_base = [reward_own.name] if reward_own else base
+    kind = kind_of(stage)
+    if not kind.starts_from_sft:
         return base, []
-    if stage == "reward":
+    if kind.produces_reward_model:
         return reward_base, []
     reward_model = ([reward.existing_output] if reward and reward.existing_output else []) + reward_base
     return policy, reward_model
@@ -261,23 +276,24 @@ def estimate_stage(
         return replace(base, note="skipped (existingOutput)")
     if gpus == 0:
         return replace(base, note="CPU stage (gpusPerWorker: 0)")
-    if not hasattr(section, "lora"):  # rlaif: sampling and a judge model, no training formula here
+    profile = kind_of(stage).memory
+    if profile is None:  # rlaif: sampling and a judge model, no training formula here
         return replace(base, note=f"no estimate: {stage} trains nothing (it samples and asks its judge)")
     found = _find(policy_names, lookup)
     if found is None:
         return replace(base, note=f"model size unknown: {policy_names[0]} (no config.json here, not in the table)")
     arch, name = found
     gpu = GPUS.get(accelerator or "")
-    trainer: TrainerKind = "ppo" if stage == "ppo" else "trl"
-    lora, quant = section.lora, section.quantization
-    own_base = section.base_model if stage == "reward" and section.base_model else None
-    dtype, dtype_field = (own_base.dtype, "reward.baseModel.dtype") if own_base else (spec.model.dtype, "model.dtype")
+    trainer = kind_of(stage).trainer
+    lora, quant = section.lora_settings(), section.quantization
+    own_base = section.own_base_model()
+    dtype, dtype_field = (own_base.dtype, f"{stage}.baseModel.dtype") if own_base else (spec.model.dtype, "model.dtype")
     try:
         prec = resolve(dtype, True, gpu.bf16 if gpu else True, trainer, not lora.enabled)
     except PrecisionError as exc:
         return replace(base, model=name, note=f"{dtype_field}: {exc}")
     sizing = sizing or _sizing(spec, stage)
-    classifier = stage == "reward"
+    classifier = profile.classifier
     shards = base.gpus if strategy == "fsdp" else 1
 
     weights = weight_bytes(arch, prec, quant, classifier)
@@ -291,24 +307,24 @@ def estimate_stage(
             weights = trainable * 4
         dtype_bytes = 4 if fsdp_fp32_master else BYTES[prec.load_dtype]
         state = _trained_state(trainable, dtype_bytes)
-    if stage == "ppo":
+    if profile.value_head:
         state += _trained_state(arch.hidden_size + 1, 4) + (arch.hidden_size + 1) * 4  # value head, fp32
     if strategy == "ddp" and base.gpus > 1:
         state += trainable * (4 if lora.enabled else BYTES[prec.load_dtype])  # DDP's gradient buckets
 
     kv_cache = 0.0
-    if stage == "ppo":
+    if profile.shape == "engine":
         if not lora.enabled:  # full fine-tuning: a frozen reference copy
             weights += weight_bytes(arch, prec, quant)
         reward_found = _find(reward_names, lookup) or (arch, name)
         weights += weight_bytes(reward_found[0], prec, QuantizationConfig(), classifier=True)
         kv_cache = kv_cache_bytes(arch, sizing.rollout, sizing.length, prec.compute_bytes)
-    if isinstance(section.training, GroupRLTrainingConfig):
+    if profile.shape == "group":
         if not lora.enabled and section.training.beta > 0:  # full fine-tuning: a frozen reference copy
             weights += weight_bytes(arch, prec, quant)
         # each classifier among the reward sources: the reward stage's model, any other by name
-        scorers = [reward_names] if uses_reward_model(section.rewards) else []
-        scorers += [[s.model.name] for s in section.rewards if s.model is not None]
+        scorers = [reward_names] if uses_reward_model(section.reward_sources()) else []
+        scorers += [[s.model.name] for s in section.reward_sources() if s.model is not None]
         for names in scorers:
             scorer = _find(names, lookup) or (arch, name)
             weights += weight_bytes(scorer[0], prec, QuantizationConfig(), classifier=True)

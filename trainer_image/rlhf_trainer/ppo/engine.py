@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rlhf_api.stage_config import PPOTrainingConfig
+from rlhf_api.stages.ppo import PPOTrainingConfig
 from transformers import PreTrainedTokenizerBase
 
 from .. import distributed as dist

@@ -96,8 +96,7 @@ def _score_of(
     device: torch.device,
 ) -> Callable[..., Sequence[Any]]:
     if source.type == "rewardModel":
-        if reward_model is None:
-            raise StageError(f"{where}.type", "rewardModel needs the reward stage's model (rewardModel in the config)")
+        assert reward_model is not None  # TrainerJobConfig: a rewardModel source needs rewardModel
         return classifier_reward(reward_model, "rewardModel", work_dir, device)
     if source.type == "model":
         assert source.model is not None  # RewardSource validation

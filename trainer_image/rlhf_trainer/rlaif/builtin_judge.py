@@ -26,7 +26,9 @@ from typing import Any
 
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.rlaif_config import BUILTIN_JUDGE, RlaifLabelConfig
-from rlhf_api.stage_config import DatasetConfig, QuantizationConfig, SFTTrainingConfig, TrainerJobConfig
+from rlhf_api.stage_config import DatasetConfig, QuantizationConfig
+from rlhf_api.stages.sft import SFTTrainingConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from ..builtin_task import arithmetic as builtin
 from ..errors import StageError

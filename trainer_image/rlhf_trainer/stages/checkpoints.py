@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from rlhf_api.layout import CHECKPOINTS
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .. import checkpoint_guard
 

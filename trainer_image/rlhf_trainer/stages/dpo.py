@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import DPOStageConfig, TrainerJobConfig
+from rlhf_api.stages.dpo import DPOStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from trl import DPOConfig, DPOTrainer
 
 from ..modeling import apply_lora
@@ -19,8 +20,7 @@ from .trl_glue import (
 
 
 def build_trainer(cfg: TrainerJobConfig) -> DPOTrainer:
-    section = cfg.dpo
-    assert isinstance(section, DPOStageConfig)
+    section = cfg.section_as(DPOStageConfig)
     training = section.training
     data, model, tokenizer = load_policy(cfg)
     if training.max_prompt_length is not None:

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from datasets import Dataset
-from rlhf_api.stage_config import GroupRLStageConfig, TrainerJobConfig
+from rlhf_api.stages.grpo import GRPOStageConfig
+from rlhf_api.stages.rloo import RLOOStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
@@ -46,7 +48,7 @@ def build_trainer(cfg: TrainerJobConfig, trainer_cls: Any, config_cls: Any, algo
     from .. import placement
 
     section = cfg.section
-    assert isinstance(section, GroupRLStageConfig)
+    assert isinstance(section, GRPOStageConfig | RLOOStageConfig)
     training = section.training
     set_seed(section.seed)
     # Data and rewards first: a bad column or function path fails before the policy loads.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import GRPOStageConfig, TrainerJobConfig
+from rlhf_api.stages.grpo import GRPOStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from trl import GRPOConfig, GRPOTrainer
 
 from . import group_rl
@@ -13,8 +14,7 @@ from .lifecycle import StageOutputs, run_stage
 
 
 def build_trainer(cfg: TrainerJobConfig) -> Any:
-    section = cfg.grpo
-    assert isinstance(section, GRPOStageConfig)
+    section = cfg.section_as(GRPOStageConfig)
     training = section.training
     algorithm = {"loss_type": training.loss_type, "scale_rewards": training.scale_rewards}
     return group_rl.build_trainer(cfg, GRPOTrainer, GRPOConfig, algorithm)

@@ -22,7 +22,7 @@ from rlhf_api.result import (
     write_result,
     write_termination_log,
 )
-from rlhf_api.stage_config import TrainerJobConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .. import checkpoint_guard, preemption
 from ..checkpoint_lease import Lease, LeaseHeld

@@ -22,7 +22,9 @@ import torch
 from peft import LoraConfig
 from rlhf_api import layout, progress
 from rlhf_api.result import StageResult, read_result
-from rlhf_api.stage_config import PPOStageConfig, QuantizationConfig, TrainerJobConfig
+from rlhf_api.stage_config import QuantizationConfig
+from rlhf_api.stages.ppo import PPOStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 
 from .. import distributed as dist
 from .. import preemption, sharding
@@ -68,8 +70,8 @@ def _accuracy(
 
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
-    section = cfg.ppo
-    assert section is not None and cfg.reward_model is not None  # the config validator ensures both
+    section = cfg.section_as(PPOStageConfig)
+    assert cfg.reward_model is not None  # the config validator ensures it
     training = section.training
     device = dist.init_from_env(cfg.strategy, cfg.fsdp_offload)  # cuda:LOCAL_RANK on a GPU node
     sharded = cfg.strategy == "fsdp" and dist.is_distributed()

@@ -22,7 +22,8 @@ from rlhf_api import progress
 from rlhf_api.layout import ADAPTER, LOGS, MERGED
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import RestStageConfig, TrainerJobConfig
+from rlhf_api.stages.rest import RestStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import set_seed
 
 from .. import placement, preemption
@@ -172,8 +173,7 @@ class _Run:
 
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
-    section = cfg.rest
-    assert section is not None  # TrainerJobConfig validation
+    section = cfg.section_as(RestStageConfig)
     if placement.hardware().distributed:
         raise StageError("placement", "rest runs in one process: set workers 1 and gpusPerWorker at most 1")
     started = time.perf_counter()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import RewardStageConfig, TrainerJobConfig
+from rlhf_api.stages.reward import RewardStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import set_seed
 from trl import RewardConfig, RewardTrainer
 
@@ -23,8 +24,7 @@ from .trl_glue import ProgressCallback, train_evaluate_merge, trainer_arguments
 
 def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
     """The configured trainer and the (untokenized) data it was given."""
-    section = cfg.reward
-    assert isinstance(section, RewardStageConfig)
+    section = cfg.section_as(RewardStageConfig)
     training = section.training
     set_seed(section.seed)
     base = trained_base(cfg)
@@ -57,8 +57,6 @@ def build_trainer(cfg: TrainerJobConfig) -> tuple[RewardTrainer, StageData]:
 
 
 def _body(cfg: TrainerJobConfig) -> StageOutputs:
-    section = cfg.reward
-    assert isinstance(section, RewardStageConfig)
     trainer, data = build_trainer(cfg)
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:

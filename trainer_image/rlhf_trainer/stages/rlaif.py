@@ -19,7 +19,8 @@ import torch
 from rlhf_api import layout, progress
 from rlhf_api.model_config import ModelConfig
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import RlaifStageConfig, TrainerJobConfig
+from rlhf_api.stages.rlaif import RlaifStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import set_seed
 
 from .. import placement
@@ -90,8 +91,7 @@ def _ground_truth(rows: PromptRows, index: list[int], judged: list[Judgement]) -
 
 
 def label(cfg: TrainerJobConfig) -> StageOutputs:
-    section = cfg.rlaif
-    assert section is not None  # TrainerJobConfig validation
+    section = cfg.section_as(RlaifStageConfig)
     if placement.hardware().distributed:
         raise StageError("placement", "rlaif runs in one process: set workers 1 and gpusPerWorker at most 1")
     if builtin_judge.is_builtin_judge(section.judge):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import RLOOStageConfig, TrainerJobConfig
+from rlhf_api.stages.rloo import RLOOStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from trl import RLOOConfig, RLOOTrainer
 
 from . import group_rl
@@ -14,8 +15,7 @@ from .lifecycle import StageOutputs, run_stage
 
 
 def build_trainer(cfg: TrainerJobConfig) -> Any:
-    section = cfg.rloo
-    assert isinstance(section, RLOOStageConfig)
+    section = cfg.section_as(RLOOStageConfig)
     algorithm = {"normalize_advantages": section.training.scale_rewards == "batch"}
     return group_rl.build_trainer(cfg, RLOOTrainer, RLOOConfig, algorithm)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rlhf_api.result import StageResult
-from rlhf_api.stage_config import SFTStageConfig, TrainerJobConfig
+from rlhf_api.stages.sft import SFTStageConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from trl import SFTConfig, SFTTrainer
 
 from ..modeling import apply_lora
@@ -13,8 +14,7 @@ from .trl_glue import ProgressCallback, load_policy, task_accuracy_metrics, trai
 
 def build_trainer(cfg: TrainerJobConfig) -> SFTTrainer:
     """The configured SFTTrainer (model loaded and adapted, data formatted), not yet trained."""
-    section = cfg.sft
-    assert isinstance(section, SFTStageConfig)
+    section = cfg.section_as(SFTStageConfig)
     training = section.training
     data, model, tokenizer = load_policy(cfg)
     model = apply_lora(model, section.lora, "CAUSAL_LM")

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rlhf_api import progress
-from rlhf_api.stage_config import TrainerJobConfig, TrainerLoopConfig, eval_max_new_tokens, trains_all_weights
+from rlhf_api.stage_config import TrainerLoopConfig
+from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import TrainerCallback
 
 from .. import checkpoint_guard, preemption
@@ -41,7 +42,7 @@ def trainer_arguments(cfg: TrainerJobConfig, training: TrainerLoopConfig, seed: 
 
     hw = placement.hardware()
     field, model = models_used(cfg)[0]  # the trained model (the reward stage may start elsewhere)
-    prec = placement.precision(model.dtype, hw, "trl", trains_all_weights(cfg.section), f"{field}.dtype")
+    prec = placement.precision(model.dtype, hw, "trl", cfg.section.trains_all_weights(), f"{field}.dtype")
     return {
         "output_dir": checkpoints_dir(cfg.output_dir),
         "seed": seed,
@@ -229,7 +230,7 @@ def task_accuracy_metrics(cfg: TrainerJobConfig) -> Callable[[Any, Any], dict[st
     task = cfg.eval_task or section.dataset
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        max_new_tokens = eval_max_new_tokens(section)
+        max_new_tokens = section.eval_max_new_tokens()
         accuracy = task_accuracy(model, tokenizer, task, cfg.work_dir, max_new_tokens)
         return {} if accuracy is None else {"task_accuracy": accuracy}
 
