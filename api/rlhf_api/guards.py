@@ -31,7 +31,7 @@ class Guards(CamelModel):
     naming the metric and its value, and the run's condition Healthy=False."""
 
     max_kl: float | None = Field(
-        default=None, gt=0, description="Trip when the reported KL to the reference policy exceeds this."
+        default=None, gt=0, alias="maxKL", description="Trip when the reported KL to the reference policy exceeds this."
     )
     min_reward_std: float | None = Field(
         default=None,

@@ -89,6 +89,13 @@ class StageStatus(CamelModel):
     progress: StageProgress | None = Field(
         default=None, description="Progress of the stage's current (or last) attempt, from its progress events."
     )
+    running_since: str | None = Field(
+        default=None,
+        description=(
+            "With progressDeadlineSeconds: when the current attempt's job was first seen running (RFC 3339); "
+            "the startup allowance of the hang deadline runs from it."
+        ),
+    )
     result_unknown: bool | None = Field(
         default=None,
         description=(

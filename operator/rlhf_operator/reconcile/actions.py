@@ -41,8 +41,18 @@ class ReleaseJob:
 
 
 @dataclass(frozen=True)
+class EndJob:
+    """End a stage job that still runs (delete it): an attempt found stalled, or stopped by its
+    guard. Applied after the status patch, so the outcome is stored before the job goes; the
+    checkpoints are on the volume and stay."""
+
+    api: ApiRef
+    name: str
+
+
+@dataclass(frozen=True)
 class PostEvent:
     body: dict[str, Any]
 
 
-Action = Create | PatchJob | ReleaseJob | PostEvent
+Action = Create | PatchJob | ReleaseJob | EndJob | PostEvent

@@ -41,8 +41,10 @@ from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
 from ..render import build_stage_job
 from ..settings import OperatorSettings
-from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from . import progress as progress_
+from .actions import Action, Create, EndJob, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
+from .progress import ProgressReading
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
@@ -81,16 +83,25 @@ class Outcome:
         """What must be applied after the status patch (the outcome is stored by then)."""
         return [a for a in self.actions if isinstance(a, ReleaseJob)]
 
+    @property
+    def ends(self) -> list[EndJob]:
+        """Jobs to end after the status patch (a stalled attempt, a guard's stop)."""
+        return [a for a in self.actions if isinstance(a, EndJob)]
+
 
 def backoff_seconds(plan_: StagePlan, failed_attempt: int) -> int:
     """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt."""
     return int(plan_.retry_backoff_seconds * 2 ** max(0, failed_attempt - 1))
 
 
+# Stage phases whose job a pass follows (its outcome is not recorded yet).
+FOLLOWED: tuple[str, ...] = ("Running", "Suspended", "Queued")
+
+
 def jobs_followed(status_raw: Any) -> list[str]:
-    """The jobs of the stages that are running or suspended: the ones a pass must see."""
+    """The jobs of the stages that are running, queued or suspended: the ones a pass must see."""
     status = load_status(status_raw)
-    return [s.job_name for s in status.stages if s.job_name and s.phase in ("Running", "Suspended")]
+    return [s.job_name for s in status.stages if s.job_name and s.phase in FOLLOWED]
 
 
 def results_needed(status_raw: Any, jobs: Mapping[str, ObservedJob]) -> list[str]:
@@ -100,7 +111,7 @@ def results_needed(status_raw: Any, jobs: Mapping[str, ObservedJob]) -> list[str
     needed = []
     for stage in status.stages:
         job = jobs.get(stage.job_name or "")
-        if job is None or stage.phase not in ("Running", "Suspended"):
+        if job is None or stage.phase not in FOLLOWED:
             continue
         if job.finished:
             needed.append(job.name)
@@ -119,6 +130,7 @@ class _Step:
     launcher: Launcher
     now: datetime
     owner: dict[str, Any] | None
+    progress: Mapping[str, ProgressReading] = field(default_factory=dict)  # by job name
     actions: list[Action] = field(default_factory=list)
     transitions: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -148,13 +160,17 @@ class _Step:
             self.run, stage_plan, attempt, self.owner, self.settings, self.run.spec.suspend, self.launcher
         )
         self.actions.append(Create(self.launcher.api, job))
-        stage.phase = "Suspended" if self.run.spec.suspend else "Running"
+        stage.phase = "Suspended" if self.run.spec.suspend else "Queued" if self.run.spec.queue_name else "Running"
         stage.job_name = str(job["metadata"]["name"])
         stage.attempts = attempt
         stage.retry_after = None
+        stage.running_since = None
         stage.start_time = stage.start_time or rfc3339(self.now)
-        if attempt == 1:
+        if stage.phase == "Queued":  # created suspended: Kueue admits (unsuspends) it
+            stage.message = _queued_message(self.run.spec.queue_name)
+        elif attempt == 1:
             stage.message = None
+        if attempt == 1:
             self.note(
                 f"{stage.name}-start-1", f"stage {stage.name} started (job {stage.job_name})", reasons.STAGE_STARTED
             )
@@ -230,12 +246,14 @@ def reconcile(
     launcher: Launcher | None = None,
     mount_root: str | None = None,
     fit_check: FitCheck | None = None,
+    progress: Mapping[str, ProgressReading] | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
     `launcher` defaults to the one spec.launcher names, `mount_root` to spec.storage.mountPath
     (the local backend passes its own launcher and its work directory). `fit_check` (the
     memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
+    `progress`: the progress events read since the last pass, by job name (reconcile/progress.py).
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -260,7 +278,7 @@ def reconcile(
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
 
-    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body))
+    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body), dict(progress or {}))
 
     violation = _immutable_violation(run, status)
     if violation is not None:
@@ -289,6 +307,7 @@ def reconcile(
             status.volume_claim = claim_name(run)
         _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
+    _end_abandoned(step, status, jobs)
 
     _summarize(step, status, generation, rfc3339(now))
 
@@ -398,7 +417,34 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
                     reasons.STAGE_RESTARTING,
                     warning=True,
                 )
+        if stage.phase == "Running":
+            _follow_progress(step, status, stage, stage_plan, job)
         return
+
+
+def _follow_progress(
+    step: _Step, status: RLHFRunStatus, stage: StageStatus, stage_plan: StagePlan, job: ObservedJob
+) -> None:
+    """Progress, guards and the hang deadline (reconcile/progress.py); an attempt they end is a
+    failed one, its job ended after the status patch."""
+
+    def note(key: str, message: str, reason: str, warning: bool) -> None:
+        step.note(key, message, reason, warning)
+
+    section = step.run.spec.section(stage.name)
+    generation = step.run.metadata.generation
+    reading = step.progress.get(job.name)
+    verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, note)
+    if verdict is None:
+        return
+    step.actions.append(EndJob(step.launcher.api, job.name))
+    _stage_failed(step, stage, stage_plan, verdict.why, verdict.reason, retry=verdict.retry)
+    if stage.phase == "Retrying":
+        _advance_retry(step, stage, stage_plan)
+
+
+def _queued_message(queue: str | None) -> str:
+    return f"waiting for admission by Kueue queue {queue}"
 
 
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
@@ -493,18 +539,49 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
     elif stage.phase == "Suspended":
         # Only undo what spec.suspend did. A queued run's job is Kueue's to unsuspend: it does
         # so when it admits the workload again, and only then.
-        if job.suspended and not step.run.spec.queue_name:
+        queue = step.run.spec.queue_name
+        if job.suspended and not queue:
             step.actions.append(PatchJob(launcher.api, job.name, launcher.suspend_patch(False)))
-        stage.phase = "Running"
+        queued = bool(queue and job.suspended)
+        stage.phase = "Queued" if queued else "Running"
+        stage.message = _queued_message(queue) if queued else stage.message
         step.note(f"{stage.name}-resume-{job.name}", f"stage {stage.name} resumed", reasons.RESUMED)
+    elif step.run.spec.queue_name and job.suspended and not job.finished:
+        # Kueue holds the job (not admitted yet, or preempted and waiting again).
+        if stage.phase != "Queued":
+            stage.phase, stage.message = "Queued", _queued_message(step.run.spec.queue_name)
+            step.note(
+                f"{stage.name}-queued-{job.name}-{job.resource_version}",
+                f"stage {stage.name} queued: {stage.message}",
+                reasons.STAGE_QUEUED,
+            )
+    elif stage.phase == "Queued":
+        stage.phase, stage.message = "Running", None
+        step.note(
+            f"{stage.name}-admitted-{job.name}-{job.resource_version}",
+            f"stage {stage.name} admitted by Kueue queue {step.run.spec.queue_name}",
+            reasons.STAGE_ADMITTED,
+        )
 
 
 def _release_recorded(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
     """Release deleted jobs that no stage follows any more: their outcome is in `status`."""
-    followed = {s.job_name for s in status.stages if s.phase in ("Running", "Suspended")}
+    followed = {s.job_name for s in status.stages if s.phase in FOLLOWED}
     for job in jobs.values():
         if job.deleting and job.held and job.name not in followed:
             step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
+
+
+def _end_abandoned(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
+    """A stage that ended its attempt (stalled, stopped by a guard) while the job still runs:
+    end it (again, if the operator stopped between the status patch and the delete)."""
+    planned = {a.name for a in step.actions if isinstance(a, EndJob)}
+    for stage in status.stages:
+        job = jobs.get(stage.job_name or "")
+        if job is None or job.finished or job.deleting or job.name in planned:
+            continue
+        if stage.phase in ("Retrying", "Failed"):
+            step.actions.append(EndJob(step.launcher.api, job.name))
 
 
 def _results_condition(status: RLHFRunStatus, now: str, generation: int | None) -> Condition | None:
@@ -531,6 +608,9 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
         phase, reason, message = "Succeeded", reasons.SUCCEEDED, "all stages finished"
     elif active.phase == "Suspended" or (step.run.spec.suspend and active.phase != "Pending"):
         phase, reason, message = "Suspended", reasons.SUSPENDED, f"stage {active.name} suspended"
+    elif active.phase == "Queued":
+        phase, reason = "Pending", reasons.STAGE_QUEUED
+        message = f"stage {active.name} queued: {active.message or _queued_message(step.run.spec.queue_name)}"
     elif active.phase == "Retrying":
         phase, reason = "Running", reasons.STAGE_RETRYING
         message = f"stage {active.name} retrying after {active.retry_after}"
@@ -550,6 +630,7 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     status.message = message
     current = active or failed or (stages[-1] if stages else None)
     status.current_stage = current.name if current is not None else None
+    progress_.summarize(status)
     status.observed_generation = generation
     conditions = kstatus_conditions(phase, reason, message, now, generation, status.conditions)
     results = _results_condition(status, now, generation)
