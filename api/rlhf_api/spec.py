@@ -231,7 +231,7 @@ class StageControl(CamelModel):
     )
     progress_deadline_seconds: int | None = Field(
         default=None,
-        ge=60,
+        ge=1,
         le=604800,
         description=(
             "Hang detection: no progress event for this long while the stage's job runs ends the attempt "
@@ -242,7 +242,7 @@ class StageControl(CamelModel):
     )
     startup_progress_deadline_seconds: int | None = Field(
         default=None,
-        ge=60,
+        ge=1,
         le=604800,
         description=(
             "With progressDeadlineSeconds: the allowance from the attempt's start to its first progress event "

@@ -55,7 +55,11 @@ class StageProgress(CamelModel):
         default=None, description="When the stage should finish at that speed (RFC 3339)."
     )
     last_progress_time: str | None = Field(
-        default=None, description="When the last progress event was printed (RFC 3339); the hang deadline runs from it."
+        default=None,
+        description=(
+            "When the current attempt's last progress event was printed (RFC 3339; unset until a new attempt "
+            "reports); the hang deadline runs from it."
+        ),
     )
     metrics: dict[str, float] = Field(
         default_factory=dict,

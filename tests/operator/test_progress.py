@@ -116,6 +116,7 @@ def test_hang_deadline_startup_allowance_then_progress_deadline() -> None:
     sft = stage_of(after, "sft")
     assert (sft["phase"], sft["attempts"], sft["jobName"]) == ("Running", 2, "demo-sft-2")  # a counted retry
     assert "runningSince" not in sft  # the next attempt's clock starts when its job runs
+    assert sft["progress"] == {"step": 1, "totalSteps": 50, "percent": 2.0, "metrics": {}}  # its time and speed go
     assert creates(outcome) == ["demo-sft-2"]
 
 

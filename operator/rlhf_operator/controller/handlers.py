@@ -46,6 +46,7 @@ from ..reconcile import (
     Create,
     Outcome,
     PatchJob,
+    ProgressReading,
     jobs_followed,
     load_status,
     parse_time,
@@ -55,6 +56,7 @@ from ..reconcile import (
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
+from .log_reader import ProgressReader
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Runtime:
     expected: dict[RunKey, dict[str, float]] = field(default_factory=dict)
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
+    progress: ProgressReader | None = None  # Master pod logs of running stages (log_reader.py)
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -146,6 +149,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = EventsOnlyDiffBase()
 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
+    runtime.progress = ProgressReader(
+        runtime.client, operator_settings.progress_interval_seconds, operator_settings.progress_tail_lines
+    )
 
     async def process(key: RunKey) -> float | None:
         try:
@@ -286,6 +292,8 @@ async def _release(
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
+    if runtime.progress is not None:
+        runtime.progress.forget(key[0], jobs_followed((runtime.runs.get(key) or {}).get("status")))
     runtime.runs.pop(key, None)
     runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
@@ -343,7 +351,13 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
-    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings)
+    readings: dict[str, ProgressReading] = {}
+    next_read: float | None = None
+    if runtime.progress is not None:
+        status = load_status(body.get("status"))
+        readings, next_read = await runtime.progress.read_due(key[0], status, jobs, launcher)
+
+    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings, progress=readings)
 
     try:
         # The volume and the configs go first, concurrently; the job (which mounts them) after.
@@ -363,6 +377,9 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
+        for end in outcome.ends:
+            metrics.API_WRITES.labels(verb="delete").inc()
+            await runtime.client.delete(end.api, key[0], end.name)
         for release in outcome.releases:
             metrics.API_WRITES.labels(verb="patch").inc()
             try:
@@ -376,7 +393,8 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         raise
 
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
-    return outcome.requeue_after
+    waits = [w for w in (outcome.requeue_after, next_read) if w is not None]
+    return min(waits) if waits else None  # a timed transition, or the next progress read
 
 
 async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:

@@ -164,7 +164,7 @@ class _Step:
         stage.job_name = str(job["metadata"]["name"])
         stage.attempts = attempt
         stage.retry_after = None
-        stage.running_since = None
+        progress_.new_attempt(stage)
         stage.start_time = stage.start_time or rfc3339(self.now)
         if stage.phase == "Queued":  # created suspended: Kueue admits (unsuspends) it
             stage.message = _queued_message(self.run.spec.queue_name)
@@ -258,7 +258,9 @@ def reconcile(
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
     old_raw = body.get("status") if isinstance(body.get("status"), Mapping) else {}
-    old_status = dump_status(load_status(old_raw))
+    # No stored status yet: everything is new, defaults included (a queued run's first phase,
+    # Pending, is the default and would otherwise never be written).
+    old_status = dump_status(load_status(old_raw)) if old_raw else {}
     status = load_status(old_raw)
 
     try:

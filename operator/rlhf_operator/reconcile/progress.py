@@ -88,6 +88,17 @@ def follow(
     return _judge_deadline(stage, deadline, startup, now)
 
 
+def new_attempt(stage: StageStatus) -> None:
+    """A new attempt (a new pod, a new log): the position stays on show, but the speed and the
+    last event's time were the previous attempt's. With no lastProgressTime the hang deadline
+    gives the startup allowance, and the speed is measured afresh."""
+    stage.running_since = None
+    if stage.progress is not None:
+        stage.progress = stage.progress.model_copy(
+            update={"last_progress_time": None, "steps_per_second": None, "estimated_completion_time": None}
+        )
+
+
 def _latest_per_metric(trips: list[Trip]) -> list[Trip]:
     latest: dict[str, Trip] = {}
     for trip in trips:
@@ -139,7 +150,7 @@ def _judge_deadline(stage: StageStatus, deadline: int | None, startup: int | Non
     if deadline is None or startup is None or since is None:
         return None
     last = parse_time(stage.progress.last_progress_time) if stage.progress is not None else None
-    if last is not None and last >= since:
+    if last is not None:  # this attempt has reported (new_attempt cleared the previous one's time)
         if (now - last).total_seconds() > deadline:
             why = f"stalled: no progress event for {deadline}s (progressDeadlineSeconds) since {rfc3339(last)}"
             return Verdict(why, reasons.STAGE_STALLED, retry=True)
