@@ -13,7 +13,7 @@ from rlhf_operator.observed_job import ObservedJob
 from rlhf_operator.reconcile import EndJob, Outcome, ProgressReading, reconcile
 
 from .conftest import base_run
-from .test_reconcile import NOW, SETTINGS, body_of, condition, creates, event_reasons, job, stage_of
+from .test_reconcile import NOW, SETTINGS, body_of, condition, creates, event_reasons, job, result, stage_of
 
 
 def step(
@@ -150,3 +150,13 @@ def test_a_queued_job_shows_its_queue_until_kueue_admits_it() -> None:
     # preempted by Kueue: the job is suspended again, the stage waits again
     outcome, body = step(body, job("demo-sft-1", "Suspended", suspended=True))
     assert stage_of(body, "sft")["phase"] == "Queued" and event_reasons(outcome) == [("Normal", "StageQueued")]
+
+
+def test_a_succeeded_stage_ends_its_progress_where_its_result_says() -> None:
+    body = running()
+    _, body = step(body, job("demo-sft-1", "Running"), progress=reading((-9, {"step": 30, "max_steps": 100})))
+    done = result("sft").model_copy(update={"steps": 100, "planned_steps": 100})
+    _, after = step(body, job("demo-sft-1", "Succeeded", result=done))
+    progress = stage_of(after, "sft")["progress"]
+    assert (progress["step"], progress["percent"]) == (100, 100.0) and "estimatedCompletionTime" not in progress
+    assert after["status"]["progress"] == "1/3 stages" and "stageProgress" not in after["status"]

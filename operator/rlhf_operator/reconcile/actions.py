@@ -48,6 +48,9 @@ class EndJob:
 
     api: ApiRef
     name: str
+    # The attempt may be hung (a stall): no graceful stop to wait for. The kubelet kills a pod
+    # after its grace period anyway; `rlhf run` kills the process at once.
+    hung: bool = False
 
 
 @dataclass(frozen=True)

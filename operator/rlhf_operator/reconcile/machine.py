@@ -439,7 +439,7 @@ def _follow_progress(
     verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, note)
     if verdict is None:
         return
-    step.actions.append(EndJob(step.launcher.api, job.name))
+    step.actions.append(EndJob(step.launcher.api, job.name, hung=verdict.reason == reasons.STAGE_STALLED))
     _stage_failed(step, stage, stage_plan, verdict.why, verdict.reason, retry=verdict.retry)
     if stage.phase == "Retrying":
         _advance_retry(step, stage, stage_plan)
@@ -466,6 +466,7 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     stage.merged_path = (result.merged_path if result else None) or stage_plan.merged_path
     stage.metrics = dict(result.metrics) if result else {}
     stage.resumed_from_step = result.resumed_from_step if result else None
+    progress_.finished(stage, result.steps if result else None, result.planned_steps if result else None)
     if result is None:
         # The job says it succeeded but its result is unreadable (e.g. the Master pod is gone):
         # not run again; the next stage's handover check verifies the output on the volume.

@@ -99,6 +99,22 @@ def new_attempt(stage: StageStatus) -> None:
         )
 
 
+def finished(stage: StageStatus, steps: int | None, planned: int | None) -> None:
+    """A succeeded stage's progress ends where its result says (the last lines before the exit
+    are usually not read: the job is not followed once it finished)."""
+    if stage.progress is None or steps is None:
+        return
+    total = planned or stage.progress.total_steps
+    stage.progress = stage.progress.model_copy(
+        update={
+            "step": steps,
+            "total_steps": total,
+            "percent": round(min(100.0, 100.0 * steps / total), 1) if total else None,
+            "estimated_completion_time": None,
+        }
+    )
+
+
 def _latest_per_metric(trips: list[Trip]) -> list[Trip]:
     latest: dict[str, Trip] = {}
     for trip in trips:
