@@ -170,6 +170,7 @@ async def test_progress_from_the_master_pod_log_advances_the_status(
     # the budget: at most one log read per interval, and no status write without news
     began = time.monotonic()
     reads_before, patches_before = len(log.reads), _status_patches(cluster)
+    assert patches_before >= 3  # the first status, step 20, step 80
     await asyncio.sleep(8 * INTERVAL)
     elapsed = time.monotonic() - began
     assert len(log.reads) - reads_before <= elapsed / INTERVAL + 1
@@ -177,7 +178,7 @@ async def test_progress_from_the_master_pod_log_advances_the_status(
 
 
 def _status_patches(cluster: Cluster) -> int:
-    return sum(1 for t in cluster.kmock.tally if t[0] == "patch" and t[2] == "status" and t[4] == "operator")
+    return sum(1 for t in cluster.kmock.tally if t[:3] == ("update", "rlhfruns", "status") and t[4] == "operator")
 
 
 async def test_a_stage_whose_log_stops_is_retried_with_stage_stalled(
@@ -287,3 +288,27 @@ async def test_kubectl_get_w_sample_moves_with_progress(cluster: Cluster, live_o
     sample = "\n".join(table(headers, rows))
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert sample in readme, f"README.md's `kubectl get rlhfrun -w` sample is stale; it is now:\n{sample}"
+
+
+async def test_request_budget_per_running_stage(cluster: Cluster, live_operator: OperatorThread) -> None:
+    """While a stage trains and prints a line every interval: one log read and at most one status
+    patch per interval, nothing else (the figures docs/architecture.md quotes)."""
+    log = serve_log(cluster, "demo-sft-1")
+    await cluster.apply(base_run("demo"))
+    await running_master(cluster, "demo-sft-1")
+    log.event(step=1, max_steps=1000)
+    await wait_for(lambda: (cluster.stage("demo", "sft").get("progress") or {}).get("step") == 1, what="step 1")
+    before = len(cluster.kmock.tally)
+    began = time.monotonic()
+    intervals = 10
+    for i in range(intervals):
+        log.event(step=10 * (i + 1), max_steps=1000, loss=1.0 / (i + 1))
+        await asyncio.sleep(INTERVAL)
+    elapsed = time.monotonic() - began
+    ours = [t for t in cluster.kmock.tally[before:] if t[4] == "operator"]
+    reads = sum(1 for t in ours if t[:3] == ("fetch", "pods", "log"))  # kmock's names: fetch = GET
+    patches = sum(1 for t in ours if t[:3] == ("update", "rlhfruns", "status"))  # update = PATCH
+    assert len(ours) == reads + patches, ours  # nothing else: no pod GETs, no events
+    assert reads <= elapsed / INTERVAL + 1 and patches <= reads
+    assert patches >= intervals // 2  # the status does follow the log
+    print(f"{elapsed / INTERVAL:.1f} intervals: {reads} log reads, {patches} status patches")

@@ -7,7 +7,9 @@ Calling it again with its own output status and the same observations yields no 
 same status (idempotence): restarts and repeated watch events are harmless.
 
 Stage phases: Pending -> Running -> Succeeded | Retrying -> Running ... | Failed; Skipped when
-the spec gives the stage's output (existingOutput); Suspended while spec.suspend holds the job.
+the spec gives the stage's output (existingOutput); Suspended while spec.suspend holds the job;
+Queued while Kueue holds it (spec.queueName). While a stage runs, its progress lines (read by
+the caller) feed its progress, guards and hang deadline (progress.py).
 A job that vanishes or is deleted while its stage runs is a failed attempt (retried like any
 other); a stage that succeeded is never run again, even when its job is gone later.
 
