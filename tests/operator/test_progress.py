@@ -144,6 +144,8 @@ def test_a_queued_job_shows_its_queue_until_kueue_admits_it() -> None:
     assert body["status"]["phase"] == "Pending" and condition(body, "Reconciling")["reason"] == "StageQueued"
     again, body = step(body, job("demo-sft-1", "Suspended", suspended=True))
     assert again.actions == [] and again.status_patch == {}  # still waiting: nothing to do
+    again, _ = step(body, job("demo-sft-1", "Pending"))  # created, not yet seen by the watch: no admission
+    assert again.actions == [] and again.status_patch == {}
     outcome, body = step(body, job("demo-sft-1", "Running"))  # Kueue unsuspended it
     assert stage_of(body, "sft")["phase"] == "Running" and "message" not in stage_of(body, "sft")
     assert event_reasons(outcome) == [("Normal", "StageAdmitted")] and body["status"]["phase"] == "Running"

@@ -560,7 +560,9 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
                 f"stage {stage.name} queued: {stage.message}",
                 reasons.STAGE_QUEUED,
             )
-    elif stage.phase == "Queued":
+    elif stage.phase == "Queued" and job.state != "Pending":
+        # Unsuspended and picked up by the training operator (a job just created, not yet seen
+        # by the watch, also reads as not suspended: that is no admission).
         stage.phase, stage.message = "Running", None
         step.note(
             f"{stage.name}-admitted-{job.name}-{job.resource_version}",
