@@ -75,6 +75,17 @@ def test_a_warn_guard_sets_healthy_false_once_per_episode_and_recovers() -> None
     assert (condition(after, "Healthy")["status"], condition(after, "Healthy")["reason"]) == ("True", "GuardsPassing")
 
 
+def test_a_tripped_guard_stays_current_across_a_spec_change() -> None:
+    body = running(guards={"maxKL": 0.5})
+    _, body = step(body, job("demo-sft-1", "Running"), progress=reading((-5, {"step": 5, "kl": 0.9})))
+    body["metadata"]["generation"] = 2
+    body["spec"]["suspend"] = True
+    _, after = step(body, job("demo-sft-1", "Running"))
+    healthy = condition(after, "Healthy")
+    assert (healthy["status"], healthy["observedGeneration"]) == ("False", 2)
+    assert healthy["lastTransitionTime"] == condition(body, "Healthy")["lastTransitionTime"]
+
+
 def test_a_stop_guard_fails_the_stage_without_retry_and_ends_its_job() -> None:
     body = running(guards={"maxKL": 0.5, "action": "stop"})
     outcome, after = step(body, job("demo-sft-1", "Running"), progress=reading((-5, {"step": 40, "kl": 3.0})))

@@ -637,7 +637,7 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     status.message = message
     current = active or failed or (stages[-1] if stages else None)
     status.current_stage = current.name if current is not None else None
-    progress_.summarize(status)
+    progress_.summarize(status, generation)
     status.observed_generation = generation
     conditions = kstatus_conditions(phase, reason, message, now, generation, status.conditions)
     results = _results_condition(status, now, generation)

@@ -176,9 +176,14 @@ def _judge_deadline(stage: StageStatus, deadline: int | None, startup: int | Non
     return None
 
 
-def summarize(status: RLHFRunStatus) -> None:
+def summarize(status: RLHFRunStatus, generation: int | None) -> None:
     """The run-level progress fields the printer columns show (JSONPath cannot pick the current
-    stage from the list): finished stages of all, and the current stage's percent and ETA."""
+    stage from the list): finished stages of all, and the current stage's percent and ETA. The
+    Healthy condition stays about the current generation (health checks skip stale conditions):
+    a spec change (e.g. suspend) does not make a tripped guard untrue."""
+    for cond in status.conditions:
+        if cond.type == reasons.HEALTHY:
+            cond.observed_generation = generation
     done = sum(1 for s in status.stages if s.phase in ("Succeeded", "Skipped"))
     status.progress = f"{done}/{len(status.stages)} stages" if status.stages else None
     current = next((s for s in status.stages if s.name == status.current_stage), None)
