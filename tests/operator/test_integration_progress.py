@@ -24,6 +24,7 @@ from rlhf_operator.crd import crd
 from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
+from .emulator import TRAINJOBS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 TEXT = kmock.headers({"Content-Type": "text/plain"})
@@ -312,3 +313,25 @@ async def test_request_budget_per_running_stage(cluster: Cluster, live_operator:
     assert reads <= elapsed / INTERVAL + 1 and patches <= reads
     assert patches >= intervals // 2  # the status does follow the log
     print(f"{elapsed / INTERVAL:.1f} intervals: {reads} log reads, {patches} status patches")
+
+
+async def test_trainjob_progress_from_the_node_0_pod(cluster: Cluster, live_operator: OperatorThread) -> None:
+    """TrainJob's Master pod has no predictable name: found once by its labels, then read."""
+    log = PodLog()
+    pod_name = "demo-sft-1-node-0-0-abcde"
+    cluster.kmock[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod_name}/log"] << TEXT << log.serve
+    await cluster.apply(base_run("demo", launcher="trainjob"))
+    await wait_for(lambda: "demo-sft-1" in cluster.job_names(TRAINJOBS), what="the trainjob")
+    await cluster.set_job_condition("demo-sft-1", "Created", resource=TRAINJOBS)  # Trainer v2 has no Running
+    other = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unrelated", "namespace": NAMESPACE}}
+    await cluster._call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", other)
+    labels = {
+        "jobset.sigs.k8s.io/jobset-name": "demo-sft-1",
+        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": labels}}
+    await cluster._call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+    log.event(step=7, max_steps=70)
+    await wait_for(lambda: cluster.status("demo").get("stageProgress") == "10%", what="10%")
+    assert {r["container"] for r in log.reads} == {"node"}

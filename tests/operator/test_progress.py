@@ -173,3 +173,12 @@ def test_a_succeeded_stage_ends_its_progress_where_its_result_says() -> None:
     progress = stage_of(after, "sft")["progress"]
     assert (progress["step"], progress["percent"]) == (100, 100.0) and "estimatedCompletionTime" not in progress
     assert after["status"]["progress"] == "1/3 stages" and "stageProgress" not in after["status"]
+
+
+def test_a_created_job_counts_as_running_once_its_log_reads() -> None:
+    """Trainer v2 reports no Running condition: a log that could be read means the pods run."""
+    body = running(progressDeadlineSeconds=60)
+    _, after = step(body, job("demo-sft-1", "Created"), progress=reading(complete=False))  # container waiting
+    assert "runningSince" not in stage_of(after, "sft")
+    _, after = step(body, job("demo-sft-1", "Created"), progress=reading())
+    assert stage_of(after, "sft")["runningSince"] == "2026-01-01T12:00:00Z"

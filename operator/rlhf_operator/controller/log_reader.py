@@ -24,7 +24,7 @@ from rlhf_api.status import RLHFRunStatus
 from ..api_ref import PODS
 from ..launchers import Launcher
 from ..observed_job import ObservedJob
-from ..pod_result import label_selector
+from ..pod_result import label_selector, matches
 from ..reconcile import ProgressReading, running_jobs
 from . import metrics
 from .kube_client import ApiError, KubeClient, object_path
@@ -150,8 +150,16 @@ class ProgressReader:
         name = launcher.master_pod_name(job) or self._pods.get(key)
         if name is not None:
             return name
-        pods = await self.client.list(PODS, namespace, label_selector(launcher.master_pod_selector(job)))
-        found = next((str(p["metadata"]["name"]) for p in pods if (p.get("metadata") or {}).get("name")), None)
+        selector = launcher.master_pod_selector(job)
+        pods = await self.client.list(PODS, namespace, label_selector(selector))
+        found = next(
+            (
+                str(meta["name"])
+                for meta in ((p.get("metadata") or {}) for p in pods)
+                if meta.get("name") and matches(meta.get("labels") or {}, selector)  # checked again, as pod_result
+            ),
+            None,
+        )
         if found is not None:
             self._pods[key] = found
         return found

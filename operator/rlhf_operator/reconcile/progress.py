@@ -76,14 +76,16 @@ def follow(
 ) -> Verdict | None:
     """Fold a running stage's reading into its status; a Verdict when the attempt must end."""
     deadline, startup, guards = stage_controls(section)
-    if deadline is not None and job.state == "Running" and stage.running_since is None:
+    # The pods run: the job says so, or (TrainJob has no Running condition) its log could be read.
+    running = job.state == "Running" or (job.state == "Created" and reading is not None and reading.complete)
+    if deadline is not None and running and stage.running_since is None:
         stage.running_since = rfc3339(now)
     if reading is None:
         return None
     fresh = new_events(stage.progress, reading.events)
     stage.progress = fold(stage.progress, fresh)
     verdict = _judge_guards(status, stage, guards, fresh, now, generation, note)
-    if verdict is not None or not reading.complete or job.state != "Running":
+    if verdict is not None or not reading.complete or not running:
         return verdict
     return _judge_deadline(stage, deadline, startup, now)
 
@@ -193,9 +195,7 @@ def summarize(status: RLHFRunStatus, generation: int | None) -> None:
 
 
 def running_jobs(status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> list[str]:
-    """The jobs whose progress is worth reading: a Running stage's job whose pods run."""
-    return [
-        s.job_name
-        for s in status.stages
-        if s.phase == "Running" and s.job_name and s.job_name in jobs and jobs[s.job_name].state == "Running"
-    ]
+    """The jobs whose progress is worth reading: a Running stage's job whose pods run or were
+    created (TrainJob reports no Running condition; a container not started yet answers 400)."""
+    names = [s.job_name for s in status.stages if s.phase == "Running" and s.job_name]
+    return [name for name in names if name in jobs and jobs[name].state in ("Running", "Created")]
