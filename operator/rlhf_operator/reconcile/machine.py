@@ -431,14 +431,10 @@ def _follow_progress(
 ) -> None:
     """Progress, guards and the hang deadline (reconcile/progress.py); an attempt they end is a
     failed one, its job ended after the status patch."""
-
-    def note(key: str, message: str, reason: str, warning: bool) -> None:
-        step.note(key, message, reason, warning)
-
     section = step.run.spec.section(stage.name)
     generation = step.run.metadata.generation
     reading = step.progress.get(job.name)
-    verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, note)
+    verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, step.note)
     if verdict is None:
         return
     step.actions.append(EndJob(step.launcher.api, job.name, hung=verdict.reason == reasons.STAGE_STALLED))
