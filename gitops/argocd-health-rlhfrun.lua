@@ -1,10 +1,12 @@
 -- Argo CD health check for rlhf.dev/RLHFRun (resource.customizations.health.rlhf.dev_RLHFRun).
 --
 -- The RLHFRun status follows kstatus: status.observedGeneration plus Ready / Reconciling /
--- Stalled conditions (metav1.Condition), and a phase (Pending, Running, Succeeded, Failed,
--- Suspended). Mapping, first match wins:
+-- Stalled conditions (metav1.Condition), a Healthy condition (False while a stage's guard is
+-- tripped, e.g. KL above maxKL), and a phase (Pending, Running, Succeeded, Failed, Suspended).
+-- Mapping, first match wins:
 --   no status, or status older than the spec (observedGeneration < generation) -> Progressing
 --   Stalled=True, or phase Failed                                              -> Degraded
+--   Healthy=False (a guard tripped)                                            -> Degraded
 --   phase Suspended, or spec.suspend with an up-to-date status                 -> Suspended
 --   Ready=True, or phase Succeeded                                             -> Healthy
 --   anything else (Pending, Running, Reconciling=True)                         -> Progressing
@@ -68,6 +70,13 @@ end
 if is_true("Stalled") or phase == "Failed" then
   hs.status = "Degraded"
   hs.message = describe(conditions["Stalled"], "The run failed" .. stage)
+  return hs
+end
+
+local healthy = conditions["Healthy"]
+if healthy ~= nil and healthy.status == "False" then
+  hs.status = "Degraded"
+  hs.message = describe(healthy, "A guard tripped" .. stage)
   return hs
 end
 

@@ -1,12 +1,16 @@
-"""Progress lines on stdout that `rlhf run` turns into a terminal display.
+"""Progress lines on stdout that `rlhf run` turns into a terminal display and the operator
+reads from the Master pod's log into the RLHFRun status.
 
-One line per event: the marker, then compact JSON. Import-light.
+One line per event: the marker, then compact JSON. Import-light. A training-step event has
+`step`, usually `max_steps`, and numbers; other events have an `event` name (resume, compare,
+compared, merged, done).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 MARKER = "@@rlhf "
@@ -27,3 +31,35 @@ def parse(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+# The numbers worth a glance per step, in this order (the rest is in TensorBoard and the report).
+HEADLINE_KEYS = (
+    "loss",
+    "accuracy",
+    "rewards/accuracies",
+    "rewards/margins",
+    "reward_mean",
+    "kl",
+    "eval_loss",
+    "learning_rate",
+)
+# An event from the trainer's own end-of-training summary, not a step: no headline numbers.
+# Only `train_loss` tells it apart: transformers 5 puts `train_runtime` in every step's log too.
+_SUMMARY_KEYS = ("train_loss",)
+
+
+def step_of(event: Mapping[str, Any]) -> tuple[int, int | None] | None:
+    """(step, total) of a training-step event, None for other events."""
+    step = event.get("step")
+    if event.get("event") is not None or not isinstance(step, int | float):
+        return None
+    total = event.get("max_steps")
+    return int(step), int(total) if isinstance(total, int | float) and total > 0 else None
+
+
+def headline_numbers(event: Mapping[str, Any], limit: int = 4) -> list[tuple[str, float]]:
+    if any(k in event for k in _SUMMARY_KEYS):
+        return []
+    found = [(k, float(event[k])) for k in HEADLINE_KEYS if isinstance(event.get(k), int | float)]
+    return found[:limit]

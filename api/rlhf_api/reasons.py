@@ -43,12 +43,19 @@ PREVIOUS_ATTEMPT_TERMINATING: Final = "PreviousAttemptTerminating"
 STAGE_WAITING: Final = "StageWaiting"
 # an attempt's pods did not start within startDeadlineSeconds: a failed attempt (Warning)
 STAGE_START_TIMEOUT: Final = "StageStartTimeout"
+STAGE_QUEUED: Final = "StageQueued"  # the stage's job waits for admission by its Kueue queue (Normal)
+STAGE_ADMITTED: Final = "StageAdmitted"  # Kueue admitted (unsuspended) the queued job (Normal)
+# no progress event for progressDeadlineSeconds while the job ran: the attempt is ended and retried (Warning)
+STAGE_STALLED: Final = "StageStalled"
+GUARD_TRIPPED: Final = "GuardTripped"  # a stage's guard (maxKL, minRewardStd, non-finite loss) tripped (Warning)
+GUARDS_PASSING: Final = "GuardsPassing"  # Healthy=True again: the latest numbers pass every guard (Normal)
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
 # --- non-kstatus condition types ----------------------------------------------------------------
 RESULTS_READ: Final = "ResultsRead"  # condition type: False while some succeeded stage's result is unknown
 GPU_MEMORY: Final = "GPUMemory"  # condition type: False when a stage's estimated memory exceeds its GPU
+HEALTHY: Final = "Healthy"  # condition type: False while a guard is tripped (Argo CD / Flux: Degraded)
 
 ALL: Final = (
     PENDING,
@@ -75,6 +82,11 @@ ALL: Final = (
     STAGE_CONFIG_CHANGED,
     STAGE_WAITING,
     STAGE_START_TIMEOUT,
+    STAGE_QUEUED,
+    STAGE_ADMITTED,
+    STAGE_STALLED,
+    GUARD_TRIPPED,
+    GUARDS_PASSING,
     RESUMED,
     PROGRESSING,
 )

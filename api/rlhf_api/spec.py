@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, create_model, field_validator, model_validator
 
 from .camel_model import CamelModel, field_errors
+from .guards import Guards
 from .model_config import ModelConfig
 from .rules import DEFAULT_PIPELINE, PIPELINE_SHAPES, pipeline_errors
 from .stage_config import DatasetConfig, EvaluationConfig, StageCommon, Strategy
@@ -196,6 +197,30 @@ class StageControl(CamelModel):
             "Skip this stage and use this merged model instead (a path on the volume or a hub id), "
             "e.g. start PPO from an existing SFT model."
         ),
+    )
+    progress_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=604800,
+        description=(
+            "Hang detection: no progress event for this long while the stage's job runs ends the attempt "
+            "(Warning StageStalled) and retries it from its last checkpoint, a counted retry. Unset: off. "
+            "The time to load the models and reach the first step has its own allowance, "
+            "startupProgressDeadlineSeconds."
+        ),
+    )
+    startup_progress_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=604800,
+        description=(
+            "With progressDeadlineSeconds: the allowance from the attempt's start to its first progress event "
+            "(model loading, data preparation, the first step). Unset: 3 x progressDeadlineSeconds, at least 30 min."
+        ),
+    )
+    guards: Guards | None = Field(
+        default=None,
+        description="RL health limits checked on every progress event (a non-finite loss always trips).",
     )
 
 

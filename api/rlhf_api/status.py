@@ -14,8 +14,8 @@ from .camel_model import CamelModel
 from .stages import StageName
 
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-StagePhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead", "GPUMemory"]
+StagePhase = Literal["Pending", "Queued", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Suspended"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "ResultsRead", "GPUMemory", "Healthy"]
 
 
 class Condition(CamelModel):
@@ -24,7 +24,9 @@ class Condition(CamelModel):
     type: ConditionType = Field(
         description=(
             "Ready, Reconciling or Stalled (kstatus); ResultsRead (False while a succeeded stage's "
-            "result could not be read); GPUMemory (False when a stage is estimated not to fit its GPUs)."
+            "result could not be read); GPUMemory (False when a stage is estimated not to fit its GPUs); "
+            "Healthy (False while a stage's guard is tripped, e.g. KL above maxKL; Argo CD and Flux read it "
+            "as Degraded)."
         )
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -39,9 +41,38 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(default=None, ge=0, description="Generation this condition is about.")
 
 
+class StageProgress(CamelModel):
+    """Where a running stage is, from the trainer's progress events (the Master pod's log on a
+    cluster, the process's output for `rlhf run`). Kept after the stage ends: its last position."""
+
+    step: int = Field(default=0, ge=0, description="The last training step reported.")
+    total_steps: int | None = Field(default=None, ge=1, description="The stage's total steps, when known.")
+    percent: float | None = Field(default=None, ge=0, le=100, description="step / totalSteps, in percent.")
+    steps_per_second: float | None = Field(
+        default=None, ge=0, description="Training speed over the recent events of this attempt."
+    )
+    estimated_completion_time: str | None = Field(
+        default=None, description="When the stage should finish at that speed (RFC 3339)."
+    )
+    last_progress_time: str | None = Field(
+        default=None,
+        description=(
+            "When the current attempt's last progress event was printed (RFC 3339; unset until a new attempt "
+            "reports); the hang deadline runs from it."
+        ),
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The stage's latest headline numbers (loss, reward_mean, kl, accuracy...), finite values only.",
+    )
+
+
 class StageStatus(CamelModel):
     name: StageName = Field(description="Stage name.")
-    phase: StagePhase = Field(default="Pending", description="The stage's phase.")
+    phase: StagePhase = Field(
+        default="Pending",
+        description="The stage's phase; Queued: its job waits for admission by Kueue (the queue is in message).",
+    )
     job_name: str | None = Field(default=None, description="The stage's PyTorchJob/TrainJob.")
     attempts: int = Field(default=0, ge=0, description="Jobs started for this stage (1 + retries used).")
     preemptions: int | None = Field(
@@ -56,7 +87,19 @@ class StageStatus(CamelModel):
     resumed_from_step: int | None = Field(
         default=None, ge=0, description="The checkpoint step the last attempt resumed from (unset: it started fresh)."
     )
-    message: str | None = Field(default=None, description="Why the stage failed or was retried.")
+    message: str | None = Field(
+        default=None, description="Why the stage failed or was retried; the Kueue queue while Queued."
+    )
+    progress: StageProgress | None = Field(
+        default=None, description="Progress of the stage's current (or last) attempt, from its progress events."
+    )
+    running_since: str | None = Field(
+        default=None,
+        description=(
+            "With progressDeadlineSeconds: when the current attempt's job was first seen running (RFC 3339); "
+            "the startup allowance of the hang deadline runs from it."
+        ),
+    )
     config_hash: str | None = Field(
         default=None,
         max_length=64,
@@ -77,6 +120,17 @@ class StageStatus(CamelModel):
 class RLHFRunStatus(CamelModel):
     phase: RunPhase = Field(default="Pending", description="Pending, Running, Succeeded, Failed or Suspended.")
     current_stage: str | None = Field(default=None, description="The stage running now (or last run).")
+    progress: str | None = Field(default=None, description='Finished stages of all, e.g. "1/3 stages".')
+    stage_progress: str | None = Field(
+        default=None, description='The current stage\'s percent done, e.g. "45%" (a printer column).'
+    )
+    eta: str | None = Field(
+        default=None,
+        description=(
+            'The current stage\'s time left when last estimated, e.g. "12m" (a printer column; the exact time is '
+            "the stage's progress.estimatedCompletionTime)."
+        ),
+    )
     stages: list[StageStatus] = Field(default_factory=list, description="One entry per pipeline stage.")
     conditions: list[Condition] = Field(default_factory=list, description="kstatus conditions.")
     observed_generation: int | None = Field(default=None, ge=0, description="The spec generation last acted on.")

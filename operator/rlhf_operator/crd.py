@@ -131,6 +131,11 @@ def crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
+                        # The current stage's progress, so `kubectl get rlhfrun -w` moves (the operator
+                        # copies them up: a JSONPath cannot pick the current stage from the list).
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.stageProgress"},
+                        {"name": "ETA", "type": "string", "jsonPath": ".status.eta"},
+                        {"name": "Stages", "type": "string", "jsonPath": ".status.progress", "priority": 1},
                         {
                             "name": "Ready",
                             "type": "string",

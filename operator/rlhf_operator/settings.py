@@ -45,6 +45,18 @@ class OperatorSettings(BaseModel):
             "'ghcr.io/rlhf-dev/rlhf-trainer:*,registry.example.com/ml/*'; empty: any image"
         ),
     )
+    progress_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "RLHF_PROGRESS_INTERVAL_SECONDS: each running stage's Master pod log is read for progress at most "
+            "this often (one pods/log GET, then at most one status patch); 0 turns progress, guards and the hang "
+            "deadline off"
+        ),
+    )
+    progress_tail_lines: int = Field(
+        default=500, ge=1, le=100000, description="RLHF_PROGRESS_TAIL_LINES: the most log lines one read fetches"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:

@@ -4,6 +4,9 @@ towards `rlhf run`: progress lines, result.json, checkpoints, SIGTERM, exit code
 Controlled by environment variables (the tests set them):
 - FAKE_FAIL: JSON {stage: n}: the first n attempts of that stage fail (result.json, exit 1).
 - FAKE_STEPS: steps per stage (default 3); FAKE_STEP_SECONDS: time per step (default 0).
+- FAKE_NUMBERS: JSON {stage: {name: value}}: extra numbers in every progress line (e.g. kl).
+- FAKE_HANG: JSON {stage: step}: the first attempt hangs after that step (a stuck collective:
+  no more lines, SIGTERM ignored).
 A step's "checkpoint" is a directory stamped with the config's identity, as the real trainer
 stamps its checkpoints; a new attempt resumes after the last one of the same identity (others
 are left where they are and not counted) and result.json carries the identity.
@@ -42,6 +45,8 @@ def main() -> int:
         if (p / "identity.json").is_file() and (p / "identity.json").read_text() == stamp
     )
     start = done[-1] if done else 0
+    numbers = json.loads(os.environ.get("FAKE_NUMBERS", "{}")).get(stage, {})
+    hang = json.loads(os.environ.get("FAKE_HANG", "{}")).get(stage)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
 
@@ -62,7 +67,9 @@ def main() -> int:
         checkpoint = out / "checkpoints" / f"checkpoint-{step}"
         checkpoint.mkdir(exist_ok=True)
         (checkpoint / "identity.json").write_text(stamp)
-        emit(stage, step=step, max_steps=steps, loss=1.0 / step)
+        emit(stage, step=step, max_steps=steps, loss=1.0 / step, **numbers)
+        while hang == step and attempt == 1:
+            time.sleep(1)
         if stop["flag"]:
             write_result(
                 result("failed", step, preempted=True, message=f"preempted at step {step}"), f"{out}/result.json"

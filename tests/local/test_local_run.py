@@ -69,7 +69,7 @@ def fake_rlhf_run(doc: dict[str, Any], workdir: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_launcher, "stage_command", fake_command)
-    for name in ("FAKE_FAIL", "FAKE_STEPS", "FAKE_STEP_SECONDS"):
+    for name in ("FAKE_FAIL", "FAKE_STEPS", "FAKE_STEP_SECONDS", "FAKE_NUMBERS", "FAKE_HANG"):
         monkeypatch.delenv(name, raising=False)
 
 

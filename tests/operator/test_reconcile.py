@@ -17,6 +17,7 @@ from rlhf_operator.observed_job import JOB_STATES, ObservedJob
 from rlhf_operator.pod_result import failure_message, parse_result, result_from_pods
 from rlhf_operator.reconcile import (
     Create,
+    EndJob,
     Outcome,
     PatchJob,
     PostEvent,
@@ -143,10 +144,14 @@ def test_every_phase_and_job_condition(phase: str, state: str) -> None:
     for action in outcome.actions:
         if isinstance(action, Create) and action.api.plural == "pytorchjobs":
             assert action.body["spec"]["runPolicy"]["suspend"] is (phase == "Suspended")
+    # A failed stage whose job still runs gets it ended, on every pass until it is seen deleting.
+    ends = [a.name for a in outcome.actions if isinstance(a, EndJob)]
+    assert ends == (["demo-sft-3"] if phase == "Failed" and state not in ("Succeeded", "Failed") else [])
     # The pass is a fixed point: once its own status is stored, nothing more happens.
     again, _ = step(after, observed if not want_creates else {})
     if not want_creates:
-        assert again.actions == [] and again.status_patch == {}
+        assert [a for a in again.actions if not isinstance(a, EndJob)] == [] and again.status_patch == {}
+        assert again.ends == outcome.ends
 
 
 def test_new_run_creates_volume_configs_first_job_and_reports_status() -> None:
@@ -568,7 +573,10 @@ def test_kueue_run_is_not_unsuspended_by_the_operator() -> None:
     body["spec"]["suspend"] = False
     outcome, after = step(body, job("demo-sft-1", "Suspended", suspended=True))
     assert [a for a in outcome.actions if isinstance(a, PatchJob)] == []  # Kueue admits, then unsuspends
-    assert stage_of(after, "sft")["phase"] == "Running"
+    assert stage_of(after, "sft")["phase"] == "Queued"  # waiting for Kueue, not running
+    assert "team-queue" in stage_of(after, "sft")["message"]
+    _, admitted = step(after, job("demo-sft-1", "Running"))
+    assert stage_of(admitted, "sft")["phase"] == "Running"
 
 
 @pytest.mark.parametrize(

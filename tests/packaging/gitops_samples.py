@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_api.status import RLHFRunStatus, RunPhase, StageStatus, kstatus_conditions
+from rlhf_api import reasons
+from rlhf_api.status import RLHFRunStatus, RunPhase, StageStatus, condition, kstatus_conditions
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -56,6 +57,21 @@ def suspended() -> RLHFRunStatus:
     return _status("Suspended", "Suspended", "stage dpo suspended", stages)
 
 
+def unhealthy(base: RLHFRunStatus | None = None) -> RLHFRunStatus:
+    """A guard tripped (warn: the stage trains on), as reconcile/progress.py writes it."""
+    status = base or running()
+    message = "stage dpo at step 120: guard tripped: kl=0.93 (> maxKL 0.5)"
+    status.conditions.append(condition(reasons.HEALTHY, False, reasons.GUARD_TRIPPED, message, T0, 3))
+    return status
+
+
+def recovered() -> RLHFRunStatus:
+    status = running()
+    message = "the latest numbers of stage dpo pass every guard"
+    status.conditions.append(condition(reasons.HEALTHY, True, reasons.GUARDS_PASSING, message, T0, 3))
+    return status
+
+
 def pending() -> RLHFRunStatus:
     return _status("Pending", "Pending", "waiting to start", [StageStatus(name="sft"), StageStatus(name="dpo")])
 
@@ -68,6 +84,10 @@ SAMPLES: list[tuple[str, dict[str, Any], str, str]] = [
     ("succeeded", run(succeeded()), "Healthy", "Current"),
     ("failed", run(failed()), "Degraded", "Failed"),
     ("suspended", run(suspended(), suspend=True), "Suspended", "InProgress"),
+    ("guard tripped while running", run(unhealthy()), "Degraded", "Failed"),
+    ("guard tripped, then succeeded", run(unhealthy(succeeded())), "Degraded", "Failed"),
+    ("guard passing again", run(recovered()), "Progressing", "InProgress"),
+    ("guard tripped, stale generation", run(unhealthy(), generation=4), "Progressing", "InProgress"),
     # The spec changed (generation 4) but the operator has not acted on it yet: an old
     # Succeeded/Failed status says nothing about the new spec.
     ("stale succeeded", run(succeeded(), generation=4), "Progressing", "InProgress"),

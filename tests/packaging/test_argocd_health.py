@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .gitops_samples import SAMPLES, failed, run, running, succeeded
+from .gitops_samples import SAMPLES, failed, run, running, succeeded, unhealthy
 
 lua51 = pytest.importorskip("lupa.lua51")
 
@@ -58,6 +58,7 @@ def test_messages_explain_the_state() -> None:
     assert "stage dpo running" in health(run(running()))[1]
     assert "generation 4" in health(run(succeeded(), generation=4))[1]
     assert health(run(succeeded()))[1] == "all stages finished"
+    assert health(run(unhealthy()))[1] == "stage dpo at step 120: guard tripped: kl=0.93 (> maxKL 0.5)"
 
 
 def test_conditions_alone_decide_without_a_phase() -> None:

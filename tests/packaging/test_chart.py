@@ -193,6 +193,7 @@ def test_env_settings_parse_with_the_operator_settings(rendered: dict[str, list[
     assert default.watch_namespaces == []
     assert default.metrics_port == 9090
     assert default.trainer_image == "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
+    assert default.progress_interval_seconds == 30
 
     pool_env = operator_env(rendered["node-pool"])
     assert pool_env["RLHF_TRAINER_IMAGE_PULL_POLICY"] == "Always"
@@ -235,7 +236,9 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
         for role in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
             for rule in role["rules"]:
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], (name, rule)
-                assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"])
+                assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+                if "delete" in rule["verbs"]:  # only a stage job, to end a hung or guard-stopped attempt
+                    assert set(rule["resources"]) <= {"pytorchjobs", "trainjobs"}, rule
             granted = _verbs(role["rules"])
             assert ("", "secrets") not in granted, "the operator never reads Secrets (pods reference them)"
             for (_, resource), verbs in granted.items():
@@ -245,17 +248,19 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
 
 # Exactly what rlhf_operator.controller.handlers calls: kopf watches runs and jobs; the operator
 # creates children, reads and patches jobs (suspend, finalizer release) and the run status, reads
-# Master pods and, for an orphaned job, its run; posts events.
+# Master pods and their logs (progress) and, for an orphaned job, its run; deletes a hung or
+# guard-stopped attempt's job; posts events.
 OPERATOR_GRANTS = {
     ("rlhf.dev", "rlhfruns"): {"get", "list", "watch"},
     ("rlhf.dev", "rlhfruns/status"): {"patch"},
     ("rlhf.dev", "rlhfruns/finalizers"): {"update"},
-    ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
-    ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch"},
+    ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "configmaps"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"create"},
     ("", "pods"): {"get", "list"},
+    ("", "pods/log"): {"get"},
     ("", "events"): {"create", "list"},
 }
 

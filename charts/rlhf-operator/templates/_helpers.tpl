@@ -88,13 +88,15 @@ namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/pack
 # One distributed training job per stage (launcher pytorchjob: Kubeflow training operator v1;
 # trainjob: Kubeflow Trainer v2), created if absent (with the operator's finalizer, so a job
 # cannot vanish before its outcome is recorded), merge-patched to suspend or resume and to
-# release that finalizer, and read back when the watch has not shown a running stage's job.
+# release that finalizer, read back when the watch has not shown a running stage's job, and
+# deleted to end an attempt found hung (progressDeadlineSeconds) or stopped by a guard (a
+# suspend would not stick under Kueue, which unsuspends admitted jobs).
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs"]
-  verbs: ["create", "get", "patch"]
+  verbs: ["create", "get", "patch", "delete"]
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]
-  verbs: ["create", "get", "patch"]
+  verbs: ["create", "get", "patch", "delete"]
 # The run's volume (checkpoints) and each stage's trainer config: created if absent, never
 # changed afterwards; deletion is left to the garbage collector (ownerReferences).
 - apiGroups: [""]
@@ -111,6 +113,11 @@ namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/pack
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
+# A running stage's progress lines, read from its Master pod's log at most once per
+# progress.intervalSeconds (the training pods need no API token to report progress).
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # One event per run transition; and, for an attempt whose pods are not created at all, the
 # Warning events about its job (e.g. Pod Security admission refusing them) to say why.
 - apiGroups: [""]

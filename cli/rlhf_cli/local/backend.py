@@ -29,11 +29,12 @@ from typing import Any
 from rlhf_api import layout, progress
 from rlhf_api.files import write_text_atomic
 from rlhf_api.naming import STAGE_LABEL
+from rlhf_api.progress_status import TimedEvent
 from rlhf_api.result import read_result
 from rlhf_operator.api_ref import CONFIGMAPS, PVCS
 from rlhf_operator.manifests.pod import CONFIG_FILE
 from rlhf_operator.observed_job import ObservedJob
-from rlhf_operator.reconcile import Action, Create, PatchJob, PostEvent, ReleaseJob
+from rlhf_operator.reconcile import Action, Create, EndJob, PatchJob, PostEvent, ProgressReading, ReleaseJob
 
 from .display import Display
 from .launcher import LOCAL_JOB_API, LocalLauncher
@@ -65,6 +66,7 @@ class LocalBackend:
         self.jobs: dict[str, dict[str, Any]] = {}  # job records (what a cluster's API would hold)
         self.processes: dict[str, _Process] = {}
         self.reports: queue.Queue[Report] = queue.Queue()
+        self.events: dict[str, list[TimedEvent]] = {}  # progress events since the last pass, by job
 
     # --- the job records ---------------------------------------------------------------------
 
@@ -122,6 +124,8 @@ class LocalBackend:
                 self._event(action.body)
             elif isinstance(action, ReleaseJob):
                 pass  # local job records have no finalizers
+            elif isinstance(action, EndJob):
+                self._end(action.name, action.hung)
         self._save()
 
     def _create(self, action: Create) -> None:
@@ -158,6 +162,23 @@ class LocalBackend:
     def _event(self, body: dict[str, Any]) -> None:
         with open(self.root / EVENTS_FILE, "a") as f:
             f.write(json.dumps(body, separators=(",", ":")) + "\n")
+
+    def _end(self, name: str, hung: bool) -> None:
+        """A stalled or guard-stopped attempt: its record says so at once (the pass that ended it
+        has moved on), and the process is stopped (killed when it may be hung)."""
+        record = self.jobs.get(name)
+        if record is None or record["status"].get("state") != "Running":
+            return
+        record["status"] = {"state": "Failed", "message": "ended by rlhf run (stalled or stopped by a guard)"}
+        record["status"]["ended"] = True
+        self.stop(name, kill=hung)
+
+    def readings(self) -> dict[str, ProgressReading]:
+        """The progress events of the running stages since the last call (the same input the
+        operator gets from the Master pod's log), for the guards and the hang deadline."""
+        readings = {name: ProgressReading(tuple(self.events.pop(name, ()))) for name in self.processes}
+        self.events.clear()
+        return readings
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -216,6 +237,7 @@ class LocalBackend:
                 return True
             event = progress.parse(line)
             if event is not None:
+                self.events.setdefault(name, []).append(TimedEvent(datetime.now(UTC), event))
                 self.display.progress(stage, event)
             elif line.strip():
                 self.processes[name].tail.append(line.rstrip())
@@ -228,7 +250,9 @@ class LocalBackend:
         status: dict[str, Any] = {"state": "Failed", "exitCode": code, "startedAt": record["status"].get("startedAt")}
         result = read_result(layout.result_path(str(record["spec"]["outputDir"])))
         fresh = result is not None and _written_after(record["spec"]["outputDir"], process.started)
-        if process.suspending and record["spec"]["suspend"]:
+        if record["status"].get("ended"):
+            status.update(state="Failed", message=record["status"]["message"], ended=True)
+        elif process.suspending and record["spec"]["suspend"]:
             status["state"] = "Suspended"
         elif code == 0:
             status["state"] = "Succeeded"

@@ -1,7 +1,7 @@
 """Progress events (`@@rlhf {...}` lines, rlhf_api.progress) as short texts for the displays: pure.
 
-A training-step event has `step`, usually `max_steps`, and numbers; other events have an
-`event` name (resume, compare, compared, merged, done).
+Which events are steps and which numbers are headlines is the contract's (rlhf_api.progress,
+shared with the operator's status); re-exported here for the displays.
 """
 
 from __future__ import annotations
@@ -9,36 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# The numbers worth a glance per step, in this order (the rest is in TensorBoard and the report).
-HEADLINE_KEYS = (
-    "loss",
-    "accuracy",
-    "rewards/accuracies",
-    "rewards/margins",
-    "reward_mean",
-    "kl",
-    "eval_loss",
-    "learning_rate",
-)
-# An event from the trainer's own end-of-training summary, not a step: no headline numbers.
-# Only `train_loss` tells it apart: transformers 5 puts `train_runtime` in every step's log too.
-_SUMMARY_KEYS = ("train_loss",)
+from rlhf_api.progress import HEADLINE_KEYS, headline_numbers, step_of
 
-
-def step_of(event: Mapping[str, Any]) -> tuple[int, int | None] | None:
-    """(step, total) of a training-step event, None for other events."""
-    step = event.get("step")
-    if event.get("event") is not None or not isinstance(step, int | float):
-        return None
-    total = event.get("max_steps")
-    return int(step), int(total) if isinstance(total, int | float) and total > 0 else None
-
-
-def headline_numbers(event: Mapping[str, Any], limit: int = 4) -> list[tuple[str, float]]:
-    if any(k in event for k in _SUMMARY_KEYS):
-        return []
-    found = [(k, float(event[k])) for k in HEADLINE_KEYS if isinstance(event.get(k), int | float)]
-    return found[:limit]
+__all__ = ["HEADLINE_KEYS", "describe", "format_number", "format_numbers", "headline_numbers", "step_of"]
 
 
 def format_number(value: float) -> str:

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from .rerun import rerun_edited, rerun_line
 REPORT = "report.json"
 # How often a pass runs while nothing else happens (a timed retry is woken up exactly).
 _IDLE_PASS_SECONDS = 30.0
+_END_GRACE_SECONDS = 30.0
 
 
 class TrainerMissing(RuntimeError):
@@ -121,6 +123,7 @@ class LocalRun:
             launcher=self.launcher,
             mount_root=str(self.workdir),
             fit_check=fit_warnings,
+            progress=self.backend.readings(),
         )
         self.backend.apply(outcome.actions)
         if outcome.status_patch:
@@ -175,6 +178,7 @@ class LocalRun:
             outcome = self._pass()
             phase = outcome.status.phase
             if phase in ("Succeeded", "Failed") or (phase == "Suspended" and not self.backend.running()):
+                self._wait_for_ended()
                 return outcome
             if outcome.requeue_after is not None:
                 self.backend.pump(outcome.requeue_after)
@@ -182,6 +186,17 @@ class LocalRun:
                 self.backend.pump(_IDLE_PASS_SECONDS)
             elif not outcome.actions and not outcome.status_patch:
                 return outcome  # nothing runs and nothing is due: another pass would change nothing
+
+    def _wait_for_ended(self) -> None:
+        """Processes of an attempt the last pass ended (a guard's stop) checkpoint and exit;
+        killed when they take longer than a pod's default grace period."""
+        deadline = time.monotonic() + _END_GRACE_SECONDS
+        while self.backend.running() and time.monotonic() < deadline:
+            self.backend.pump(max(0.0, deadline - time.monotonic()))
+        if self.backend.running():
+            self.backend.stop_all(kill=True)
+            while self.backend.running():
+                self.backend.pump(None)
 
     def _suspend(self) -> Outcome:
         """Ctrl-C: spec.suspend, as `kubectl patch` would set it; the stage checkpoints and stops.

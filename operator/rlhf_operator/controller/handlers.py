@@ -47,6 +47,7 @@ from ..reconcile import (
     Create,
     Outcome,
     PatchJob,
+    ProgressReading,
     jobs_followed,
     jobs_to_inspect,
     load_status,
@@ -58,6 +59,7 @@ from ..reconcile.attempts import pods_left, previous_attempts
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
+from .log_reader import ProgressReader
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Runtime:
     expected: dict[RunKey, dict[str, float]] = field(default_factory=dict)
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
+    progress: ProgressReader | None = None  # Master pod logs of running stages (log_reader.py)
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -149,6 +152,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = EventsOnlyDiffBase()
 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
+    runtime.progress = ProgressReader(
+        runtime.client, operator_settings.progress_interval_seconds, operator_settings.progress_tail_lines
+    )
 
     async def process(key: RunKey) -> float | None:
         try:
@@ -289,6 +295,8 @@ async def _release(
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
+    if runtime.progress is not None:
+        runtime.progress.forget(key[0], jobs_followed((runtime.runs.get(key) or {}).get("status")))
     runtime.runs.pop(key, None)
     runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
@@ -349,8 +357,21 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     for name in jobs_to_inspect(body.get("status"), jobs):
         jobs[name] = await _inspect_start(runtime, key, jobs[name])
     lingering = await _previous_attempt_pods(runtime, key, body, jobs)
+    readings: dict[str, ProgressReading] = {}
+    next_read: float | None = None
+    if runtime.progress is not None:
+        status = load_status(body.get("status"))
+        readings, next_read = await runtime.progress.read_due(key[0], status, jobs, launcher)
 
-    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings, lingering=lingering)
+    outcome = reconcile(
+        body,
+        jobs,
+        datetime.now(UTC),
+        runtime.settings,
+        fit_check=fit_warnings,
+        lingering=lingering,
+        progress=readings,
+    )
 
     try:
         # The volume and the configs go first, concurrently; the job (which mounts them) after.
@@ -370,6 +391,9 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
+        for end in outcome.ends:
+            metrics.API_WRITES.labels(verb="delete").inc()
+            await runtime.client.delete(end.api, key[0], end.name)
         for release in outcome.releases:
             metrics.API_WRITES.labels(verb="patch").inc()
             try:
@@ -383,11 +407,12 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         raise
 
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
+    waits = [w for w in (outcome.requeue_after, next_read) if w is not None]
     if any(isinstance(a, Create) and _is_job(a.api) for a in outcome.writes):
         # No pod watch, and the watch's report of our own create starts no pass: look at the
         # new attempt's pods soon (why they wait, if they do).
-        return _sooner(outcome.requeue_after, runtime.settings.pod_start_check_seconds)
-    return outcome.requeue_after
+        waits.append(runtime.settings.pod_start_check_seconds)
+    return min(waits) if waits else None  # a timed transition, a pod check or the next progress read
 
 
 async def _previous_attempt_pods(

@@ -158,6 +158,32 @@ class KubeClient:
         answer = await self._request("GET", object_path(api, namespace), params=params or None)
         return list(answer.get("items") or [])
 
+    async def delete(self, api: ApiRef, namespace: str | None, name: str) -> bool:
+        """Delete (background propagation); False when it was gone already."""
+        try:
+            await self._request("DELETE", object_path(api, namespace, name), decode=False)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def get_text(self, path: str, params: Mapping[str, str]) -> str:
+        """A plain-text GET (pods/log): the answer as is, not JSON."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        ssl_context = self.connection.ssl_context if self.connection.ssl_context is not None else True
+        headers = {"User-Agent": USER_AGENT, **self.connection.headers}
+        try:
+            url = self.connection.server + path
+            async with self._session.get(url, params=params, headers=headers, ssl=ssl_context) as response:
+                text = await response.text(errors="replace")
+                if response.status >= 400:
+                    raise ApiError(response.status, _status_message(text))
+                return text
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ApiError(0, f"{type(error).__name__}: {error}") from error
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -32,6 +32,12 @@ RECONCILE_ERRORS = Counter(
     registry=REGISTRY,
 )
 RECONCILES = Counter("rlhf_reconciles_total", "Reconcile passes.", registry=REGISTRY)
+PROGRESS_READS = Counter(
+    "rlhf_progress_log_reads_total",
+    "Reads of running stages' Master pod logs for progress, by outcome (read, unreadable, no-pod).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 API_WRITES = Counter("rlhf_api_writes_total", "Writes sent to the API, by verb.", ["verb"], registry=REGISTRY)
 
 _server_started = False

@@ -7,18 +7,21 @@ pods have not started).
 
 from __future__ import annotations
 
-from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from .actions import Action, Create, EndJob, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
 from .machine import Outcome, backoff_seconds, jobs_followed, reconcile, results_needed
+from .progress import ProgressReading, running_jobs
 from .start_deadline import jobs_to_inspect
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 __all__ = [
     "Action",
     "Create",
+    "EndJob",
     "Outcome",
     "PatchJob",
     "PostEvent",
+    "ProgressReading",
     "ReleaseJob",
     "backoff_seconds",
     "dump_status",
@@ -31,4 +34,5 @@ __all__ = [
     "reconcile",
     "results_needed",
     "rfc3339",
+    "running_jobs",
 ]

@@ -41,8 +41,21 @@ class ReleaseJob:
 
 
 @dataclass(frozen=True)
+class EndJob:
+    """End a stage job that still runs (delete it): an attempt found stalled, or stopped by its
+    guard. Applied after the status patch, so the outcome is stored before the job goes; the
+    checkpoints are on the volume and stay."""
+
+    api: ApiRef
+    name: str
+    # The attempt may be hung (a stall): no graceful stop to wait for. The kubelet kills a pod
+    # after its grace period anyway; `rlhf run` kills the process at once.
+    hung: bool = False
+
+
+@dataclass(frozen=True)
 class PostEvent:
     body: dict[str, Any]
 
 
-Action = Create | PatchJob | ReleaseJob | PostEvent
+Action = Create | PatchJob | ReleaseJob | EndJob | PostEvent

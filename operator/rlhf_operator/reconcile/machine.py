@@ -7,7 +7,9 @@ Calling it again with its own output status and the same observations yields no 
 same status (idempotence): restarts and repeated watch events are harmless.
 
 Stage phases: Pending -> Running -> Succeeded | Retrying -> Running ... | Failed; Skipped when
-the spec gives the stage's output (existingOutput); Suspended while spec.suspend holds the job.
+the spec gives the stage's output (existingOutput); Suspended while spec.suspend holds the job;
+Queued while Kueue holds it (spec.queueName). While a stage runs, its progress lines (read by
+the caller) feed its progress, guards and hang deadline (progress.py).
 A job that vanishes or is deleted while its stage runs is a failed attempt (retried like any
 other); a stage that succeeded is never run again, even when its job is gone later.
 
@@ -43,10 +45,12 @@ from ..observed_job import ObservedJob
 from ..plan import StagePlan, plan
 from ..render import build_stage_job
 from ..settings import OperatorSettings
-from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from . import progress as progress_
+from .actions import Action, Create, EndJob, PatchJob, PostEvent, ReleaseJob
 from .attempts import RECHECK_SECONDS, wait_message
 from .events import event_body, rfc3339
 from .identity_check import edited_started_stages, foreign_result
+from .progress import ProgressReading
 from .start_deadline import start_check, waiting_prefix
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
@@ -86,16 +90,25 @@ class Outcome:
         """What must be applied after the status patch (the outcome is stored by then)."""
         return [a for a in self.actions if isinstance(a, ReleaseJob)]
 
+    @property
+    def ends(self) -> list[EndJob]:
+        """Jobs to end after the status patch (a stalled attempt, a guard's stop)."""
+        return [a for a in self.actions if isinstance(a, EndJob)]
+
 
 def backoff_seconds(plan_: StagePlan, failed_attempt: int) -> int:
     """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt."""
     return int(plan_.retry_backoff_seconds * 2 ** max(0, failed_attempt - 1))
 
 
+# Stage phases whose job a pass follows (its outcome is not recorded yet).
+FOLLOWED: tuple[str, ...] = ("Running", "Suspended", "Queued")
+
+
 def jobs_followed(status_raw: Any) -> list[str]:
-    """The jobs of the stages that are running or suspended: the ones a pass must see."""
+    """The jobs of the stages that are running, queued or suspended: the ones a pass must see."""
     status = load_status(status_raw)
-    return [s.job_name for s in status.stages if s.job_name and s.phase in ("Running", "Suspended")]
+    return [s.job_name for s in status.stages if s.job_name and s.phase in FOLLOWED]
 
 
 def results_needed(status_raw: Any, jobs: Mapping[str, ObservedJob]) -> list[str]:
@@ -105,7 +118,7 @@ def results_needed(status_raw: Any, jobs: Mapping[str, ObservedJob]) -> list[str
     needed = []
     for stage in status.stages:
         job = jobs.get(stage.job_name or "")
-        if job is None or stage.phase not in ("Running", "Suspended"):
+        if job is None or stage.phase not in FOLLOWED:
             continue
         if job.finished:
             needed.append(job.name)
@@ -126,6 +139,7 @@ class _Step:
     owner: dict[str, Any] | None
     # Pods of a stage's previous attempt still running, by (stage, attempt) (reconcile/attempts.py)
     lingering: Mapping[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    progress: Mapping[str, ProgressReading] = field(default_factory=dict)  # by job name
     actions: list[Action] = field(default_factory=list)
     transitions: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -155,15 +169,19 @@ class _Step:
             self.run, stage_plan, attempt, self.owner, self.settings, self.run.spec.suspend, self.launcher
         )
         self.actions.append(Create(self.launcher.api, job))
-        stage.phase = "Suspended" if self.run.spec.suspend else "Running"
+        stage.phase = "Suspended" if self.run.spec.suspend else "Queued" if self.run.spec.queue_name else "Running"
         stage.job_name = str(job["metadata"]["name"])
         stage.attempts = attempt
         identity = stage_plan.config.identity if stage_plan.config else None
         stage.config_hash = identity.config_hash if identity else None  # what a later spec edit may not change
         stage.retry_after = None
+        progress_.new_attempt(stage)
         stage.start_time = stage.start_time or rfc3339(self.now)
-        if attempt == 1:
+        if stage.phase == "Queued":  # created suspended: Kueue admits (unsuspends) it
+            stage.message = _queued_message(self.run.spec.queue_name)
+        elif attempt == 1:
             stage.message = None
+        if attempt == 1:
             self.note(
                 f"{stage.name}-start-1", f"stage {stage.name} started (job {stage.job_name})", reasons.STAGE_STARTED
             )
@@ -252,6 +270,7 @@ def reconcile(
     mount_root: str | None = None,
     fit_check: FitCheck | None = None,
     lingering: Mapping[tuple[str, int], tuple[str, ...]] | None = None,
+    progress: Mapping[str, ProgressReading] | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
@@ -259,11 +278,14 @@ def reconcile(
     (the local backend passes its own launcher and its work directory). `fit_check` (the
     memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
     `lingering`: pods of a retrying stage's previous attempt still running (none known: start it).
+    `progress`: the progress events read since the last pass, by job name (reconcile/progress.py).
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
     old_raw = body.get("status") if isinstance(body.get("status"), Mapping) else {}
-    old_status = dump_status(load_status(old_raw))
+    # No stored status yet: everything is new, defaults included (a queued run's first phase,
+    # Pending, is the default and would otherwise never be written).
+    old_status = dump_status(load_status(old_raw)) if old_raw else {}
     status = load_status(old_raw)
 
     try:
@@ -294,7 +316,9 @@ def reconcile(
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
 
-    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body), lingering or {})
+    step = _Step(
+        run, settings, launcher or launcher_for(run), now, owner_reference(body), lingering or {}, dict(progress or {})
+    )
 
     violation = _immutable_violation(run, status) or edited_started_stages(plans, status)
     if violation is not None:
@@ -325,6 +349,7 @@ def reconcile(
             status.volume_claim = claim_name(run)
         _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
+    _end_abandoned(step, status, jobs)
 
     _summarize(step, status, generation, rfc3339(now))
 
@@ -440,6 +465,8 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
                     reasons.STAGE_RESTARTING,
                     warning=True,
                 )
+        if stage.phase == "Running":
+            _follow_progress(step, status, stage, stage_plan, job)
         return
 
 
@@ -480,6 +507,27 @@ def _check_start(step: _Step, stage: StageStatus, stage_plan: StagePlan, job: Ob
     return False
 
 
+def _follow_progress(
+    step: _Step, status: RLHFRunStatus, stage: StageStatus, stage_plan: StagePlan, job: ObservedJob
+) -> None:
+    """Progress, guards and the hang deadline (reconcile/progress.py); an attempt they end is a
+    failed one, its job ended after the status patch."""
+    section = step.run.spec.section(stage.name)
+    generation = step.run.metadata.generation
+    reading = step.progress.get(job.name)
+    verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, step.note)
+    if verdict is None:
+        return
+    step.actions.append(EndJob(step.launcher.api, job.name, hung=verdict.reason == reasons.STAGE_STALLED))
+    _stage_failed(step, stage, stage_plan, verdict.why, verdict.reason, retry=verdict.retry)
+    if stage.phase == "Retrying":
+        _advance_retry(step, stage, stage_plan)
+
+
+def _queued_message(queue: str | None) -> str:
+    return f"waiting for admission by Kueue queue {queue}"
+
+
 def _advance_retry(step: _Step, stage: StageStatus, stage_plan: StagePlan) -> None:
     due = parse_time(stage.retry_after)
     if due is None or due <= step.now:
@@ -506,6 +554,7 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     stage.merged_path = (result.merged_path if result else None) or stage_plan.merged_path
     stage.metrics = dict(result.metrics) if result else {}
     stage.resumed_from_step = result.resumed_from_step if result else None
+    progress_.finished(stage, result.steps if result else None, result.planned_steps if result else None)
     if result is None:
         # The job says it succeeded but its result is unreadable (e.g. the Master pod is gone):
         # not run again; the next stage's handover check verifies the output on the volume.
@@ -596,18 +645,51 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
     elif stage.phase == "Suspended":
         # Only undo what spec.suspend did. A queued run's job is Kueue's to unsuspend: it does
         # so when it admits the workload again, and only then.
-        if job.suspended and not step.run.spec.queue_name:
+        queue = step.run.spec.queue_name
+        if job.suspended and not queue:
             step.actions.append(PatchJob(launcher.api, job.name, launcher.suspend_patch(False)))
-        stage.phase = "Running"
+        queued = bool(queue and job.suspended)
+        stage.phase = "Queued" if queued else "Running"
+        stage.message = _queued_message(queue) if queued else stage.message
         step.note(f"{stage.name}-resume-{job.name}", f"stage {stage.name} resumed", reasons.RESUMED)
+    elif step.run.spec.queue_name and job.suspended and not job.finished:
+        # Kueue holds the job (not admitted yet, or preempted and waiting again).
+        if stage.phase != "Queued":
+            stage.phase, stage.message = "Queued", _queued_message(step.run.spec.queue_name)
+            step.note(
+                f"{stage.name}-queued-{job.name}-{job.resource_version}",
+                f"stage {stage.name} queued: {stage.message}",
+                reasons.STAGE_QUEUED,
+            )
+    elif stage.phase == "Queued" and job.state != "Pending":
+        # Unsuspended and picked up by the training operator (a job just created, not yet seen
+        # by the watch, also reads as not suspended: that is no admission).
+        stage.phase, stage.message = "Running", None
+        step.note(
+            f"{stage.name}-admitted-{job.name}-{job.resource_version}",
+            f"stage {stage.name} admitted by Kueue queue {step.run.spec.queue_name}",
+            reasons.STAGE_ADMITTED,
+        )
 
 
 def _release_recorded(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
     """Release deleted jobs that no stage follows any more: their outcome is in `status`."""
-    followed = {s.job_name for s in status.stages if s.phase in ("Running", "Suspended")}
+    followed = {s.job_name for s in status.stages if s.phase in FOLLOWED}
     for job in jobs.values():
         if job.deleting and job.held and job.name not in followed:
             step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
+
+
+def _end_abandoned(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
+    """A stage that ended its attempt (stalled, stopped by a guard) while the job still runs:
+    end it (again, if the operator stopped between the status patch and the delete)."""
+    planned = {a.name for a in step.actions if isinstance(a, EndJob)}
+    for stage in status.stages:
+        job = jobs.get(stage.job_name or "")
+        if job is None or job.finished or job.deleting or job.name in planned:
+            continue
+        if stage.phase in ("Retrying", "Failed"):
+            step.actions.append(EndJob(step.launcher.api, job.name))
 
 
 def _results_condition(status: RLHFRunStatus, now: str, generation: int | None) -> Condition | None:
@@ -634,6 +716,9 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
         phase, reason, message = "Succeeded", reasons.SUCCEEDED, "all stages finished"
     elif active.phase == "Suspended" or (step.run.spec.suspend and active.phase != "Pending"):
         phase, reason, message = "Suspended", reasons.SUSPENDED, f"stage {active.name} suspended"
+    elif active.phase == "Queued":
+        phase, reason = "Pending", reasons.STAGE_QUEUED
+        message = f"stage {active.name} queued: {active.message or _queued_message(step.run.spec.queue_name)}"
     elif active.phase == "Retrying":
         phase, reason = "Running", reasons.STAGE_RETRYING
         message = f"stage {active.name} retrying after {active.retry_after}"
@@ -656,6 +741,7 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     status.message = message
     current = active or failed or (stages[-1] if stages else None)
     status.current_stage = current.name if current is not None else None
+    progress_.summarize(status, generation)
     status.observed_generation = generation
     conditions = kstatus_conditions(phase, reason, message, now, generation, status.conditions)
     results = _results_condition(status, now, generation)
