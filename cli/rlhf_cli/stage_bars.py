@@ -84,7 +84,7 @@ class RemainingColumn(TimeRemainingColumn):
 
 
 class StepRateColumn(ProgressColumn):
-    """steps/s: the reported rate, else rich's own estimate (the last 30 s of updates)."""
+    """steps/s: the reported rate, else rich's own estimate over recent updates."""
 
     def render(self, task: Task) -> Text:
         reported = _reported(task)
@@ -121,6 +121,9 @@ class StageBars:
             TextColumn("{task.fields[numbers]}"),
             console=self.console,
             get_time=get_time,
+            # rate and ETA over the last 5 minutes of updates: a slow stage (a PPO step can take
+            # a minute) still gets both, where rich's default 30 s would hold one update at most
+            speed_estimate_period=300,
         )
         self.tasks: dict[str, TaskID] = {}
         self.lines: list[RenderableType] = []
