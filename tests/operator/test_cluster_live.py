@@ -235,3 +235,21 @@ def test_bars_log_shows_a_bar_and_collapses_it_when_done() -> None:
     text = console.export_text()
     assert "a line of its own" in text and "[sft] resuming from /w/ckpt-50" in text
     assert "✓ sft    succeeded  51/100 steps  train_loss=0.5" in text
+
+
+def test_bars_watch_says_a_retry_and_a_tripped_guard_once() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=160, record=True)
+    watch = BarsWatch(console, now=lambda: NOW)
+    tripped = {"type": "Healthy", "status": "False", "reason": "GuardTripped", "message": "kl 0.4 above maxKL 0.2"}
+    running = stage("ppo", "Running", progress=progress(30, reward_mean=0.5, kl=0.4))
+    for _ in range(2):
+        watch.show(run(running, conditions=[tripped]))
+    retrying = stage("ppo", "Retrying", message="no progress event for 1800s (StageStalled)")
+    for _ in range(2):
+        watch.show(run(retrying))
+    watch.show(run(dict(running, attempts=2, progress=progress(3, reward_mean=0.1))))
+    watch.close(None)
+    text = console.export_text()
+    assert text.count("Unhealthy: GuardTripped: kl 0.4 above maxKL 0.2") == 1
+    assert text.count("↻ ppo attempt 1 failed: no progress event for 1800s (StageStalled)") == 1
+    assert "3/600 steps" in text.splitlines()[-1]  # the new attempt's bar, from its own progress
