@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import copy
 import datetime as dt
+import itertools
 import json
 import logging
 import multiprocessing
@@ -200,6 +201,7 @@ class TrainingOperator:
         self.running: dict[str, Running] = {}  # Master pod name -> its stage, while it runs
         self.running_seconds = 0.0  # summed over stages: pod running -> job Succeeded
         self.progress_seen: set[str] = set()  # jobs whose run's status showed their stage's progress
+        self.log_reads: dict[str, list[float]] = {}  # Master pod -> when its log was read
 
     async def call(self, method: str, path: str, body: Any, content_type: str = "application/merge-patch+json") -> None:
         async with self.kmock.request(method, path, json=body, headers={"Content-Type": content_type}) as resp:
@@ -209,8 +211,14 @@ class TrainingOperator:
 
     def serve_log(self, request: kmock.Request) -> bytes:
         found = _LOG_PATH.match(request.url.path)
-        pod = self.running.get(found.group("pod")) if found else None
+        name = found.group("pod") if found else ""
+        self.log_reads.setdefault(name, []).append(time.monotonic())
+        pod = self.running.get(name)
         return b"" if pod is None else stage_log(pod, dt.datetime.now(dt.UTC), request.params)
+
+    def read_gaps(self) -> list[float]:
+        """Seconds between consecutive reads of the same pod's log."""
+        return [b - a for times in self.log_reads.values() for a, b in itertools.pairwise(times)]
 
     def saw_progress(self, run: str, stage: str) -> bool:
         status = self.kmock.objects[RLHFRUNS, NAMESPACE, run].raw.get("status") or {}
@@ -373,6 +381,7 @@ async def bench(
         log_reads = sum(v for k, v in reads.items() if k.endswith("pods/log"))
         status_writes = writes.get("update rlhfruns/status", 0)
         stages = 3 * len(done)
+        gaps = trainer.read_gaps()
         return {
             "n": n,
             "rate": rate,
@@ -395,6 +404,9 @@ async def bench(
             "writes": {k: v / completed for k, v in sorted(writes.items())},
             "reads": {k: v / completed for k, v in sorted(reads.items())},
             "log_reads_per_stage_minute": log_reads / stage_minutes,
+            "log_reads_per_stage": log_reads / max(1, stages),
+            "log_read_gap_min_s": min(gaps) if gaps else None,
+            "log_read_gap_median_s": statistics.median(gaps) if gaps else None,
             "status_writes_per_stage_minute": status_writes / stage_minutes,
             "status_writes_per_run": status_writes / completed,
             "all_requests_per_run": len(tally) / completed,
@@ -448,8 +460,19 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"  progress cost per running-stage-minute: {result['log_reads_per_stage_minute']:.2f} pod log reads, "
         f"{result['status_writes_per_stage_minute']:.2f} status writes (all of them, phase changes included); "
-        f"budget at one each per {interval:g}s interval: {budget:.2f}"
+        f"one each per {interval:g}s interval is {budget:.2f}"
     )
+    if result["log_read_gap_min_s"] is not None:
+        print(
+            f"  pod log reads: {result['log_reads_per_stage']:.2f} per stage of {result['stage_seconds']:g}s "
+            f"(one at its start, then one per interval: at most {1 + int(result['stage_seconds'] // interval)}); "
+            f"between two reads of one pod: min {result['log_read_gap_min_s']:.1f}s, "
+            f"median {result['log_read_gap_median_s']:.1f}s"
+        )
+        print(
+            f"  status writes per run: {result['status_writes_per_run']:.2f} "
+            f"(without progress reading: 4, one per phase change)"
+        )
     print(
         f"  operator CPU: {result['operator_cpu_s']:.1f} s, {result['operator_cpu_per_run_s'] * 1000:.1f} ms per run "
         f"(its process from the first apply on, kopf included); emulator + simulated training operator: "
