@@ -199,7 +199,7 @@ async def test_status_watch_follows_the_progress_until_the_run_succeeds(
         )
         await asyncio.sleep(0.1)
     done = dict(sft, phase="Succeeded", completionTime=started, metrics={"train_loss": 0.7})
-    queued = dict(reward, phase="Queued", attempts=1, message="waiting for admission (queue team-queue)")
+    queued = dict(reward, phase="Queued", attempts=1, message="waiting for admission by Kueue queue team-queue")
     await set_status(cluster, "demo", {"currentStage": "reward", "progress": "1/2 stages", "stages": [done, queued]})
     await asyncio.sleep(0.1)
     running = dict(
@@ -222,7 +222,7 @@ async def test_status_watch_follows_the_progress_until_the_run_succeeds(
         "\\[sft\\] step 360/600 loss=0.75" + timing,
         "run running, 1/2 stages",
         "\\[sft\\] done in 0s: train_loss=0.7",
-        "\\[reward\\] queued: waiting for admission \\(queue team-queue\\)",
+        "\\[reward\\] queued: waiting for admission by Kueue queue team-queue",
         "\\[reward\\] step 50/200 accuracy=0.8" + timing,
         "\\[reward\\] done in 0s: pair_accuracy=0.99",
         "run succeeded",

@@ -55,7 +55,7 @@ def run(*stages: dict[str, Any], phase: str = "Running", **status: Any) -> dict[
         (stage("sft", "Running", progress={"step": "x"}), ("Running", None, None, None, ())),  # garbage
         (stage("sft", "Running", progress=progress(3, None)), ("Running", 3, None, 0.5, ())),  # no total
         (
-            stage("sft", "Queued", message="waiting for admission by Kueue (queue gpus)"),
+            stage("sft", "Queued", message="waiting for admission by Kueue queue gpus"),
             ("Queued", None, None, None, ()),
         ),
     ],
@@ -77,8 +77,8 @@ def test_stage_views_read_the_progress_defensively(raw: dict[str, Any], expected
         (stage("sft", "Running"), "[sft] starting"),
         (stage("sft", "Running", attempts=2), "[sft] starting (attempt 2)"),
         (
-            stage("sft", "Queued", message="waiting for admission (queue gpus)"),
-            "[sft] queued: waiting for admission (queue gpus)",
+            stage("sft", "Queued", message="waiting for admission by Kueue queue gpus"),
+            "[sft] queued: waiting for admission by Kueue queue gpus",
         ),
         (stage("sft", "Queued"), "[sft] queued: waiting for admission"),
         (stage("sft", "Retrying", message="OOMKilled"), "[sft] attempt 1 failed: OOMKilled; retrying"),
@@ -118,8 +118,12 @@ def test_plain_watch_prints_a_line_only_when_something_changed() -> None:
     watch.show(run(stage("sft", "Running", progress=progress(60, loss=1.0)), stage("reward", "Pending")))
     tripped = {"type": "Healthy", "status": "False", "reason": "KLTooHigh", "message": "kl 0.4 > maxKL 0.2"}
     done = stage("sft", "Succeeded", completionTime=stamp(0), metrics={"train_loss": 0.5})
-    watch.show(run(done, stage("reward", "Queued", message="waiting for admission (queue gpus)"), conditions=[tripped]))
-    watch.show(run(done, stage("reward", "Queued", message="waiting for admission (queue gpus)"), conditions=[tripped]))
+    watch.show(
+        run(done, stage("reward", "Queued", message="waiting for admission by Kueue queue gpus"), conditions=[tripped])
+    )
+    watch.show(
+        run(done, stage("reward", "Queued", message="waiting for admission by Kueue queue gpus"), conditions=[tripped])
+    )
     final = run(done, stage("reward", "Succeeded", metrics={"pair_accuracy": 0.99}), phase="Succeeded")
     watch.show(final)
     watch.close(final)
@@ -131,7 +135,7 @@ def test_plain_watch_prints_a_line_only_when_something_changed() -> None:
         "run running, 1/2 stages",
         "warning: unhealthy: KLTooHigh: kl 0.4 > maxKL 0.2",
         "[sft] done in 2m00s: train_loss=0.5",
-        "[reward] queued: waiting for admission (queue gpus)",
+        "[reward] queued: waiting for admission by Kueue queue gpus",
         "[reward] done: pair_accuracy=0.99",
         "run succeeded",
     ]
@@ -141,11 +145,11 @@ def test_bars_watch_draws_the_status_as_the_laptop_display() -> None:
     console = Console(file=io.StringIO(), force_terminal=True, width=160, record=True)
     watch = BarsWatch(console, now=lambda: NOW)
     earlier = stage("sft", "Succeeded", completionTime=stamp(-60), metrics={"task_accuracy": 0.475})
-    watch.show(run(earlier, stage("reward", "Queued", message="waiting for admission (queue gpus)")))
+    watch.show(run(earlier, stage("reward", "Queued", message="waiting for admission by Kueue queue gpus")))
     watch.bars.live.refresh()  # type: ignore[union-attr]
     queued = console.export_text(clear=False)
     assert "✓ sft    succeeded  1m00s  task_accuracy=0.475" in queued
-    assert "queued: waiting for admission (queue gpus)" in queued
+    assert "queued: waiting for admission by Kueue queue gpus" in queued
     running = stage("reward", "Running", progress=progress(300, loss=0.5, accuracy=0.875))
     watch.show(run(earlier, running))
     watch.bars.live.refresh()  # type: ignore[union-attr]
