@@ -18,6 +18,7 @@ import kmock
 import pytest
 import yaml
 from rlhf_cli import main as cli
+from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
 
@@ -303,3 +304,62 @@ def test_kubectl_plugin_names_itself(monkeypatch: pytest.MonkeyPatch, capsys: py
         cli.kubectl_main()
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("usage: kubectl rlhf status [-h] [-w] [-n NAMESPACE]")
+
+
+@pytest.mark.skipif(
+    "progress_interval_seconds" not in OperatorSettings.model_fields,
+    reason="this operator reads no progress from the Master pod's log",
+)
+async def test_status_watch_shows_the_progress_the_operator_reads_from_the_log(
+    cluster: Cluster, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: the trainer's log -> the operator's status -> `rlhf status -w`."""
+    url = str(cluster.kmock.url).rstrip("/")
+    settings = OperatorSettings(metrics_port=0, progress_interval_seconds=0.3)
+    operator = await asyncio.to_thread(OperatorThread(url, settings).start)
+    try:
+        await cluster.apply(base_run("demo"))
+        await wait_for(lambda: "demo-sft-1" in cluster.job_names(), what="the sft job")
+        await cluster.set_job_condition("demo-sft-1", "Running")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "demo-sft-1-master-0",
+                "namespace": NAMESPACE,
+                "labels": {
+                    "training.kubeflow.org/job-name": "demo-sft-1",
+                    "training.kubeflow.org/replica-type": "master",
+                },
+            },
+            "status": {"phase": "Running"},
+        }
+        await cluster._call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=20)
+        lines = [(0, "loading"), (10, '{"step":10,"loss":1.5}'), (20, '{"step":20,"loss":1.25}')]
+        text = "".join(
+            f"{(start + dt.timedelta(seconds=s)).isoformat().replace('+00:00', 'Z')} "
+            + (f'@@rlhf {{"stage":"sft","max_steps":100,{line[1:]}' if line.startswith("{") else line)
+            + "\n"
+            for s, line in lines
+        )
+        cluster.kmock[f"get /api/v1/namespaces/{NAMESPACE}/pods/demo-sft-1-master-0/log"] << TEXT << text.encode()
+        watching = asyncio.create_task(rlhf(capsys, "status", "demo", "-w", "--kubeconfig", kubeconfig))
+        await wait_for(
+            lambda: (cluster.stage("demo", "sft").get("progress") or {}).get("step") == 20, what="sft's progress"
+        )
+        await asyncio.sleep(0.3)
+        await cluster.delete_pod("demo-sft-1-master-0")  # finish_stage creates it again, terminated
+        await cluster.finish_stage("demo-sft-1", metrics={"train_loss": 0.7})
+        for stage in ("reward", "ppo"):
+            job = f"demo-{stage}-1"
+            await wait_for(lambda job=job: job in cluster.job_names(), what=job)
+            await cluster.finish_stage(job, metrics={"task_accuracy": 0.808})
+        code, out, err = await asyncio.wait_for(watching, 30)
+    finally:
+        await asyncio.to_thread(operator.stop)
+    assert code == 0, err
+    # 10 steps in 10 s: 1 step/s, 80 steps left
+    assert re.search(r"^\[sft\] step 20/100 loss=1.25 \| \d+s, ETA 1m\d\ds, 1 steps/s$", out, re.M), out
+    assert out.startswith("RLHFRun team/demo (sft -> reward -> ppo)\n")
+    assert "[sft] done in" in out and out.rstrip().endswith("run succeeded")

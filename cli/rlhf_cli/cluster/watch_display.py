@@ -30,8 +30,9 @@ class WatchDisplay(Protocol):
 
 def _title(run: Mapping[str, Any]) -> str:
     meta = run.get("metadata") or {}
-    pipeline = (run.get("spec") or {}).get("pipeline")
-    stages = f" ({' -> '.join(pipeline)})" if isinstance(pipeline, list) else ""
+    pipeline = (run.get("spec") or {}).get("pipeline")  # unset: the default, as the status lists it
+    names = pipeline if isinstance(pipeline, list) else [view.name for view in stage_views(run)]
+    stages = f" ({' -> '.join(map(str, names))})" if names else ""
     return f"RLHFRun {meta.get('namespace', '?')}/{meta.get('name', '?')}{stages}"
 
 
