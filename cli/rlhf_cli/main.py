@@ -175,6 +175,18 @@ def _cluster_errors(action: Any) -> int:
     return 1
 
 
+def _watch_display() -> Any:
+    """`rlhf status -w`: live bars on a terminal that can redraw, else a plain line per change."""
+    from rich.console import Console
+
+    from .cluster.watch_display import BarsWatch, PlainWatch
+
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        return BarsWatch(console)
+    return PlainWatch(sys.stdout)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -184,7 +196,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     def show() -> int:
         cluster = _cluster(args)
-        observed = cluster.observe(args.namespace or cluster.default_namespace, args.name)
+        namespace = args.namespace or cluster.default_namespace
+        if args.watch:
+            from .cluster.watch_display import follow
+
+            return follow(cluster.watch_run(namespace, args.name), _watch_display())
+        observed = cluster.observe(namespace, args.name)
         Console(highlight=False).print(render(observed, dt.datetime.now(dt.UTC)))
         return 0
 
@@ -197,14 +214,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
         namespace = args.namespace or cluster.default_namespace
         pod, container, stage = cluster.stage_pod(namespace, args.name, args.stage, args.attempt)
         print(f"==> {stage}: pod {pod}, container {container}", file=sys.stderr, flush=True)
+        lines = cluster.log_lines(namespace, pod, container, args.follow, args.tail, timestamps=not args.raw)
         try:
-            for line in cluster.log_lines(namespace, pod, container, args.follow, args.tail):
-                print(line, flush=True)
+            if args.raw:
+                for line in lines:
+                    print(line, flush=True)
+            else:
+                from .cluster.log_view import LogClock, show_log
+
+                clock = LogClock()
+                show_log(lines, stage, _log_display(clock), clock)
         except KeyboardInterrupt:
             return 130
         return 0
 
     return _cluster_errors(stream)
+
+
+def _log_display(clock: Any) -> Any:
+    """`rlhf logs`: progress as live bars on a terminal that can redraw, else plain progress lines."""
+    from rich.console import Console
+
+    from .cluster.log_view import BarsLog, PlainLog
+
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        return BarsLog(console, clock)
+    return PlainLog(sys.stdout, clock)
 
 
 def _cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +295,13 @@ def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="a run on the cluster: phase, stages, conditions, what it waits on")
     status.add_argument("name", metavar="NAME")
+    status.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="follow the run live (bars, ETA, numbers; plain lines without a terminal) until it ends; "
+        "exit 0 if it succeeded, 1 if it failed",
+    )
     _cluster_options(status)
     status.set_defaults(func=cmd_status)
 
@@ -268,6 +311,11 @@ def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
     logs.add_argument("--attempt", type=int, help="which attempt's job (default: the latest)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep streaming until the container ends")
     logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="the log as written, progress events as their @@rlhf JSON lines (default: shown as rlhf run shows them)",
+    )
     _cluster_options(logs)
     logs.set_defaults(func=cmd_logs)
 

@@ -216,7 +216,7 @@ def test_live_display_bars_collapse_and_summary(tmp_path: Path) -> None:
     for step in range(1, 41):
         display.progress("ppo", {"step": step, "max_steps": 40, "reward_mean": 0.1 * step, "kl": 0.01})
         if step == 20:
-            display.live.refresh()  # type: ignore[union-attr]  # a frame with the bar mid-way
+            display.bars.live.refresh()  # type: ignore[union-attr]  # a frame with the bar mid-way
     mid = console.export_text(clear=False)
     assert "ppo" in mid and "20/40 steps" in mid and "ETA" in mid and "steps/s" in mid and "reward_mean=2" in mid
     display.progress("ppo", {"event": "compare", "prompts": 120})
@@ -229,7 +229,7 @@ def test_live_display_bars_collapse_and_summary(tmp_path: Path) -> None:
     assert "✓ ppo    succeeded  40/40 steps  39s  task_accuracy=0.475" in text
     assert "[ppo] comparing its starting and trained model on 120 held-out prompts" in text
     assert "win rate 67.9%" in text
-    assert display.live is None  # stopped: the cursor is back
+    assert display.bars.live is None  # stopped: the cursor is back
 
 
 def test_live_display_failure_keeps_the_reason_and_output_tail(tmp_path: Path) -> None:
@@ -255,7 +255,7 @@ def test_live_display_after_ctrl_c_a_late_step_makes_no_new_bar(tmp_path: Path) 
     suspended = status(("sft", "Suspended"), phase="Suspended")
     display.transition(suspended, [("Normal", "Suspended", "run suspended")])
     display.progress("sft", {"step": 32, "max_steps": 200, "loss": 1.0})  # the stage's last line, after SIGTERM
-    assert display.tasks == {} and not display.bars.tasks
+    assert display.bars.tasks == {} and not display.bars.progress.tasks
     display.finish(suspended, tmp_path)
     text = console.export_text()
     assert "‖ sft    suspended  31/200 steps" in text and "Run the same command again to resume" in text

@@ -73,6 +73,36 @@ class Cluster:
             raise NotFound(f"rlhfrun {name} not found in namespace {namespace}")
         return found
 
+    def watch_run(self, namespace: str, name: str) -> Iterator[dict[str, Any]]:
+        """The run now, then each new version as the API announces it (a watch, re-opened when
+        the server ends it; after a 410 Gone, from a fresh read). Ends only when the run is deleted."""
+        while True:
+            run = self.run(namespace, name)
+            yield run
+            version = (run.get("metadata") or {}).get("resourceVersion")
+            stream = watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+                **({"resource_version": version} if version else {}),
+            )
+            try:
+                for event in stream:
+                    found = event.get("object")
+                    if not isinstance(found, dict) or (found.get("metadata") or {}).get("name") != name:
+                        continue  # the API filters by name; an emulator may not
+                    if event.get("type") == "DELETED":
+                        raise NotFound(f"rlhfrun {name} was deleted")
+                    yield found
+            except ApiException as error:
+                if error.status != 410:
+                    raise
+            finally:
+                stream.close()
+
     def master_pod(self, namespace: str, launcher: Launcher, job: str) -> dict[str, Any] | None:
         selector = launcher.master_pod_selector(job)
         # Raw JSON, not the client's models: they reject pods missing fields the reads never use.
@@ -115,9 +145,16 @@ class Cluster:
             raise NotFound(f"no Master pod for job {job} (not started yet, or deleted with the job)")
         return str(pod["metadata"]["name"]), launcher.result_container, entry.name
 
-    def log_lines(self, namespace: str, pod: str, container: str, follow: bool, tail: int | None) -> Iterator[str]:
-        """The pod's log, line by line; with follow, until the container ends."""
-        kwargs: Mapping[str, Any] = {"container": container, **({"tail_lines": tail} if tail is not None else {})}
+    def log_lines(
+        self, namespace: str, pod: str, container: str, follow: bool, tail: int | None, timestamps: bool = False
+    ) -> Iterator[str]:
+        """The pod's log, line by line; with follow, until the container ends; with timestamps,
+        each line after the time it was logged (RFC 3339) and a space."""
+        kwargs: Mapping[str, Any] = {
+            "container": container,
+            **({"tail_lines": tail} if tail is not None else {}),
+            **({"timestamps": True} if timestamps else {}),
+        }
         if follow:
             yield from watch.Watch().stream(self.core.read_namespaced_pod_log, pod, namespace, follow=True, **kwargs)
             return

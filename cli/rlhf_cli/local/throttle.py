@@ -20,19 +20,25 @@ class _Stage:
     first: tuple[float, int] | None = None  # (time, step) of the first step seen in this attempt
 
 
+def timing_text(elapsed: float | None, remaining: float | None, rate: float | None) -> str:
+    """'25s, ETA 17s, 14.4 steps/s': what is known of elapsed time, time left and rate."""
+    parts = [] if elapsed is None else [format_duration(elapsed)]
+    if remaining is not None:
+        parts.append(f"ETA {format_duration(max(0.0, remaining))}")
+    if rate:
+        parts.append(f"{rate:.3g} steps/s")
+    return ", ".join(parts)
+
+
 def eta_text(first: tuple[float, int] | None, now: float, step: int, total: int | None) -> str:
     """'25s, ETA 17s, 14.4 steps/s' from the rate since the attempt's first step seen."""
     if first is None:
         return ""
     elapsed = now - first[0]
-    parts = [format_duration(elapsed)]
     done = step - first[1]
-    if done > 0 and elapsed > 0:
-        rate = done / elapsed
-        if total:
-            parts.append(f"ETA {format_duration(max(0, total - step) / rate)}")
-        parts.append(f"{rate:.3g} steps/s")
-    return ", ".join(parts)
+    rate = done / elapsed if done > 0 and elapsed > 0 else None
+    remaining = max(0, total - step) / rate if rate and total else None
+    return timing_text(elapsed, remaining, rate)
 
 
 class ProgressThrottle:
