@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .camel_model import CamelModel, cel_field_or_default
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
 from .reward_sources import RewardSource, rewards_field, uses_reward_model
 from .rlaif_config import RlaifLabelConfig
+from .served import JudgeModel
 
 StageName = Literal["sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif"]
 STAGES: tuple[StageName, ...] = ("sft", "reward", "ppo", "dpo", "grpo", "rloo", "rest", "rlaif")
@@ -399,17 +400,37 @@ class RestStageConfig(RestLoopConfig, StageCommon):
 class RlaifStageConfig(RlaifLabelConfig, StageCommon):
     """RLAIF: sample response pairs from the policy, label them with a judge model."""
 
-    judge: ModelConfig = Field(
+    judge: JudgeModel = Field(
         description=(
             "The AI labeller: any causal LM (hub id or path on the volume), typically larger than the "
             "policy; or 'builtin:arithmetic-judge' (quickstart), trained here from the stage's "
-            "policy on the exact answers of builtin:arithmetic, so that it knows more than the policy."
+            "policy on the exact answers of builtin:arithmetic, so that it knows more than the policy; "
+            "or endpoint: an OpenAI-compatible server (choices: labels)."
         ),
     )
     quantization: QuantizationConfig = Field(
         default_factory=QuantizationConfig,
         description="Load the policy and the judge quantized (bitsandbytes), e.g. to fit a large judge.",
     )
+
+    # An endpoint judge answers with a label; it cannot score the responses' own tokens.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.judge) || !has(self.judge.endpoint) || !has(self.choices)"
+                    " || self.choices == 'labels'",
+                    "message": "judge.endpoint reads a label: choices must be labels",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_reads_labels(self) -> RlaifStageConfig:
+        if self.judge.endpoint is not None and self.choices != "labels":
+            raise ValueError("choices: judge.endpoint reads a label: choices must be labels")
+        return self
 
 
 StageConfig = (

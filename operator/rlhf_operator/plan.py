@@ -174,7 +174,7 @@ def _on_volume_section(section: Any, mount_root: str) -> Any:
             update["dataset"] = dataset.model_copy(update={"source": source})
     for field in ("base_model", "judge"):  # reward's own base, rlaif's judge
         model = getattr(section, field, None)
-        if model is not None:
+        if model is not None and model.name is not None:  # an endpoint judge has no name
             name = on_volume(model.name, mount_root)
             if name != model.name:
                 update[field] = model.model_copy(update={"name": name})
