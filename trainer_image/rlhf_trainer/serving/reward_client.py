@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from rlhf_api import progress
 from rlhf_api.served import RemoteReward, header_env
 
 from ..errors import StageError
@@ -139,7 +139,11 @@ class RemoteScorer:
             if attempt < attempts:
                 self.stats.retries += 1
                 wait = backoff_seconds(attempt, retry_after)
-                progress.emit("reward", event="remote_retry", source=self.label, attempt=attempt, problem=problem)
+                print(
+                    f"remote reward {self.label}: {problem}; retry {attempt} of {self.remote.retries} in {wait:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 await self.sleep(wait)
         raise self._fail(f"{problem}, after {attempts} attempt(s) (retries: {self.remote.retries})")
 
