@@ -134,9 +134,8 @@ def test_client_errors_are_not_retried() -> None:
     ],
 )
 def test_malformed_replies_are_refused_not_scored(reply: Reply, message: str) -> None:
-    with ScriptedServer(lambda i, body: reply) as s:
-        with pytest.raises(StageError) as caught:
-            score(build(s.url))
+    with ScriptedServer(lambda i, body: reply) as s, pytest.raises(StageError) as caught:
+        score(build(s.url))
     assert message in caught.value.message and caught.value.field == "rewards[0]"
     assert len(s.requests) == 1  # a wrong answer is not retried
 

@@ -120,6 +120,6 @@ def _score_of(
         from ..serving.reward_client import remote_reward
 
         assert source.remote is not None  # RewardSource validation
-        return remote_reward(source.remote, where, index, label)
+        return remote_reward(source.remote, where, index, label, columns)
     assert source.function is not None  # type function, by RewardSource validation
     return import_reward_function(source.function, where, source.python_path)

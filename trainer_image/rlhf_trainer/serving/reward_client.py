@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,17 +69,27 @@ class RemoteScorer:
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         label: str = "remote",
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.remote = remote
         self.where = where
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.sleep = sleep
         self.label = label
+        # The dataset's columns to send (TRL also passes its own keyword arguments, e.g. trainer_state).
+        self.columns = None if columns is None else [c for c in columns if c not in ("prompt", "completion")]
         self.stats = CallStats()
 
     def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
         texts = [completion_text(p) for p in prompts]
         responses = [completion_text(c) for c in completions]
+        columns = {
+            name: list(values)
+            for name, values in columns.items()
+            if (self.columns is None or name in self.columns)
+            and isinstance(values, list | tuple)
+            and len(values) == len(responses)
+        }
         started = time.monotonic()
         scores = asyncio.run(self._score_all(texts, responses, columns))
         self.stats.seconds += time.monotonic() - started
@@ -101,7 +111,7 @@ class RemoteScorer:
                 body = request_body(
                     prompts[part.start : part.stop],
                     responses[part.start : part.stop],
-                    {name: list(values)[part.start : part.stop] for name, values in columns.items()},
+                    {name: values[part.start : part.stop] for name, values in columns.items()},
                 )
                 async with limit:
                     return await self._post(session, body, len(part))
@@ -148,5 +158,8 @@ class RemoteScorer:
         raise self._fail(f"{problem}, after {attempts} attempt(s) (retries: {self.remote.retries})")
 
 
-def remote_reward(remote: RemoteReward, where: str, source_index: int, label: str) -> RemoteScorer:
-    return RemoteScorer(remote, where, resolve_headers(remote, source_index, where), label=label)
+def remote_reward(
+    remote: RemoteReward, where: str, source_index: int, label: str, columns: Sequence[str]
+) -> RemoteScorer:
+    """`columns`: the dataset's columns (sent with each request; other keyword arguments are not)."""
+    return RemoteScorer(remote, where, resolve_headers(remote, source_index, where), label=label, columns=columns)
