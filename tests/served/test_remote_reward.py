@@ -92,9 +92,11 @@ def test_slow_server_times_out_then_a_retry_succeeds() -> None:
 
 
 def test_always_slow_server_fails_with_the_timeout() -> None:
-    with ScriptedServer(lambda i, body: Reply(body={"scores": [0.5] * 3}, delay=1.5)) as s:
-        with pytest.raises(StageError, match=r"no reply within timeoutSeconds 0.3, after 2 attempt\(s\)"):
-            score(build(s.url, timeoutSeconds=0.3, retries=1))
+    with (
+        ScriptedServer(lambda i, body: Reply(body={"scores": [0.5] * 3}, delay=1.5)) as s,
+        pytest.raises(StageError, match=r"no reply within timeoutSeconds 0.3, after 2 attempt\(s\)"),
+    ):
+        score(build(s.url, timeoutSeconds=0.3, retries=1))
 
 
 def test_429_storm_is_retried_until_it_passes() -> None:
@@ -109,16 +111,20 @@ def test_429_storm_is_retried_until_it_passes() -> None:
 
 
 def test_429_storm_longer_than_the_retries_fails() -> None:
-    with ScriptedServer(lambda i, body: Reply(status=429, raw="{}", headers={"Retry-After": "0"})) as s:
-        with pytest.raises(StageError, match=r"HTTP 429 \(\{\}\), after 3 attempt\(s\) \(retries: 2\)"):
-            score(build(s.url))
+    with (
+        ScriptedServer(lambda i, body: Reply(status=429, raw="{}", headers={"Retry-After": "0"})) as s,
+        pytest.raises(StageError, match=r"HTTP 429 \(\{\}\), after 3 attempt\(s\) \(retries: 2\)"),
+    ):
+        score(build(s.url))
     assert len(s.requests) == 3
 
 
 def test_client_errors_are_not_retried() -> None:
-    with ScriptedServer(lambda i, body: Reply(status=401, raw="unauthorized")) as s:
-        with pytest.raises(StageError, match=r"HTTP 401 \(unauthorized\); not retried"):
-            score(build(s.url))
+    with (
+        ScriptedServer(lambda i, body: Reply(status=401, raw="unauthorized")) as s,
+        pytest.raises(StageError, match=r"HTTP 401 \(unauthorized\); not retried"),
+    ):
+        score(build(s.url))
     assert len(s.requests) == 1
 
 
