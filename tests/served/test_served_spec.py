@@ -9,6 +9,7 @@ from typing import Any
 
 import cel
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from rlhf_api.stage_config import RlaifStageConfig
 from rlhf_operator.crd import crd
 from rlhf_operator.manifests.render import render
 from rlhf_operator.settings import OperatorSettings
+
+from tests.operator.test_manifests import K8S_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 URL = "http://reward-server.ml.svc:8000/score"
@@ -157,8 +160,18 @@ def test_pods_get_credentials_only_as_secret_key_refs() -> None:
 
 
 def test_examples_validate() -> None:
-    for name in ("quickstart-remote-reward.yaml", "reward-server.yaml"):
+    for name in ("quickstart-remote-reward.yaml", "grpo-remote-reward.yaml"):
         runs = [d for d in yaml.safe_load_all((REPO / "examples" / name).read_text()) if d["kind"] == "RLHFRun"]
         assert len(runs) == 1
         run = RLHFRun.model_validate(runs[0])
         assert run.spec.grpo is not None and run.spec.grpo.rewards[0].type == "remote"
+    server = list(yaml.safe_load_all((REPO / "examples" / "reward-server" / "reward-server.yaml").read_text()))
+    assert [d["kind"] for d in server] == ["Deployment", "Service"]
+    container = server[0]["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        container["command"] == ["rlhf-train", "serve-reward"]
+        and container["readinessProbe"]["httpGet"]["path"] == "/health"
+    )
+    assert server[1]["spec"]["ports"][0]["port"] == 8000
+    for document in server:  # strict core schemas: no misspelt field
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
