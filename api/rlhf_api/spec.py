@@ -29,6 +29,7 @@ from .stage_config import (
     SFTStageConfig,
     StageName,
     Strategy,
+    ppo_needs_reward_model,
 )
 
 GROUP = "rlhf.dev"
@@ -405,7 +406,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
             errors.append(f"{stage}.dataset: required unless {stage}.existingOutput is set")
     errors += _rest_rlaif_errors(spec)
     if "ppo" in pipeline:
-        if "reward" not in pipeline and not spec.provided("reward"):
+        if "reward" not in pipeline and not spec.provided("reward") and ppo_needs_reward_model(spec.ppo):
             errors.append(
                 "pipeline: ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput"
             )
@@ -570,7 +571,8 @@ def spec_cel_rules() -> list[dict[str, str]]:
         ),
         _cel(
             "!has(self.pipeline) || !('ppo' in self.pipeline) || 'reward' in self.pipeline"
-            " || (has(self.reward) && has(self.reward.existingOutput))",
+            " || (has(self.reward) && has(self.reward.existingOutput))"
+            " || (has(self.ppo) && has(self.ppo.rewards) && self.ppo.rewards.all(r, r.type != 'rewardModel'))",
             "ppo needs a reward model: add 'reward' to the pipeline or set reward.existingOutput",
             ".pipeline",
         ),

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 from .camel_model import CamelModel, cel_field_or_default
 from .model_config import ModelConfig
 from .rest_config import RestLoopConfig
-from .reward_sources import RewardSource, rewards_field, uses_reward_model
+from .reward_sources import MAX_SOURCES, RewardSource, rewards_field, uses_reward_model
 from .rlaif_config import RlaifLabelConfig
 from .served import JudgeModel
 
@@ -363,6 +363,16 @@ class RewardStageConfig(StageCommon):
 class PPOStageConfig(StageCommon):
     lora: LoraConfig = _lora(16, 32, 0.05)
     training: PPOTrainingConfig = Field(default_factory=PPOTrainingConfig, description="Hyperparameters.")
+    rewards: list[RewardSource] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SOURCES,
+        description=(
+            "Reward sources summed with their weights, as grpo.rewards (e.g. a remote reward server; a "
+            "source's null counts 0). Default: the reward stage's model (on the policy's base when the "
+            "reward stage trained a LoRA adapter)."
+        ),
+    )
 
 
 class DPOStageConfig(StageCommon):
@@ -443,6 +453,11 @@ StageConfig = (
     | RestStageConfig
     | RlaifStageConfig
 )
+
+
+def ppo_needs_reward_model(section: PPOStageConfig | None) -> bool:
+    """PPO scores with the reward stage's model unless its rewards list names none."""
+    return section is None or section.rewards is None or uses_reward_model(section.rewards)
 
 
 def trains_all_weights(section: StageConfig) -> bool:
@@ -565,7 +580,7 @@ class TrainerJobConfig(CamelModel):
         present = [s for s in STAGES if getattr(self, s) is not None]
         if present != [self.stage]:
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
-        if self.stage == "ppo" and self.reward_model is None:
+        if self.stage == "ppo" and self.reward_model is None and ppo_needs_reward_model(self.ppo):
             raise ValueError("rewardModel is required for the ppo stage")
         if self.reward_model is None and uses_reward_model(getattr(self.section, "rewards", None)):
             raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")

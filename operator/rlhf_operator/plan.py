@@ -39,6 +39,7 @@ from rlhf_api.stage_config import (
     StageName,
     TrainerJobConfig,
     eval_max_new_tokens,
+    ppo_needs_reward_model,
 )
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/rlhf-dev/rlhf-trainer:0.1.0"
@@ -261,7 +262,9 @@ def plan(run: RLHFRun, mount_root: str, default_image: str = DEFAULT_TRAINER_IMA
             # sft starts from the base model; every later stage from the SFT model when there is one.
             start = spec.model.weights_at(sft_model) if sft_model and stage != "sft" else base_model
             # PPO, and stages with a reward source of type rewardModel, score with the reward stage's model
-            scores_with_reward_model = stage == "ppo" or uses_reward_model(getattr(section, "rewards", None))
+            scores_with_reward_model = (stage == "ppo" and ppo_needs_reward_model(spec.ppo)) or uses_reward_model(
+                getattr(section, "rewards", None)
+            )
             reward_path = merged_of("reward") if scores_with_reward_model else None
             strategy, fsdp_offload = stage_strategy(spec, stage)
             # Every later stage starts from the SFT model, except a reward stage with its own baseModel.

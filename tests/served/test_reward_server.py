@@ -106,3 +106,39 @@ def test_grpo_trains_against_the_served_reward_model(stage_output: Path, tmp_pat
     code, result = run_stage_cli("grpo", config)
     assert code == 1 and result is not None and result.status == "failed"
     assert result.message is not None and result.message.startswith(f"rewards[0]: remote reward {url}: cannot reach")
+
+
+def test_ppo_scores_through_the_served_reward_model(stage_output: Path, tmp_path: Path) -> None:
+    """ppo.rewards with a remote source: no rewardModel in the config, the engine's rewards come
+    from the server (the in-process reward model's scores, to 1e-5)."""
+    from rlhf_api.stage_config import TrainerJobConfig
+    from rlhf_trainer.builtin import materialize_tiny_llama
+    from rlhf_trainer.stages import ppo
+
+    from tests.trainer.stage_helpers import PPO_TINY
+
+    work_dir = str(stage_output.parent)
+    materialize_tiny_llama(work_dir)
+    with serve_reward(str(stage_output)) as url:
+        cfg = TrainerJobConfig.model_validate(
+            {
+                "stage": "ppo",
+                "runName": "test",
+                "model": {"name": "builtin:tiny-llama"},
+                "outputDir": str(tmp_path / "ppo"),
+                "workDir": work_dir,
+                "ppo": {
+                    "dataset": {"source": "builtin:arithmetic"},
+                    "lora": {"r": 4},
+                    "training": PPO_TINY,
+                    "rewards": [{"type": "remote", "remote": {"url": url}}],
+                },
+            }
+        )
+        result = ppo.run(cfg)
+    assert result.status == "succeeded", result.message
+    assert result.metrics["reward_on_shared_base"] == 0.0 and result.metrics["reward_std"] > 0
+    with pytest.raises(ValueError, match="rewardModel is required"):
+        TrainerJobConfig.model_validate(
+            {**cfg.to_file_dict(), "ppo": {**cfg.to_file_dict()["ppo"], "rewards": [{"type": "rewardModel"}]}}
+        )
