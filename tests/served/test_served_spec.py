@@ -175,3 +175,36 @@ def test_examples_validate() -> None:
     assert server[1]["spec"]["ports"][0]["port"] == 8000
     for document in server:  # strict core schemas: no misspelt field
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+PPO_CASES: list[tuple[str, dict[str, Any], bool]] = [
+    ("default source needs the reward stage", {}, False),
+    ("a remote source alone", {"rewards": [REMOTE]}, True),
+    ("rewardModel among the sources", {"rewards": [REMOTE, {"type": "rewardModel"}]}, False),
+]
+
+
+@pytest.mark.parametrize(("ppo", "valid"), [c[1:] for c in PPO_CASES], ids=[c[0] for c in PPO_CASES])
+def test_ppo_without_a_reward_stage_needs_sources_without_the_reward_model(ppo: dict[str, Any], valid: bool) -> None:
+    spec = {
+        "model": {"name": "builtin:tiny-llama"},
+        "pipeline": ["sft", "ppo"],
+        "sft": {"dataset": {"source": "builtin:arithmetic"}},
+        "ppo": {"dataset": {"source": "builtin:arithmetic"}, **ppo},
+    }
+    document = {"apiVersion": "rlhf.dev/v1alpha1", "kind": "RLHFRun", "metadata": {"name": "r"}, "spec": spec}
+    rules = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    assert all(cel.evaluate(r["rule"], {"self": spec}) for r in rules) == valid
+    try:
+        run = RLHFRun.model_validate(document)
+    except ValidationError as error:
+        assert not valid and "ppo needs a reward model" in str(error)
+        return
+    assert valid
+    env = _env_by_stage(run)
+    assert set(env) == {"r-sft-1", "r-ppo-1"}
+    configs = [o for o in render(run, OperatorSettings(), namespace="default") if o["kind"] == "ConfigMap"]
+    ppo_config = yaml.safe_load(
+        next(c for c in configs if c["metadata"]["name"].endswith("ppo-config"))["data"]["config.yaml"]
+    )
+    assert "rewardModel" not in ppo_config and ppo_config["ppo"]["rewards"][0]["type"] == "remote"
