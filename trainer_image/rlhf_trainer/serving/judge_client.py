@@ -101,6 +101,7 @@ class EndpointJudge:
             base_url=endpoint.url, api_key=api_key or NO_KEY, max_retries=0, timeout=endpoint.timeout_seconds
         )
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # one request failed for good: the others stop retrying
         self.counts = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.methods: list[str] = []
 
@@ -119,6 +120,8 @@ class EndpointJudge:
         extra: dict[str, Any] = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if self.endpoint.logprobs else {}
         problem = ""
         for attempt in range(1, attempts + 1):
+            if self.stopping.is_set():
+                raise self._fail("stopped: another request failed")
             retry_after = None
             self._count(requests=1)
             try:
@@ -180,6 +183,7 @@ class EndpointJudge:
                         last = time.monotonic()
                         progress.emit("rlaif", event="judging", done=done // 2, total=len(pairs), **self.counts)
             except BaseException:
+                self.stopping.set()
                 for pending in futures:
                     pending.cancel()
                 raise
