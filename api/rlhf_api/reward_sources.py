@@ -13,7 +13,9 @@ Each source is exactly one of:
   PYTHONPATH), or as a module on the run's volume named by `pythonPath` (added to the trainer's
   import path); `rlhf run` also honours the PYTHONPATH it is started with. It is called like a
   TRL reward function: `fn(prompts=[...], completions=[...], **dataset_columns)`, returning one
-  float (or None: no verdict) per completion.
+  float (or None: no verdict) per completion;
+- `remote`: a scorer behind HTTP (e.g. `rlhf serve-reward` serving the reward stage's model as
+  a Deployment), called with the JSON protocol documented in `rlhf_api.served`.
 
 Torch-free (the operator validates and plans these); the trainer builds them in
 `rlhf_trainer.reward_sources`.
@@ -28,8 +30,9 @@ from pydantic import Field, model_validator
 
 from .camel_model import CamelModel, field_errors
 from .model_config import ModelConfig
+from .served import RemoteReward, url_label
 
-RewardSourceType = Literal["rewardModel", "model", "builtin", "function"]
+RewardSourceType = Literal["rewardModel", "model", "builtin", "function", "remote"]
 BuiltinReward = Literal["arithmetic", "exactMatch"]
 AnswerExtraction = Literal["firstLine", "full", "lastNumber"]
 
@@ -40,19 +43,19 @@ MAX_SOURCES = 8
 
 # The member a type needs has the type's name (rewardModel needs none); every other member must
 # be unset (the Kubernetes one-of idiom).
-_MEMBERS = ("model", "builtin", "function")
+_MEMBERS = ("model", "builtin", "function", "remote")
 # Options that only mean something for one builtin.
 _EXACT_MATCH_ONLY = ("column", "extract")
 
 
 class RewardSource(CamelModel):
-    """One reward signal and its weight. Set `type` and the member it names (model, builtin or function)."""
+    """One reward signal and its weight. Set `type` and the member it names (model, builtin, function or remote)."""
 
     type: RewardSourceType = Field(
         description=(
             "rewardModel: the reward stage's model (or reward.existingOutput). model: a sequence classifier "
             "given in `model`. builtin: the verifiable reward named in `builtin`. function: the Python "
-            "function named in `function`, provided by the trainer image."
+            "function named in `function`, provided by the trainer image. remote: the HTTP scorer in `remote`."
         )
     )
     weight: float = Field(
@@ -108,6 +111,11 @@ class RewardSource(CamelModel):
         ),
     )
 
+    remote: RemoteReward | None = Field(
+        default=None,
+        description="type remote: a scorer behind HTTP (e.g. rlhf serve-reward) and how to call it.",
+    )
+
     python_path: str | None = Field(
         default=None,
         min_length=1,
@@ -136,6 +144,8 @@ class RewardSource(CamelModel):
             return "exact_match" if self.builtin == "exactMatch" else self.builtin
         if self.type == "function" and self.function is not None:
             return self.function.rsplit(":", 1)[-1]
+        if self.type == "remote" and self.remote is not None:
+            return url_label(self.remote.url)
         return self.type
 
 

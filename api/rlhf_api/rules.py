@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .rlaif_config import RLAIF_SOURCE
-from .stage_config import Strategy
+from .stage_config import StageCommon, Strategy
 from .stages import STAGE_KINDS, STAGES, StageName
+from .stages.kind import StageKind
 
 if TYPE_CHECKING:
     from .spec import RLHFRunSpec
@@ -119,7 +120,10 @@ def spec_cel_rules() -> list[dict[str, str]]:
 def _requires_errors(spec: RLHFRunSpec, pipeline: list[StageName]) -> list[str]:
     errors = []
     for stage in pipeline:
-        for needed, what in STAGE_KINDS[stage].requires:
+        kind, section = STAGE_KINDS[stage], spec.section(stage)
+        for needed, what in kind.requires:
+            if _reward_model_waived(needed, kind, section):
+                continue
             if needed not in pipeline and not spec.provided(needed):
                 errors.append(
                     f"pipeline: {stage} needs {what}: add '{needed}' to the pipeline or set {needed}.existingOutput"
@@ -127,11 +131,30 @@ def _requires_errors(spec: RLHFRunSpec, pipeline: list[StageName]) -> list[str]:
     return errors
 
 
+def _reward_model_waived(needed: str, kind: StageKind, section: StageCommon | None) -> bool:
+    """PPO needs the reward stage's model unless its own `rewards` list names no rewardModel."""
+    return (
+        STAGE_KINDS[needed].produces_reward_model
+        and kind.reward_model == "unless_sources"
+        and section is not None
+        and not kind.scores_with_reward_model(section)
+    )
+
+
+def _waived_cel(stage: str, needed: str, kind: StageKind) -> str:
+    """The CEL twin of _reward_model_waived."""
+    if not (STAGE_KINDS[needed].produces_reward_model and kind.reward_model == "unless_sources"):
+        return ""
+    return (
+        f" || (has(self.{stage}) && has(self.{stage}.rewards) && self.{stage}.rewards.all(r, r.type != 'rewardModel'))"
+    )
+
+
 def _requires_cel_rules() -> list[dict[str, str]]:
     return [
         cel(
             f"!has(self.pipeline) || !('{stage}' in self.pipeline) || '{needed}' in self.pipeline"
-            f" || (has(self.{needed}) && has(self.{needed}.existingOutput))",
+            f" || (has(self.{needed}) && has(self.{needed}.existingOutput))" + _waived_cel(stage, needed, kind),
             f"{stage} needs {what}: add '{needed}' to the pipeline or set {needed}.existingOutput",
             ".pipeline",
         )

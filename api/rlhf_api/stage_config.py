@@ -7,13 +7,16 @@ Field names are camelCase in files (Kubernetes style) and snake_case in Python.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from .camel_model import CamelModel
 from .model_config import ModelConfig
 from .reward_sources import RewardSource
+
+if TYPE_CHECKING:
+    from .served import JudgeEndpoint
 
 # How a multi-process stage splits its work: ddp replicates the model on every GPU, fsdp shards
 # parameters, gradients and optimizer state over all of the stage's processes (PyTorch FSDP2).
@@ -169,6 +172,10 @@ class StageCommon(CamelModel):
     def extra_models(self) -> dict[str, ModelConfig]:
         """The section's own model fields by name (resolved against the volume by the plan)."""
         return {}
+
+    def judge_endpoint(self) -> JudgeEndpoint | None:
+        """An OpenAI-compatible server the stage asks as its judge (rlaif)."""
+        return None
 
 
 ReportTo = Literal["tensorboard", "wandb"]

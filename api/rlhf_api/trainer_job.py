@@ -110,7 +110,7 @@ class TrainerJobConfig(_TrainerJobSections):
             raise ValueError(f"exactly the '{self.stage}' section must be set, found {present}")
         kind = kind_of(self.stage)
         if self.reward_model is None and kind.scores_with_reward_model(self.section):
-            if kind.reward_model == "always":
+            if kind.reward_model in ("always", "unless_sources"):
                 raise ValueError(f"rewardModel is required for the {self.stage} stage")
             raise ValueError(f"rewardModel: required, a {self.stage}.rewards source has type rewardModel")
         # The spec's rules (rlhf_api.rules), for a file written by hand; the trainer trusts them.

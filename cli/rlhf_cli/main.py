@@ -150,6 +150,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return cmd_report(args) if (Path(args.dir) / "report.json").is_file() else 0
 
 
+def cmd_serve_reward(args: argparse.Namespace) -> int:
+    """`rlhf serve-reward MODEL_DIR ...`: runs the trainer's server (it needs torch) in this process's place."""
+    from .local.runner import TrainerMissing, check_trainer
+
+    try:
+        check_trainer()
+    except TrainerMissing as error:
+        print(f"rlhf: error: {error}", file=sys.stderr)
+        return 2
+    os.execv(sys.executable, [sys.executable, "-m", "rlhf_trainer", "serve-reward", *args.args])
+
+
 def _cluster(args: argparse.Namespace) -> Any:
     from .cluster.client import Cluster
 
@@ -293,6 +305,14 @@ def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
     compare.add_argument("--max-new-tokens", type=int, help="tokens generated per prompt (default: as planned)")
     compare.set_defaults(func=cmd_compare)
 
+    serve = sub.add_parser(
+        "serve-reward",
+        help="serve a reward stage's model over HTTP for remote reward sources (MODEL_DIR [--host H] [--port P] ...)",
+        add_help=False,
+    )
+    serve.add_argument("args", nargs=argparse.REMAINDER, help="MODEL_DIR and the server's options (see --help)")
+    serve.set_defaults(func=cmd_serve_reward)
+
     status = sub.add_parser("status", help="a run on the cluster: phase, stages, conditions, what it waits on")
     status.add_argument("name", metavar="NAME")
     status.add_argument(
@@ -335,6 +355,9 @@ def build_parser(prog: str = "rlhf") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "rlhf") -> int:
+    rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] == ["serve-reward"]:  # every option is the server's, --help included
+        return cmd_serve_reward(argparse.Namespace(args=rest[1:]))
     args = build_parser(prog).parse_args(argv)
     code: int = args.func(args)
     return code

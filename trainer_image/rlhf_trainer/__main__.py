@@ -166,11 +166,15 @@ def run_compare(path: str) -> int:
     return 0
 
 
-# Stage kinds whose program module has another name than the kind (the kind `reward` trains a
-# reward model: stages/reward_model.py).
+SERVE_REWARD = "serve-reward"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SERVE_REWARD]:  # `rlhf-train serve-reward MODEL_DIR`: a reward model behind HTTP
+        from .serving.reward_server import main as serve_reward
+
+        return serve_reward(argv[1:])
     parser = argparse.ArgumentParser(prog=PROG, description="Run one RLHF training stage, or compare its output.")
     parser.add_argument(
         "stage",

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 DataKind = Literal["demonstrations", "preference", "prompts"]
 # Who supplies the reward model's scores: nobody, always the reward stage's model (PPO), or the
 # stage's reward sources (a source of type rewardModel).
-RewardModelUse = Literal["never", "always", "sources"]
+# never; always (the stage scores with the reward stage's model); sources (through a rewardModel
+# entry of its `rewards`, the default list); unless_sources (always, unless its `rewards` list is
+# given and names none: PPO against e.g. a remote reward server).
+RewardModelUse = Literal["never", "always", "sources", "unless_sources"]
 # The memory estimate's training shape: given sequences (SFT, reward, DPO, ReST's fine-tuning),
 # the PPO engine ("engine": policy + value head, a reward model, generation), or TRL's group-relative RL
 # (a generation batch, reward sources, a reference copy when beta > 0).
@@ -79,6 +82,9 @@ class StageKind:
         """The stage loads the reward stage's model: always (PPO), or through a rewardModel source."""
         if self.reward_model == "always":
             return True
+        if self.reward_model == "unless_sources":
+            sources = section.reward_sources()
+            return not sources or uses_reward_model(sources)
         return self.accepts_reward_sources and uses_reward_model(section.reward_sources())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ..camel_model import CamelModel, cel_field_or_default
+from ..reward_sources import MAX_SOURCES, RewardSource
 from ..stage_config import LoraConfig, PositiveFloat, StageCommon, lora_field
 from .kind import MemoryProfile, StageKind, scored_pipelines
 
@@ -89,9 +90,22 @@ class PPOTrainingConfig(CamelModel):
 class PPOStageConfig(StageCommon):
     lora: LoraConfig = lora_field(16, 32, 0.05)
     training: PPOTrainingConfig = Field(default_factory=PPOTrainingConfig, description="Hyperparameters.")
+    rewards: list[RewardSource] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SOURCES,
+        description=(
+            "Reward sources summed with their weights, as grpo.rewards (e.g. a remote reward server; a "
+            "source's null counts 0). Default: the reward stage's model (on the policy's base when the "
+            "reward stage trained a LoRA adapter)."
+        ),
+    )
 
     def lora_settings(self) -> LoraConfig | None:
         return self.lora
+
+    def reward_sources(self) -> list[RewardSource]:
+        return list(self.rewards or [])
 
     def eval_max_new_tokens(self) -> int:
         return self.training.eval_max_new_tokens
@@ -129,7 +143,7 @@ KIND = StageKind(
     data="prompts",
     pipelines=scored_pipelines("ppo"),
     is_policy=True,
-    reward_model="always",
+    reward_model="unless_sources",
     requires=(("reward", "a reward model"), ("sft", "an SFT model")),
     trainer="engine",
     memory=MemoryProfile(shape="engine", value_head=True),

@@ -11,6 +11,7 @@ import posixpath
 from typing import Any
 
 from rlhf_api.naming import configmap_name
+from rlhf_api.served import secret_env
 from rlhf_api.spec import RLHFRun
 
 from ..plan import ResolvedPlacement, StagePlan
@@ -85,6 +86,9 @@ def trainer_env(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
         env.append(_secret_env("WANDB_API_KEY", spec.secrets.wandb_api_key))
         if spec.wandb_project:
             env.append({"name": "WANDB_PROJECT", "value": spec.wandb_project})
+    # Served models' credentials: remote reward headers, the endpoint judge's API key.
+    if stage.config is not None:
+        env += [_secret_env(name, secret) for name, secret in secret_env(stage.config.section)]
     return env
 
 

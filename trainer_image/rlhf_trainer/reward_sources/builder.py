@@ -83,7 +83,8 @@ def build_reward_functions(
     functions = []
     for index, (source, label) in enumerate(zip(sources, labels(sources), strict=True)):
         where = f"{field}[{index}]"
-        functions.append(RewardFunction(label, _score_of(source, where, reward_model, work_dir, columns, device)))
+        score = _score_of(source, where, reward_model, work_dir, columns, device, index, label)
+        functions.append(RewardFunction(label, score))
     return RewardFunctions(functions, [s.weight for s in sources])
 
 
@@ -94,6 +95,8 @@ def _score_of(
     work_dir: str,
     columns: Sequence[str],
     device: torch.device,
+    index: int = 0,
+    label: str = "",
 ) -> Callable[..., Sequence[Any]]:
     if source.type == "rewardModel":
         assert reward_model is not None  # TrainerJobConfig: a rewardModel source needs rewardModel
@@ -112,5 +115,10 @@ def _score_of(
                 "map one with dataset.fields or set column",
             )
         return exact_match(column, source.extract or "firstLine")
+    if source.type == "remote":
+        from ..serving.reward_client import remote_reward
+
+        assert source.remote is not None  # RewardSource validation
+        return remote_reward(source.remote, where, index, label, columns)
     assert source.function is not None  # type function, by RewardSource validation
     return import_reward_function(source.function, where, source.python_path)

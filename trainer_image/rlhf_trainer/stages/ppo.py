@@ -22,6 +22,7 @@ import torch
 from peft import LoraConfig
 from rlhf_api import layout, progress
 from rlhf_api.result import StageResult, read_result
+from rlhf_api.reward_sources import RewardSource
 from rlhf_api.stage_config import QuantizationConfig
 from rlhf_api.stages.ppo import PPOStageConfig
 from rlhf_api.trainer_job import TrainerJobConfig
@@ -71,7 +72,8 @@ def _accuracy(
 
 def train(cfg: TrainerJobConfig) -> StageOutputs:
     section = cfg.section_as(PPOStageConfig)
-    assert cfg.reward_model is not None  # the config validator ensures it
+    # ppo.rewards: any reward sources (e.g. a remote server) instead of the reward stage's model.
+    sources = section.rewards
     training = section.training
     device = dist.init_from_env(cfg.strategy, cfg.fsdp_offload)  # cuda:LOCAL_RANK on a GPU node
     sharded = cfg.strategy == "fsdp" and dist.is_distributed()
@@ -86,10 +88,11 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     if not is_quantized(policy) and not sharded:  # sharding moves each rank's shards itself
         policy.to(device)  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     # Under fsdp the adapter would live inside the sharded modules: keep the separate model there.
-    reward_adapter = None if sharded else shared_reward_adapter(cfg)
+    reward_adapter = None if sharded or sources is not None else shared_reward_adapter(cfg)
     separate_score: ScoreFn | None = None
     reward_tokenizer = tokenizer  # the reward adapter was trained on the same base and tokenizer
-    if reward_adapter is None:
+    if reward_adapter is None and sources is None:
+        assert cfg.reward_model is not None  # the config validator ensures it
         reward_model, reward_tokenizer = load_sequence_classifier(
             cfg.reward_model, QuantizationConfig(), cfg.work_dir, field="rewardModel", loading=loading
         )
@@ -126,14 +129,18 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
             reference = host
         score = AdapterScore(host, head.to(device), reward_tokenizer.pad_token_id)
         progress.emit("ppo", event="reward_adapter", path=reward_adapter)
-    assert score is not None
     hidden_size = policy.config.get_text_config().hidden_size
     model = ActorCritic(policy, ValueHead(hidden_size).to(device), reference=reference)
     if sharded:
         sharding.shard_actor_critic(model, cfg.fsdp_offload)
 
     scoring_batch = training.rollout_batch_size or training.batch_size
-    scorer = RewardModelScorer(score, reward_tokenizer, batch_size=scoring_batch, device=device)
+    scorer: Any
+    if sources is not None:
+        scorer = sources_scorer(cfg, sources, device)
+    else:
+        assert score is not None
+        scorer = RewardModelScorer(score, reward_tokenizer, batch_size=scoring_batch, device=device)
     engine = PPOEngine(model, tokenizer, scorer, training, device=device)
     with preemption.training():
         outcome = train_loop(
@@ -183,6 +190,22 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         planned_steps=training.steps,
         resumed_from_step=outcome["resumed_from"],
     )
+
+
+def sources_scorer(cfg: TrainerJobConfig, sources: list[RewardSource], device: torch.device) -> Any:
+    """The engine's reward_fn from ppo.rewards: the weighted total per response (a source's None
+    counts 0, as in GRPO), on CPU like the reward model's scores."""
+    from ..reward_sources import build_reward_functions
+
+    functions = build_reward_functions(
+        sources, reward_model=cfg.reward_model, work_dir=cfg.work_dir, columns=[], device=device, field="ppo.rewards"
+    )
+
+    def score(prompts: list[str], responses: list[str], response_token_ids: list[list[int]]) -> torch.Tensor:
+        totals, _ = functions.score(prompts, responses)
+        return torch.tensor(totals, dtype=torch.float32)
+
+    return score
 
 
 def shared_reward_adapter(cfg: TrainerJobConfig) -> str | None:

@@ -67,8 +67,13 @@ def _candidates(cfg: TrainerJobConfig, section: RlaifStageConfig, rows: PromptRo
     return responses
 
 
-def _judge(cfg: TrainerJobConfig, section: RlaifStageConfig) -> PairJudge:
-    judge_model = section.judge
+def _judge(cfg: TrainerJobConfig, section: RlaifStageConfig) -> Any:
+    """PairJudge (a model in this process) or EndpointJudge (judge.endpoint): both `.judge(pairs)`."""
+    if section.judge.endpoint is not None:
+        from ..serving.judge_client import endpoint_judge
+
+        return endpoint_judge(section.judge.endpoint, section)
+    judge_model: ModelConfig = section.judge
     if builtin_judge.is_builtin_judge(judge_model):
         path = builtin_judge.materialize(cfg, section, section.dataset, section.seed)
         judge_model = ModelConfig(name=path, dtype=cfg.model.dtype)
@@ -116,11 +121,19 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
             "responses per prompt or raise sampling.temperature",
         )
 
-    judged = _judge(cfg, section).judge(pairs)
+    judge = _judge(cfg, section)
+    judged = judge.judge(pairs)
+    methods = getattr(judge, "methods", None) or [None] * len(judged)  # endpoint judge: logprobs/parsed
     truth = _ground_truth(rows, index, judged)
     kept = [j.confidence >= section.confidence_threshold for j in judged]
     out = Path(cfg.output_dir)
-    write_jsonl(out / JUDGEMENTS, (_judgement_row(j, k, t) for j, k, t in zip(judged, kept, truth, strict=True)))
+    write_jsonl(
+        out / JUDGEMENTS,
+        (
+            {**_judgement_row(j, k, t), **({"judge_method": m} if m else {})}
+            for j, k, t, m in zip(judged, kept, truth, methods, strict=True)
+        ),
+    )
     written = [j for j, k in zip(judged, kept, strict=True) if k]
     if not written:
         raise StageError(
@@ -134,6 +147,7 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
         ({"prompt": j.prompt, "chosen": j.chosen, "rejected": j.rejected, "confidence": j.confidence} for j in written),
     )
     metrics = _metrics(rows, judged, kept, truth)
+    metrics.update(judge.metrics() if hasattr(judge, "metrics") else {})
     progress.emit("rlaif", event="labelled", path=str(pairs_file), **metrics)
     # Its steps are the prompts labelled (the handover to the next stage checks them).
     return StageOutputs(metrics=metrics, steps=len(rows.prompts), planned_steps=len(rows.prompts))
