@@ -31,6 +31,11 @@ STAGE_RESTARTING: Final = "StageRestarting"  # the launcher restarts the job's p
 STAGE_JOB_DELETED: Final = "StageJobDeleted"  # the running stage's job was deleted: a failed attempt (Warning)
 STAGE_PREEMPTED: Final = "StagePreempted"  # SIGTERM: checkpointed and resumed at once, not counted (Warning)
 STAGE_RESULT_UNREADABLE: Final = "StageResultUnreadable"  # succeeded, but its result could not be read (Warning)
+# Run identity and API refusals (docs/architecture.md, "Identity, API errors, finalizers").
+STAGE_DIVERGED: Final = "StageDiverged"  # the result's training loss is NaN/Inf: failed, not retried (Warning)
+NON_FINITE_METRIC: Final = "NonFiniteMetric"  # a NaN/Inf metric dropped from the status (Warning)
+JOB_CONFLICT: Final = "JobConflict"  # a job of the run's name exists that this run does not control (Warning)
+CREATE_REFUSED: Final = "CreateRefused"  # the API server refused a write for good (4xx): Stalled (Warning)
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
@@ -57,6 +62,10 @@ ALL: Final = (
     STAGE_JOB_DELETED,
     STAGE_PREEMPTED,
     STAGE_RESULT_UNREADABLE,
+    STAGE_DIVERGED,
+    NON_FINITE_METRIC,
+    JOB_CONFLICT,
+    CREATE_REFUSED,
     RESUMED,
     PROGRESSING,
 )

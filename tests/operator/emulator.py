@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
 import uuid
 from typing import Any
 
@@ -76,6 +77,21 @@ class _FastMatching(RawHandler):
         raise NotImplementedError("no reaction matches the request")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"invalid character {name!r} looking for beginning of value")
+
+
+def _refuse_non_finite(request: rendering.Request) -> None:
+    """A real API server's JSON decoder refuses NaN and Infinity (400); kmock's accepts them."""
+    if not request.text or request.method.value.upper() not in ("POST", "PUT", "PATCH"):
+        return
+    try:
+        json.loads(request.text, parse_constant=_no_constant)
+    except ValueError as error:
+        message = f"the body of the request was in an unknown format: {error}"
+        raise KubernetesError(status=400, reason="BadRequest", message=message) from None
+
+
 @attrs.define(kw_only=True)
 class Emulator(KubernetesEmulator, _FastMatching):
     """KubernetesEmulator that behaves enough like an API server for kopf."""
@@ -102,6 +118,7 @@ class Emulator(KubernetesEmulator, _FastMatching):
         if self.history_limit is not None and len(self._requests) > self.history_limit:
             del self._requests[: len(self._requests) - self.history_limit // 2]
         try:
+            _refuse_non_finite(request)
             if request.resource is not None and request.action == action.CREATE:
                 self._stamp_create(request)
             elif request.resource is not None and request.action == action.UPDATE and request.name:

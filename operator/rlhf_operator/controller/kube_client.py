@@ -105,7 +105,11 @@ class KubeClient:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body)
+            try:
+                # A real API server's JSON decoder refuses NaN/Infinity (400, for ever): never send them.
+                data = json.dumps(body, allow_nan=False)
+            except ValueError as error:
+                raise ApiError(400, f"not sent: a non-finite number in the body of {method} {path} ({error})") from None
         try:
             async with self._session.request(
                 method,

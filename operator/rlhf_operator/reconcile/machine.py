@@ -43,6 +43,7 @@ from ..render import build_stage_job
 from ..settings import OperatorSettings
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
+from .finite import diverged, split_metrics
 from .status_store import dump_status, load_status, merge_patch, parse_time
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
@@ -373,6 +374,8 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             return
         if job.state == "Succeeded":
             _stage_succeeded(step, stage, stage_plan, job)
+            if stage.phase != "Succeeded":
+                return  # diverged (finite.py)
             continue
         if job.state == "Failed":
             result = job.result
@@ -416,8 +419,24 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     stage.retry_after = None
     stage.output_path = result.output_path if result else stage_plan.output_dir
     stage.merged_path = (result.merged_path if result else None) or stage_plan.merged_path
-    stage.metrics = dict(result.metrics) if result else {}
+    finite, non_finite = split_metrics(result.metrics if result else {})
+    stage.metrics = finite
     stage.resumed_from_step = result.resumed_from_step if result else None
+    if diverged(non_finite):
+        stage.phase = "Running"  # _stage_failed takes it from here, without a retry
+        stage.completion_time = None
+        losses = diverged(non_finite)
+        why = f"training diverged ({', '.join(losses)} not finite): not retried, change the config"
+        _stage_failed(step, stage, stage_plan, why, reasons.STAGE_DIVERGED, retry=False)
+        return
+    if non_finite:
+        dropped = ", ".join(non_finite)
+        step.note(
+            f"{stage.name}-non-finite",
+            f"stage {stage.name}: non-finite metric(s) {dropped} dropped from the status",
+            reasons.NON_FINITE_METRIC,
+            warning=True,
+        )
     if result is None:
         # The job says it succeeded but its result is unreadable (e.g. the Master pod is gone):
         # not run again; the next stage's handover check verifies the output on the volume.
