@@ -22,7 +22,6 @@ Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from rlhf_api import reasons
 from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
@@ -43,18 +43,19 @@ from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_pat
 from ..observed_job import ObservedJob
 from ..pod_result import failure_message, label_selector, result_from_pods
 from ..reconcile import (
-    Create,
     Outcome,
-    PatchJob,
+    event_body,
     jobs_followed,
     load_status,
     parse_time,
     reconcile,
     results_needed,
 )
+from ..reconcile.blocked import Blocked
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
+from .writes import apply_children, is_controlled_by, split_by_owner
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Tuning:
     api_error_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)
     watch_reconnect_backoff: float = 0.1
     watch_client_timeout: float | None = None  # reconnect watches this often (tests: fault injection)
+    refusal_backoff: float = 5.0  # a refused write (4xx) is retried after this, doubling...
+    refusal_backoff_max: float = 300.0  # ...up to this
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Runtime:
     expected: dict[RunKey, dict[str, float]] = field(default_factory=dict)
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
+    refusals: dict[RunKey, int] = field(default_factory=dict)  # passes in a row with a refused write
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -290,6 +294,7 @@ def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
     runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
     runtime.phases.pop(key, None)
+    runtime.refusals.pop(key, None)
     runtime.by_label.pop((key[0], label_value(key[1])), None)
     runtime.queue.forget(key)
     metrics.set_run_phases(runtime.phases)
@@ -298,22 +303,23 @@ def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
 # --- one reconcile pass ------------------------------------------------------------------------
 
 
-def observed_jobs(runtime: Runtime, key: RunKey, uid: str) -> dict[str, ObservedJob]:
-    """The run's jobs from the indexes, plus ones we created that the watch has not shown yet."""
+def observed_jobs(runtime: Runtime, key: RunKey, uid: str) -> tuple[dict[str, ObservedJob], dict[str, ObservedJob]]:
+    """The run's jobs from the indexes, plus ones we created that the watch has not shown yet;
+    and the foreign ones: labelled for this run's name, not controlled by its uid (writes.py)."""
     index_key = (key[0], label_value(key[1]))
-    jobs: dict[str, ObservedJob] = {}
+    indexed: dict[str, ObservedJob] = {}
     for index in runtime.job_indexes.values():
         for job in index.get(index_key, ()):
-            if job.owner_uid in (None, uid):
-                jobs[job.name] = job
+            indexed[job.name] = job
+    jobs, foreign = split_by_owner(indexed, uid)
     expected = runtime.expected.get(key, {})
     now = time.monotonic()
     for name, deadline in list(expected.items()):
         if name in jobs or deadline < now:
             del expected[name]
-        else:
+        elif name not in foreign:
             jobs[name] = ObservedJob(name=name, state="Pending")
-    return jobs
+    return jobs, foreign
 
 
 async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
@@ -327,13 +333,13 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     if cached is not None:
         body = {**body, "status": cached[1]}
     launcher = launcher_of(body)
-    jobs = observed_jobs(runtime, key, uid)
+    jobs, foreign = observed_jobs(runtime, key, uid)
     for name in jobs_followed(body.get("status")):
-        if name not in jobs:
+        if name not in jobs and name not in foreign:
             # Not in the index: ask the API server before concluding it is gone (a watch can lag).
             found = await runtime.client.get(launcher.api, key[0], name)
             if found is not None:
-                jobs[name] = launcher.observe(found)
+                (jobs if is_controlled_by(found, uid) else foreign)[name] = launcher.observe(found)
     for name in results_needed(body.get("status"), jobs):
         pods = await _master_pods(runtime, key[0], name, launcher)
         result, error = result_from_pods(pods, launcher.master_pod_selector(name), launcher.result_container)
@@ -343,40 +349,72 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             message = failure_message(jobs[name].message, result, pods)
             jobs[name] = dataclasses.replace(jobs[name], message=message, result=result)
 
-    outcome = reconcile(body, jobs, datetime.now(UTC), runtime.settings, fit_check=fit_warnings)
-
+    now = datetime.now(UTC)
+    blocked = Blocked(foreign=foreign)
+    for _round in range(4):  # each round can only add findings; 4 covers volume, config, job, patch
+        outcome = reconcile(body, jobs, now, runtime.settings, fit_check=fit_warnings, blocked=blocked)
+        try:
+            findings = await apply_children(runtime, key, uid, outcome, blocked)
+        except ApiError as error:
+            if error.status == 404 and key not in runtime.runs:
+                return None  # deleted meanwhile
+            raise
+        if not findings:
+            break
+        blocked = Blocked(
+            foreign={**blocked.foreign, **findings.foreign}, refused={**blocked.refused, **findings.refused}
+        )
+    requeue = outcome.requeue_after
+    if blocked.refused:
+        # Refused for good until something changes (a quota, the spec): retried, capped.
+        requeue = _refusal_backoff(runtime, key, requeue)
+    else:
+        runtime.refusals.pop(key, None)
+    for event in outcome.events:
+        await _post_event(runtime, event.body)
     try:
-        # The volume and the configs go first, concurrently; the job (which mounts them) after.
-        supporting = [a for a in outcome.writes if isinstance(a, Create) and not _is_job(a.api)]
-        await asyncio.gather(*(_create(runtime, key, a) for a in supporting))
-        for action in outcome.writes:
-            if isinstance(action, Create) and _is_job(action.api):
-                await _create(runtime, key, action)
-            elif isinstance(action, PatchJob):
-                metrics.API_WRITES.labels(verb="patch").inc()
-                await runtime.client.patch(action.api, key[0], action.name, action.patch)
-        for event in outcome.events:
-            await _post_event(runtime, event.body)
         patch = outcome.status_patch
         if patch:
             metrics.API_WRITES.labels(verb="patch").inc()
             answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
-        for release in outcome.releases:
-            metrics.API_WRITES.labels(verb="patch").inc()
-            try:
-                await runtime.client.patch(release.api, key[0], release.name, release.patch)
-            except ApiError as error:
-                if error.status != 404:  # 409: changed meanwhile; its next event brings a new pass
-                    raise
     except ApiError as error:
         if error.status == 404 and key not in runtime.runs:
             return None  # deleted meanwhile
-        raise
+        if error.transient or error.status == 409:
+            raise
+        # The status itself refused: nothing else can say it; an event and a capped retry.
+        await _post_event(runtime, _status_refused_event(body, error))
+        return _refusal_backoff(runtime, key, requeue)
+    for release in outcome.releases:
+        metrics.API_WRITES.labels(verb="patch").inc()
+        try:
+            await runtime.client.patch(release.api, key[0], release.name, release.patch)
+        except ApiError as error:
+            if error.transient:
+                raise
+            if error.status not in (404, 409):  # 409: changed meanwhile; its next event brings a new pass
+                logger.warning("release of %s refused: %s", release.name, error)
 
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
-    return outcome.requeue_after
+    return requeue
+
+
+def _refusal_backoff(runtime: Runtime, key: RunKey, requeue: float | None) -> float:
+    count = runtime.refusals.get(key, 0)
+    runtime.refusals[key] = count + 1
+    tuning = runtime.tuning
+    delay = min(tuning.refusal_backoff_max, tuning.refusal_backoff * 2**count)
+    return delay if requeue is None else min(requeue, delay)
+
+
+def _status_refused_event(body: Mapping[str, Any], error: ApiError) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    message = f"status update refused by the API server (HTTP {error.status}): {error.message}"
+    return event_body(
+        meta, f"status-refused-{error.message}", "Warning", reasons.CREATE_REFUSED, message, datetime.now(UTC)
+    )
 
 
 async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:
@@ -388,19 +426,6 @@ async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Lau
         if pod is not None:
             return [pod]
     return await runtime.client.list(PODS, namespace, label_selector(launcher.master_pod_selector(job)))
-
-
-def _is_job(api: ApiRef) -> bool:
-    return any(api == launcher.api for launcher in KUBERNETES_LAUNCHERS.values())
-
-
-async def _create(runtime: Runtime, key: RunKey, action: Create) -> None:
-    metrics.API_WRITES.labels(verb="create").inc()
-    await runtime.client.create(action.api, action.body)
-    if _is_job(action.api):
-        # Until the watch reports it, the job counts as there (no re-create on the next pass).
-        deadline = time.monotonic() + runtime.tuning.expectation_seconds
-        runtime.expected.setdefault(key, {})[action.name] = deadline
 
 
 async def _post_event(runtime: Runtime, body: dict[str, Any]) -> None:

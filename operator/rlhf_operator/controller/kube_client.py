@@ -30,6 +30,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message  # the server's own words (metav1.Status message)
 
     @property
     def transient(self) -> bool:

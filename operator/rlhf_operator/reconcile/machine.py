@@ -42,6 +42,7 @@ from ..plan import StagePlan, plan
 from ..render import build_stage_job
 from ..settings import OperatorSettings
 from .actions import Action, Create, PatchJob, PostEvent, ReleaseJob
+from .blocked import Blocked, Stall, conflict, refusal
 from .events import event_body, rfc3339
 from .finite import diverged, split_metrics
 from .status_store import dump_status, load_status, merge_patch, parse_time
@@ -126,6 +127,12 @@ class _Step:
     warning: bool = False
     reason: str | None = None
     requeue_after: float | None = None
+    blocked: Blocked = field(default_factory=Blocked)
+    stalls: list[Stall] = field(default_factory=list)
+
+    def stall(self, stall: Stall) -> None:
+        if all(s.key != stall.key for s in self.stalls):
+            self.stalls.append(stall)
 
     def note(self, key: str, message: str, reason: str, warning: bool = False) -> None:
         self.transitions.append(key)
@@ -142,12 +149,25 @@ class _Step:
 
     def launch(self, stage_plan: StagePlan, stage: StageStatus, attempt: int, with_config: bool = True) -> None:
         """The stage's job for `attempt`, preceded by its trainer config (created when the stage
-        starts; a retry reuses it)."""
-        if with_config:
-            self.actions.append(Create(CONFIGMAPS, build_stage_configmap(self.run, stage_plan, self.owner)))
+        starts; a retry reuses it). Not when a write was refused or a foreign job holds the name
+        (blocked.py): the stage then stays as it is."""
+        config = build_stage_configmap(self.run, stage_plan, self.owner)
         job = build_stage_job(
             self.run, stage_plan, attempt, self.owner, self.settings, self.run.spec.suspend, self.launcher
         )
+        name = str(job["metadata"]["name"])
+        foreign = self.blocked.foreign.get(name)
+        if foreign is not None:
+            if not foreign.deleting:
+                self.stall(conflict(foreign))
+            self.requeue(1.0)  # a deleting one is released below (_release_recorded)
+            return
+        if with_config:
+            if config["metadata"]["name"] in self.blocked.refused:
+                return
+            self.actions.append(Create(CONFIGMAPS, config))
+        if name in self.blocked.refused:
+            return
         self.actions.append(Create(self.launcher.api, job))
         stage.phase = "Suspended" if self.run.spec.suspend else "Running"
         stage.job_name = str(job["metadata"]["name"])
@@ -231,12 +251,14 @@ def reconcile(
     launcher: Launcher | None = None,
     mount_root: str | None = None,
     fit_check: FitCheck | None = None,
+    blocked: Blocked | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
     `launcher` defaults to the one spec.launcher names, `mount_root` to spec.storage.mountPath
     (the local backend passes its own launcher and its work directory). `fit_check` (the
     memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
+    `blocked`: foreign jobs and refused writes the shell found (blocked.py).
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -261,7 +283,7 @@ def reconcile(
         status.phase = "Running" if any(s.phase != "Pending" for s in status.stages) else "Pending"
         status.message = None
 
-    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body))
+    step = _Step(run, settings, launcher or launcher_for(run), now, owner_reference(body), blocked=blocked or Blocked())
 
     violation = _immutable_violation(run, status)
     if violation is not None:
@@ -285,11 +307,15 @@ def reconcile(
     if status.phase not in ("Succeeded", "Failed"):
         if status.volume_claim is None:
             pvc = build_pvc(run, step.owner)
-            if pvc is not None:
+            if pvc is not None and pvc["metadata"]["name"] not in step.blocked.refused:
                 step.actions.append(Create(PVCS, pvc))
-            status.volume_claim = claim_name(run)
-        _advance(step, plans, status, jobs)
+            if pvc is None or pvc["metadata"]["name"] not in step.blocked.refused:
+                status.volume_claim = claim_name(run)
+        if status.volume_claim is not None:  # no job mounts a claim the server refused
+            _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
+    for name, message in step.blocked.refused.items():
+        step.stall(refusal(name, message))
 
     _summarize(step, status, generation, rfc3339(now))
 
@@ -519,10 +545,14 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
 
 
 def _release_recorded(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
-    """Release deleted jobs that no stage follows any more: their outcome is in `status`."""
+    """Release deleted jobs that no stage follows any more: their outcome is in `status`. And
+    foreign jobs being deleted: their run is gone (blocked.py), nobody else would release them."""
     followed = {s.job_name for s in status.stages if s.phase in ("Running", "Suspended")}
     for job in jobs.values():
         if job.deleting and job.held and job.name not in followed:
+            step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
+    for job in step.blocked.foreign.values():
+        if job.deleting and job.held:
             step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
 
 
@@ -575,4 +605,23 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     derived = {c.type for c in conditions} | {reasons.RESULTS_READ}
     # Conditions set elsewhere (GPUMemory, once at creation) are kept as they are.
     kept = [c for c in status.conditions if c.type not in derived]
+    previous = status.conditions
     status.conditions = [*conditions, *([results] if results is not None else []), *kept]
+    if step.stalls and phase != "Failed":
+        _show_stalls(step, status, generation, now, previous)
+
+
+def _show_stalls(
+    step: _Step, status: RLHFRunStatus, generation: int | None, now: str, previous: list[Condition]
+) -> None:
+    """Stalled=True with the first stall's reason and message (the rest in the message), one
+    Warning per distinct stall; the run's message says it too (`rlhf status` shows it)."""
+    first = step.stalls[0]
+    message = "; ".join(s.message for s in step.stalls)[:32768]
+    for stall in step.stalls:
+        step.note(stall.key, stall.message, stall.reason, warning=True)
+    status.message = message
+    status.conditions = [
+        condition("Stalled", True, first.reason, message, now, generation, previous) if c.type == "Stalled" else c
+        for c in status.conditions
+    ]
