@@ -11,7 +11,7 @@ import pytest
 from kmock import action, resource
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
-from .emulator import PYTORCHJOBS, quota_refusal
+from .emulator import quota_refusal
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
