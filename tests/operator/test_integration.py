@@ -79,8 +79,9 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
         "create pytorchjobs": 3,
         "update rlhfruns/status": 4,
         "create events": 4,
+        "update pytorchjobs": 3,  # each job's finalizer released once its outcome is recorded
     }
-    assert sum(writes.values()) <= 16
+    assert sum(writes.values()) <= 19
     # `rlhf render` shows exactly what the operator created (ownerReferences aside: render has no uid).
     rendered = render(parse_run(base_run("demo")), OperatorSettings(metrics_port=0), namespace=NAMESPACE)
     created = [

@@ -1,6 +1,6 @@
 """kopf handlers: the operator's only I/O with the cluster (`python -m rlhf_operator`).
 
-Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
+Design, chosen to keep API writes to what the run needs (<= 19 per 3-stage run):
 - Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
   finalizers, no progress or last-handled-configuration annotations), and handler outcomes are
   not posted as events (settings.posting.enabled = False).
@@ -17,7 +17,9 @@ Design, chosen to keep API writes to what the run needs (<= 16 per 3-stage run):
   then finalizer releases. An event is posted before the status that records its transition:
   if the operator dies in between, the next pass computes the same transition and re-posts the
   same deterministically named event (409), so no transition's event is lost. A stage job's
-  finalizer is released only after its outcome is stored.
+  finalizer is released as soon as its outcome is stored (not kept for the job's life).
+- Identity and refusals (writes.py, reconcile/blocked.py): only jobs this run's uid controls
+  are followed; a 4xx on a write becomes Stalled in the status, not a crash loop.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ class Runtime:
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
     refusals: dict[RunKey, int] = field(default_factory=dict)  # passes in a row with a refused write
+    # Finalizer releases done, by (namespace, job, resourceVersion released): not sent twice
+    # while the watch lags. Bounded: cleared when it grows large (a re-send is harmless).
+    released: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -387,17 +392,23 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         # The status itself refused: nothing else can say it; an event and a capped retry.
         await _post_event(runtime, _status_refused_event(body, error))
         return _refusal_backoff(runtime, key, requeue)
+    _record_metrics(runtime, key, load_status(outcome.old_status), outcome)  # as soon as the status is stored
     for release in outcome.releases:
+        version = (release.patch.get("metadata") or {}).get("resourceVersion")
+        if (key[0], release.name, version) in runtime.released:
+            continue  # released already; the index has not seen it yet
         metrics.API_WRITES.labels(verb="patch").inc()
         try:
             await runtime.client.patch(release.api, key[0], release.name, release.patch)
+            if version:
+                if len(runtime.released) > 10_000:
+                    runtime.released.clear()
+                runtime.released.add((key[0], release.name, str(version)))
         except ApiError as error:
             if error.transient:
                 raise
             if error.status not in (404, 409):  # 409: changed meanwhile; its next event brings a new pass
                 logger.warning("release of %s refused: %s", release.name, error)
-
-    _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
     return requeue
 
 

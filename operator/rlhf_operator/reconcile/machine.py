@@ -13,7 +13,8 @@ other); a stage that succeeded is never run again, even when its job is gone lat
 
 Children: the volume on the first pass (unless existingClaim), then per stage, when it starts,
 its trainer config and its job (attempt N: a new job per retry, the config is reused). Write
-budget of a 3-stage run: PVC 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 15.
+budget of a 3-stage run: PVC 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 +
+finalizer releases 3 = 18.
 """
 
 from __future__ import annotations
@@ -545,11 +546,13 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
 
 
 def _release_recorded(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
-    """Release deleted jobs that no stage follows any more: their outcome is in `status`. And
-    foreign jobs being deleted: their run is gone (blocked.py), nobody else would release them."""
+    """Release the jobs no stage follows any more, deleted or not: their outcome is in `status`
+    (the finalizer only guards the outcome; kept for the job's life it would hold up a namespace
+    deletion with the operator gone). And foreign jobs being deleted: their run is gone
+    (blocked.py), nobody else would release them."""
     followed = {s.job_name for s in status.stages if s.phase in ("Running", "Suspended")}
     for job in jobs.values():
-        if job.deleting and job.held and job.name not in followed:
+        if job.held and job.name not in followed:
             step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
     for job in step.blocked.foreign.values():
         if job.deleting and job.held:
