@@ -72,6 +72,7 @@ async def test_three_stage_run_succeeds_within_write_budget(cluster: Cluster, op
         c for c in cluster.kmock.live("v1/configmaps", NAMESPACE) if c["metadata"]["name"] == "demo-reward-config"
     )
     assert "/workspace/demo/sft/merged" in next(iter(reward_config["data"].values()))
+    await wait_for(lambda: operator_writes(cluster)["update pytorchjobs"] >= 3, what="the 3 finalizer releases")
     writes = operator_writes(cluster)
     assert writes == {
         "create persistentvolumeclaims": 1,
