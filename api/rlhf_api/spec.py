@@ -227,7 +227,10 @@ class StageControl(CamelModel):
         default=2, ge=0, le=20, description="Re-runs after a failure (the trainer resumes from its checkpoint)."
     )
     retry_backoff_seconds: int = Field(
-        default=60, ge=0, le=86400, description="Wait before the first retry; doubles each further retry."
+        default=60,
+        ge=0,
+        le=86400,
+        description="Wait before the first retry; doubles each further retry, up to 360 s (or this value if larger).",
     )
     existing_output: str | None = Field(
         default=None,

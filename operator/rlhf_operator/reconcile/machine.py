@@ -85,9 +85,18 @@ class Outcome:
         return [a for a in self.actions if isinstance(a, ReleaseJob)]
 
 
+# The doubling stops here, as the Job controller's pod backoff does (6 minutes): uncapped, retry
+# 19 of 20 at 60 s would wait about 182 days. A larger retryBackoffSeconds is the user's own cap.
+MAX_RETRY_BACKOFF_SECONDS = 360
+
+
 def backoff_seconds(plan_: StagePlan, failed_attempt: int) -> int:
-    """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt."""
-    return int(plan_.retry_backoff_seconds * 2 ** max(0, failed_attempt - 1))
+    """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt, capped at 360 s (or at
+    retryBackoffSeconds when that is larger)."""
+    base = plan_.retry_backoff_seconds
+    cap = max(base, MAX_RETRY_BACKOFF_SECONDS)
+    exponent = min(max(0, failed_attempt - 1), 32)  # 2**32 * 1 s is past any cap
+    return int(min(cap, base * 2**exponent))
 
 
 def jobs_followed(status_raw: Any) -> list[str]:
