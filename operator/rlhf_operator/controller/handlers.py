@@ -153,6 +153,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = tuning.watch_client_timeout
     settings.persistence.finalizer = "rlhf.dev/unused-finalizer"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = EventsOnlyDiffBase()
+    for job_launcher in KUBERNETES_LAUNCHERS.values():
+        # The API server filters the stage-job lists and watches (existence selector): jobs of
+        # other tools never reach the operator (the handlers' labels= filter is client-side).
+        settings.watching.label_selectors[job_launcher.api.group, job_launcher.api.plural] = RUN_LABEL
 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
 
