@@ -28,6 +28,13 @@ class OperatorSettings(BaseModel):
     default_tolerations: list[dict[str, Any]] = Field(
         default_factory=list, description="RLHF_DEFAULT_TOLERATIONS (JSON): added to every stage's pods"
     )
+    leader_election_namespace: str | None = Field(
+        default=None,
+        description=(
+            "RLHF_LEADER_ELECTION_NAMESPACE: hold a Lease there so that of several replicas one acts "
+            "(controller/leader.py); empty: no election, this process always acts (one replica, tests)"
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:

@@ -24,10 +24,13 @@ Design, chosen to keep API writes to what the run needs (<= 19 per 3-stage run):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +60,7 @@ from ..reconcile.blocked import Blocked
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
+from .leader import LeaderElection
 from .writes import apply_children, is_controlled_by, split_by_owner
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,8 @@ class Runtime:
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
     refusals: dict[RunKey, int] = field(default_factory=dict)  # passes in a row with a refused write
+    leader: LeaderElection | None = None  # None: no election, this process always acts
+    leader_task: asyncio.Task[None] | None = None
     # Finalizer releases done, by (namespace, job, resourceVersion released): not sent twice
     # while the watch lags. Bounded: cleared when it grows large (a re-send is harmless).
     released: set[tuple[str, str, str]] = field(default_factory=set)
@@ -109,6 +115,11 @@ class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return kopf.BodyEssence()
+
+
+def _acting(runtime: Runtime) -> bool:
+    """This replica may write: it holds the lease, or there is no election."""
+    return runtime.leader is None or runtime.leader.is_leader()
 
 
 def _is_new(runtime: Runtime, key: RunKey) -> bool:
@@ -159,8 +170,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.watching.label_selectors[job_launcher.api.group, job_launcher.api.plural] = RUN_LABEL
 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
+    if operator_settings.leader_election_namespace:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        runtime.leader = LeaderElection(runtime.client, operator_settings.leader_election_namespace, identity)
+        runtime.leader_task = asyncio.create_task(runtime.leader.run(), name="leader election")
 
     async def process(key: RunKey) -> float | None:
+        if not _acting(runtime):
+            return runtime.leader.renew_seconds if runtime.leader else None  # a standby: look again later
         try:
             return await reconcile_run(runtime, key)
         except ApiError as error:
@@ -185,6 +202,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("rlhf")
     if runtime is not None:
+        if runtime.leader_task is not None:
+            runtime.leader_task.cancel()
         await runtime.queue.close()
         await runtime.client.close()
 
@@ -222,7 +241,8 @@ async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, 
     key: RunKey = (str(meta.get("namespace") or ""), str(meta.get("name")))
     if event.get("type") == "DELETED":
         forget_run(runtime, key, str(meta.get("uid") or ""))
-        await _release_jobs_of_deleted_run(runtime, key)
+        if _acting(runtime):
+            await _release_jobs_of_deleted_run(runtime, key)
         return
     raw = dict(body)
     uid = str(meta.get("uid") or "")
@@ -252,7 +272,7 @@ async def _job_changed(
     key = runtime.by_label.get((namespace or "", labels[RUN_LABEL]))
     job = launcher.observe(body)
     if key is None:
-        if job.deleting and job.held:
+        if job.deleting and job.held and _acting(runtime):
             await _release_orphan(runtime, launcher, namespace, body, job)
         return
     expected = runtime.expected.get(key, {})
