@@ -5,7 +5,10 @@ resourceVersion, creationTimestamp, generation, namespace, generateName), 201 on
 resourceVersion bump on every write (and generation on spec writes), 409 on a stale
 resourceVersion in a patch, 422 when a JSON-patch `test` fails, a bounded request history (the
 base class re-scans all of it on every request), and a test-side garbage collector, because
-kmock has none.
+kmock has none. Like a real API server it answers 400 to a body with NaN/Infinity, and its
+`admission` checks refuse a write before it is stored (kmock's reactions answer after storing):
+422 for a quantity apimachinery would not parse or a claim of no storage, and whatever a test
+adds (`quota_refusal`: a ResourceQuota's 403).
 """
 
 from __future__ import annotations

@@ -135,3 +135,26 @@ async def test_running_job_of_a_stale_uid_failing_is_not_this_runs_attempt(clust
     finally:
         await asyncio.to_thread(operator.stop)
     assert operator.error is None
+
+
+async def test_stale_job_deleted_later_is_released_and_replaced_not_counted(cluster: Cluster) -> None:
+    """The garbage collector reaches the old run's job only after the new run was seen."""
+    old_uid = await start_then_stop_at_first_job(cluster)
+    await cluster.set_job_condition("demo-sft-1", "Running")
+    await cluster.delete_run("demo")
+    await cluster.apply(base_run("demo"))
+    url = str(cluster.kmock.url).rstrip("/")
+    operator = await asyncio.to_thread(OperatorThread(url).start)
+    try:
+        await wait_for(lambda: condition(cluster, "demo", "Stalled").get("reason") == "JobConflict", what="Stalled")
+        assert controller_uid(cluster, "demo-sft-1") == old_uid
+        await cluster.delete_job("demo-sft-1")  # the garbage collector, late
+        new_uid = uid(cluster, "demo")
+        await wait_for(lambda: controller_uid(cluster, "demo-sft-1") == new_uid, what="the new run's sft-1")
+        await wait_for(lambda: cluster.stage("demo", "sft").get("attempts") == 1, what="attempt 1 recorded")
+        sft = cluster.stage("demo", "sft")
+        assert sft["phase"] == "Running" and sft["jobName"] == "demo-sft-1"
+        assert cluster.job_names() == ["demo-sft-1"]  # no sft-2: the old job was no attempt of this run
+    finally:
+        await asyncio.to_thread(operator.stop)
+    assert operator.error is None
