@@ -78,3 +78,46 @@ async def test_invalid_claim_is_stalled_and_nothing_mounts_it(cluster: Cluster, 
     await asyncio.sleep(0.3)
     assert cluster.job_names() == []  # no job mounts a claim that does not exist
     assert cluster.status("demo").get("volumeClaim") is None
+
+
+@pytest.mark.parametrize(
+    ("plural", "body", "status"),
+    [
+        (
+            "persistentvolumeclaims",
+            {"kind": "PersistentVolumeClaim", "spec": {"resources": {"requests": {"storage": "5GiGi"}}}},
+            422,
+        ),
+        (
+            "persistentvolumeclaims",
+            {"kind": "PersistentVolumeClaim", "spec": {"resources": {"requests": {"storage": "0"}}}},
+            422,
+        ),
+        (
+            "persistentvolumeclaims",
+            {"kind": "PersistentVolumeClaim", "spec": {"resources": {"requests": {"storage": "1Gi"}}}},
+            201,
+        ),
+    ],
+)
+async def test_emulator_refuses_bad_quantities_like_the_api_server(
+    cluster: Cluster, plural: str, body: dict[str, Any], status: int
+) -> None:
+    body = {"apiVersion": "v1", "metadata": {"name": "x", "namespace": NAMESPACE}, **body}
+    async with cluster.kmock.request("POST", f"/api/v1/namespaces/{NAMESPACE}/{plural}", json=body) as resp:
+        assert resp.status == status
+
+
+@pytest.mark.parametrize(("cpu", "status"), [("1.2.3", 422), ("500m", 201)])
+async def test_emulator_refuses_a_bad_quantity_in_a_jobs_pod_template(cluster: Cluster, cpu: str, status: int) -> None:
+    container = {"name": "pytorch", "image": "x", "resources": {"requests": {"cpu": cpu}}}
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "j", "namespace": NAMESPACE},
+        "spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {"containers": [container]}}}}},
+    }
+    async with cluster.kmock.request(
+        "POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs", json=job
+    ) as resp:
+        assert resp.status == status
