@@ -168,9 +168,10 @@ class _Step:
         name = str(job["metadata"]["name"])
         foreign = self.blocked.foreign.get(name)
         if foreign is not None:
-            if not foreign.deleting:
-                self.stall(conflict(foreign))
-            self.requeue(1.0)  # a deleting one is released below (_release_recorded)
+            if foreign.deleting:
+                self.requeue(2.0)  # released below (_release_recorded); its deletion's event may lag
+            else:
+                self.stall(conflict(foreign))  # its deletion's watch event brings the next pass
             return
         if with_config:
             if config["metadata"]["name"] in self.blocked.refused:
