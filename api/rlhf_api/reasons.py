@@ -49,6 +49,11 @@ STAGE_ADMITTED: Final = "StageAdmitted"  # Kueue admitted (unsuspended) the queu
 STAGE_STALLED: Final = "StageStalled"
 GUARD_TRIPPED: Final = "GuardTripped"  # a stage's guard (maxKL, minRewardStd, non-finite loss) tripped (Warning)
 GUARDS_PASSING: Final = "GuardsPassing"  # Healthy=True again: the latest numbers pass every guard (Normal)
+# Run identity and API refusals (docs/architecture.md, "Identity, API errors, finalizers").
+STAGE_DIVERGED: Final = "StageDiverged"  # the result's training loss is NaN/Inf: failed, not retried (Warning)
+NON_FINITE_METRIC: Final = "NonFiniteMetric"  # a NaN/Inf metric dropped from the status (Warning)
+JOB_CONFLICT: Final = "JobConflict"  # a job of the run's name exists that this run does not control (Warning)
+CREATE_REFUSED: Final = "CreateRefused"  # the API server refused a write for good (4xx): Stalled (Warning)
 RESUMED: Final = "Resumed"  # spec.suspend went back to false (Normal)
 PROGRESSING: Final = "Progressing"  # fallback for an event with no specific reason (Normal)
 
@@ -87,6 +92,10 @@ ALL: Final = (
     STAGE_STALLED,
     GUARD_TRIPPED,
     GUARDS_PASSING,
+    STAGE_DIVERGED,
+    NON_FINITE_METRIC,
+    JOB_CONFLICT,
+    CREATE_REFUSED,
     RESUMED,
     PROGRESSING,
 )

@@ -7,14 +7,14 @@ added here. There is one section per registered kind; the cross-field rules are 
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
 from .camel_model import CamelModel, field_errors
 from .guards import Guards
 from .model_config import ModelConfig
+from .quantity import LABEL_VALUE, NON_NEGATIVE_QUANTITY, POSITIVE_QUANTITY, check_quantity
 from .rules import DEFAULT_PIPELINE, PIPELINE_SHAPES, pipeline_errors
 from .stage_config import DatasetConfig, EvaluationConfig, StageCommon, Strategy
 from .stages import STAGE_KINDS, StageName
@@ -49,7 +49,8 @@ Accelerator = Literal[
     "nvidia-t4",
 ]
 
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+Quantity = Annotated[str, Field(pattern=NON_NEGATIVE_QUANTITY)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
 class Toleration(CamelModel):
@@ -72,7 +73,7 @@ class NodePool(CamelModel):
             f"{GPU_PRODUCT_LABEL} to the node selector."
         ),
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels that must match.")
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, description="Node labels that must match.")
     affinity: dict[str, Any] | None = Field(
         default=None, description="A core/v1 Affinity, passed to the pods unchanged."
     )
@@ -84,17 +85,20 @@ class NodePool(CamelModel):
 
 
 class ResourceRequirements(CamelModel):
-    requests: dict[str, str] = Field(default_factory=dict, description="e.g. {cpu: '8', memory: 64Gi}.")
-    limits: dict[str, str] = Field(
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: '8', memory: 64Gi}.")
+    limits: dict[str, Quantity] = Field(
         default_factory=dict, description="e.g. {memory: 128Gi}. GPUs come from gpusPerWorker."
     )
 
-    @field_validator("requests", "limits")
+    @field_validator("requests", "limits", mode="before")
     @classmethod
-    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, quantity in value.items():
-            if not re.match(QUANTITY, quantity):
-                raise ValueError(f"{name}: '{quantity}' is not a Kubernetes quantity")
+    def _quantities(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, quantity in value.items():
+                try:
+                    check_quantity(quantity, NON_NEGATIVE_QUANTITY)
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
         return value
 
 
@@ -116,7 +120,7 @@ class Placement(CamelModel):
     )
     resources: ResourceRequirements | None = Field(default=None, description="CPU/memory requests and limits.")
     shm_size: str | None = Field(
-        default=None, pattern=QUANTITY, description="Size of the memory-backed /dev/shm. Default 16Gi."
+        default=None, pattern=POSITIVE_QUANTITY, description="Size of the memory-backed /dev/shm. Default 16Gi."
     )
     priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
     service_account_name: str | None = Field(
@@ -129,6 +133,12 @@ class Placement(CamelModel):
             "access; give this account cloud IAM (workload identity) bindings, e.g. for a bucket."
         ),
     )
+
+    @field_validator("shm_size", mode="before")
+    @classmethod
+    def _shm_size(cls, value: Any) -> Any:
+        return check_quantity(value, POSITIVE_QUANTITY)
+
     termination_grace_period_seconds: int | None = Field(
         default=None,
         ge=30,
@@ -165,7 +175,10 @@ class StageControl(CamelModel):
         default=2, ge=0, le=20, description="Re-runs after a failure (the trainer resumes from its checkpoint)."
     )
     retry_backoff_seconds: int = Field(
-        default=60, ge=0, le=86400, description="Wait before the first retry; doubles each further retry."
+        default=60,
+        ge=0,
+        le=86400,
+        description="Wait before the first retry; doubles each further retry, up to 360 s (or this value if larger).",
     )
     active_deadline_seconds: int | None = Field(
         default=None,
@@ -270,7 +283,15 @@ class Storage(CamelModel):
     existing_claim: str | None = Field(
         default=None, max_length=253, description="Use this PVC instead of creating one."
     )
-    size: str = Field(default="100Gi", pattern=QUANTITY, description="Size of the PVC the operator creates.")
+    size: str = Field(
+        default="100Gi", pattern=POSITIVE_QUANTITY, description="Size of the PVC the operator creates (more than 0)."
+    )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return check_quantity(value, POSITIVE_QUANTITY)
+
     storage_class_name: str | None = Field(
         default=None, max_length=253, description="Storage class; cluster default when unset."
     )
@@ -335,6 +356,7 @@ class RLHFRunSpec(_RunSpecSections):
     queue_name: str | None = Field(
         default=None,
         max_length=63,
+        pattern=LABEL_VALUE,
         description="Kueue LocalQueue: jobs get the kueue.x-k8s.io/queue-name label and start suspended.",
     )
     suspend: bool = Field(default=False, description="Suspend the running stage; false resumes it.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FiniteFloat
 
 from .camel_model import CamelModel
 from .stages import StageName
@@ -83,7 +83,10 @@ class StageStatus(CamelModel):
     retry_after: str | None = Field(default=None, description="Retrying: the next attempt starts after this time.")
     output_path: str | None = Field(default=None, description="The stage's output directory on the volume.")
     merged_path: str | None = Field(default=None, description="The stage's merged model on the volume.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics from the stage's result.")
+    # Finite only: a real API server refuses a body with NaN/Infinity (the operator drops those).
+    metrics: dict[str, FiniteFloat] = Field(
+        default_factory=dict, description="Final metrics from the stage's result (finite numbers only)."
+    )
     resumed_from_step: int | None = Field(
         default=None, ge=0, description="The checkpoint step the last attempt resumed from (unset: it started fresh)."
     )

@@ -57,6 +57,13 @@ class OperatorSettings(BaseModel):
     progress_tail_lines: int = Field(
         default=500, ge=1, le=100000, description="RLHF_PROGRESS_TAIL_LINES: the most log lines one read fetches"
     )
+    leader_election_namespace: str | None = Field(
+        default=None,
+        description=(
+            "RLHF_LEADER_ELECTION_NAMESPACE: hold a Lease there so that of several replicas one acts "
+            "(controller/leader.py); empty: no election, this process always acts (one replica, tests)"
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:

@@ -29,6 +29,8 @@ TEST_TUNING = handlers.Tuning(
     expectation_seconds=5.0,
     api_error_backoffs=(0.05, 0.1, 0.2, 0.3, 0.5),
     watch_reconnect_backoff=0.05,
+    refusal_backoff=0.3,
+    refusal_backoff_max=1.0,
 )
 
 _server: dict[str, str] = {}

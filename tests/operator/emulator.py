@@ -5,7 +5,10 @@ resourceVersion, creationTimestamp, generation, namespace, generateName), 201 on
 resourceVersion bump on every write (and generation on spec writes), 409 on a stale
 resourceVersion in a patch, 422 when a JSON-patch `test` fails, a bounded request history (the
 base class re-scans all of it on every request), and a test-side garbage collector, because
-kmock has none.
+kmock has none. Like a real API server it answers 400 to a body with NaN/Infinity, and its
+`admission` checks refuse a write before it is stored (kmock's reactions answer after storing):
+422 for a quantity apimachinery would not parse or a claim of no storage, and whatever a test
+adds (`quota_refusal`: a ResourceQuota's 403).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
+import re
 import uuid
 from typing import Any
 
@@ -76,6 +81,88 @@ class _FastMatching(RawHandler):
         raise NotImplementedError("no reaction matches the request")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"invalid character {name!r} looking for beginning of value")
+
+
+def _refuse_non_finite(request: rendering.Request) -> None:
+    """A real API server's JSON decoder refuses NaN and Infinity (400); kmock's accepts them."""
+    if not request.text or request.method.value.upper() not in ("POST", "PUT", "PATCH"):
+        return
+    try:
+        json.loads(request.text, parse_constant=_no_constant)
+    except ValueError as error:
+        message = f"the body of the request was in an unknown format: {error}"
+        raise KubernetesError(status=400, reason="BadRequest", message=message) from None
+
+
+# apimachinery's resource.ParseQuantity grammar (the project's own copy is what is under test).
+_QUANTITY = re.compile(
+    r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+def _quantities(kind: str, body: Any) -> list[tuple[str, str]]:
+    """(field path, value) of every resource quantity in a PVC or a job's pod templates."""
+    found: list[tuple[str, str]] = []
+    if not isinstance(body, dict):
+        return found
+    spec = body.get("spec") or {}
+    if kind == "PersistentVolumeClaim":
+        for key, value in ((spec.get("resources") or {}).get("requests") or {}).items():
+            found.append((f"spec.resources.requests[{key}]", str(value)))
+        return found
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("requests", "limits") and isinstance(value, dict) and path.endswith("resources"):
+                    found.extend((f"{path}.{key}[{k}]", str(v)) for k, v in value.items())
+                else:
+                    walk(value, f"{path}.{key}" if path else key)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}[{index}]")
+
+    walk(spec, "spec")
+    return found
+
+
+def _invalid_quantities(request: rendering.Request) -> KubernetesError | None:
+    """422 for a quantity that does not parse, or a claim that asks for no storage."""
+    body = request.data
+    if not isinstance(body, dict) or request.action != action.CREATE:
+        return None
+    kind = str(body.get("kind") or "")
+    name = (body.get("metadata") or {}).get("name")
+    for path, value in _quantities(kind, body):
+        if not _QUANTITY.match(value):
+            message = f'{kind} "{name}" is invalid: {path}: Invalid value: "{value}": quantities must match the '
+            message += "regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+            return KubernetesError(status=422, reason="Invalid", message=message)
+        number = re.match(r"^[+-]?([0-9.]*)", value)
+        if kind == "PersistentVolumeClaim" and (
+            value.startswith("-") or not re.search("[1-9]", number[1] if number else "")
+        ):
+            message = f'{kind} "{name}" is invalid: {path}: Invalid value: "{value}": must be greater than zero'
+            return KubernetesError(status=422, reason="Invalid", message=message)
+    return None
+
+
+def quota_refusal(plural: str, quota: str = "team-quota") -> Any:
+    """An admission check: creates of `plural` exceed a ResourceQuota (403, as the quota admission)."""
+
+    def check(request: rendering.Request) -> KubernetesError | None:
+        if request.action != action.CREATE or request.resource is None or request.resource.plural != plural:
+            return None
+        name = ((request.data or {}).get("metadata") or {}).get("name")
+        message = f'{plural} "{name}" is forbidden: exceeded quota: {quota}, requested: count/{plural}=1, '
+        message += f"used: count/{plural}=0, limited: count/{plural}=0"
+        return KubernetesError(status=403, reason="Forbidden", message=message)
+
+    return check
+
+
 @attrs.define(kw_only=True)
 class Emulator(KubernetesEmulator, _FastMatching):
     """KubernetesEmulator that behaves enough like an API server for kopf."""
@@ -88,6 +175,10 @@ class Emulator(KubernetesEmulator, _FastMatching):
     # (verb, plural, subresource, name, agent): agent "operator" (ours), "kopf", or "test".
     tally: list[tuple[str, str, str, str, str]] = attrs.field(factory=list, init=False)
     record_tally: bool = True
+    # Admission: each check may refuse a write *before* it is stored (a kmock reaction answers
+    # after the store). Built in: quantities (422, as the API server's validation); tests add
+    # others, e.g. a ResourceQuota's 403 (`quota_refusal`).
+    admission: list[Any] = attrs.field(factory=lambda: [_invalid_quantities], init=False)
 
     def _next_version(self) -> str:
         return str(next(self._versions))
@@ -102,6 +193,12 @@ class Emulator(KubernetesEmulator, _FastMatching):
         if self.history_limit is not None and len(self._requests) > self.history_limit:
             del self._requests[: len(self._requests) - self.history_limit // 2]
         try:
+            _refuse_non_finite(request)
+            if request.resource is not None and request.action in (action.CREATE, action.UPDATE):
+                for check in self.admission:
+                    refusal = check(request)
+                    if refusal is not None:
+                        raise refusal
             if request.resource is not None and request.action == action.CREATE:
                 self._stamp_create(request)
             elif request.resource is not None and request.action == action.UPDATE and request.name:

@@ -21,6 +21,14 @@ def run(phase: str = "Running", stage_phase: str = "Running", suspend: bool = Fa
     }
 
 
+def stalled_run(message: str) -> dict[str, Any]:
+    """A run whose first write the API server refused (no job yet): the server's words show."""
+    body = run("Pending", "Pending", jobName=None, attempts=0)
+    stalled = {"type": "Stalled", "status": "True", "reason": "CreateRefused", "message": message}
+    body["status"]["conditions"] = [dict(stalled, lastTransitionTime="2026-01-01T00:00:00Z")]
+    return body
+
+
 def job(*conditions: str, suspend: bool = False, queue: str | None = None) -> dict[str, Any]:
     labels = {"kueue.x-k8s.io/queue-name": queue} if queue else {}
     return {
@@ -49,6 +57,10 @@ IMAGE_PULL = {"containerStatuses": [{"name": "pytorch", "state": {"waiting": {"r
         (
             Observed({"metadata": {}, "spec": {}}),
             "the operator: the run has no status yet (is rlhf-operator running and watching this namespace?)",
+        ),
+        (
+            Observed(stalled_run("exceeded quota: team-quota")),
+            "a fix: the operator is stalled (CreateRefused): exceeded quota: team-quota",
         ),
         (
             Observed(run(stage_phase="Retrying", retryAfter="2026-01-01T00:05:00Z", message="OOMKilled")),

@@ -133,6 +133,18 @@ def test_lint_is_clean(name: str) -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
+def test_several_replicas_need_leader_election() -> None:
+    objs = objects(render({"replicaCount": 2}))
+    assert the(objs, "Deployment")["spec"]["replicas"] == 2
+    without = objects(render({"leaderElection": {"enabled": False}}))
+    deployment = the(without, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "RLHF_LEADER_ELECTION_NAMESPACE" not in operator_env(without)
+    assert not [o for o in without if o["metadata"]["name"].endswith("-leader-election")]
+    with pytest.raises(Exception, match="leaderElection"):
+        render({"replicaCount": 2, "leaderElection": {"enabled": False}})
+
+
 def test_schema_rejects_bad_values() -> None:
     bad: list[dict[str, Any]] = [
         {"watch": {"namespaces": ["Not_A_Namespace"]}},
@@ -159,6 +171,8 @@ def test_default_render_has_the_expected_objects(rendered: dict[str, list[dict[s
             "Deployment",
             "Service",
             "NetworkPolicy",
+            "Role",  # leader election: the Lease
+            "RoleBinding",
         ]
     )
     namespaced = [o for o in rendered["default"] if not o["kind"].startswith("Cluster")]
@@ -169,7 +183,8 @@ def test_deployment_is_single_recreate_and_restricted(rendered: dict[str, list[d
     for objs in rendered.values():
         deployment = the(objs, "Deployment")
         assert deployment["spec"]["replicas"] == 1
-        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        # Leader election on (the default): a new pod may start before the old one stops.
+        assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -265,8 +280,26 @@ OPERATOR_GRANTS = {
 }
 
 
+def _not_leader(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Without the leader election's Role and RoleBinding (test_leader_election_rbac)."""
+    return [o for o in objs if not o["metadata"]["name"].endswith("-leader-election")]
+
+
+def test_leader_election_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """One Lease in the release namespace: create it, get and patch only that one (controller/leader.py)."""
+    objs = rendered["default"]
+    (role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert _verbs(role["rules"]) == {("coordination.k8s.io", "leases"): {"create", "get", "patch"}}
+    assert [r.get("resourceNames") for r in role["rules"] if "patch" in r["verbs"]] == [["rlhf-operator-leader"]]
+    env = operator_env(objs)
+    assert env["RLHF_LEADER_ELECTION_NAMESPACE"] == NAMESPACE
+    deployment = the(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 def test_rbac_cluster_wide_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objs = installed(rendered["default"])
+    objs = _not_leader(installed(rendered["default"]))
     assert by_kind(objs, "Role") == [] and by_kind(objs, "RoleBinding") == []
     operator_role = next(r for r in by_kind(objs, "ClusterRole") if not r["metadata"]["name"].endswith("observer"))
     assert _verbs(operator_role["rules"]) == OPERATOR_GRANTS
@@ -279,7 +312,7 @@ def test_rbac_cluster_wide_by_default(rendered: dict[str, list[dict[str, Any]]])
 
 
 def test_rbac_namespaced_grants_only_listed_namespaces(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objs = installed(rendered["namespaced"])
+    objs = _not_leader(installed(rendered["namespaced"]))
     roles = by_kind(objs, "Role")
     bindings = by_kind(objs, "RoleBinding")
     assert all(_verbs(role["rules"]) == OPERATOR_GRANTS for role in roles)
@@ -295,7 +328,7 @@ def test_rbac_namespaced_grants_only_listed_namespaces(rendered: dict[str, list[
         objects(render({"watch": {"namespaces": ["ml-team-a"]}, "rbac": {"clusterObservation": False}}))
     )
     assert by_kind(without, "ClusterRole") == [] and by_kind(without, "ClusterRoleBinding") == []
-    assert len(by_kind(without, "Role")) == 1
+    assert len(by_kind(_not_leader(without), "Role")) == 1
 
 
 # --- the uninstall hook -------------------------------------------------------------------------

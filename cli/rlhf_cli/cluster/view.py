@@ -62,6 +62,9 @@ def waiting_on(observed: Observed) -> str:
         return f"nothing: the run failed ({status.message or 'see the stage table'})"
     if spec.get("suspend") or status.phase == "Suspended":
         return "you: spec.suspend is true; set it to false to resume"
+    stalled = next((c for c in status.conditions if c.type == "Stalled" and c.status == "True"), None)
+    if stalled is not None:  # the operator cannot go on: a refused write, a foreign job (its words)
+        return f"a fix: the operator is stalled ({stalled.reason}): {stalled.message}"
     stage = current_stage(status)
     if not status.stages or stage is None:
         return "the operator: the run has no status yet (is rlhf-operator running and watching this namespace?)"

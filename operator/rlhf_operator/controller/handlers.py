@@ -1,6 +1,6 @@
 """kopf handlers: the operator's only I/O with the cluster (`python -m rlhf_operator`).
 
-Design, chosen to keep API writes to what the run needs (<= 17 per 3-stage run):
+Design, chosen to keep API writes to what the run needs (<= 20 per 3-stage run):
 - Only `@kopf.on.event` and `@kopf.index` handlers: kopf then writes nothing itself (no
   finalizers, no progress or last-handled-configuration annotations), and handler outcomes are
   not posted as events (settings.posting.enabled = False).
@@ -17,7 +17,9 @@ Design, chosen to keep API writes to what the run needs (<= 17 per 3-stage run):
   then finalizer releases. An event is posted before the status that records its transition:
   if the operator dies in between, the next pass computes the same transition and re-posts the
   same deterministically named event (409), so no transition's event is lost. A stage job's
-  finalizer is released only after its outcome is stored.
+  finalizer is released as soon as its outcome is stored (not kept for the job's life).
+- Identity and refusals (writes.py, reconcile/blocked.py): only jobs this run's uid controls
+  are followed; a 4xx on a write becomes Stalled in the status, not a crash loop.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from rlhf_api import reasons
 from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value, labels
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
@@ -46,8 +51,8 @@ from ..pod_waiting import pods_started, why_waiting
 from ..reconcile import (
     Create,
     Outcome,
-    PatchJob,
     ProgressReading,
+    event_body,
     jobs_followed,
     jobs_to_inspect,
     load_status,
@@ -56,10 +61,13 @@ from ..reconcile import (
     results_needed,
 )
 from ..reconcile.attempts import pods_left, previous_attempts
+from ..reconcile.blocked import Blocked
 from ..settings import OperatorSettings
 from . import metrics
 from .kube_client import ApiError, Connection, KubeClient
+from .leader import LeaderElection
 from .log_reader import ProgressReader
+from .writes import apply_children, is_controlled_by, is_job, split_by_owner
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,8 @@ class Tuning:
     api_error_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)
     watch_reconnect_backoff: float = 0.1
     watch_client_timeout: float | None = None  # reconnect watches this often (tests: fault injection)
+    refusal_backoff: float = 5.0  # a refused write (4xx) is retried after this, doubling...
+    refusal_backoff_max: float = 300.0  # ...up to this
 
 
 @dataclass
@@ -97,6 +107,12 @@ class Runtime:
     job_indexes: dict[str, Any] = field(default_factory=dict)
     phases: dict[RunKey, RunPhase] = field(default_factory=dict)
     progress: ProgressReader | None = None  # Master pod logs of running stages (log_reader.py)
+    refusals: dict[RunKey, int] = field(default_factory=dict)  # passes in a row with a refused write
+    leader: LeaderElection | None = None  # None: no election, this process always acts
+    leader_task: asyncio.Task[None] | None = None
+    # Finalizer releases done, by (namespace, job, resourceVersion released): not sent twice
+    # while the watch lags. Bounded: cleared when it grows large (a re-send is harmless).
+    released: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -106,6 +122,11 @@ class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return kopf.BodyEssence()
+
+
+def _acting(runtime: Runtime) -> bool:
+    """This replica may write: it holds the lease, or there is no election."""
+    return runtime.leader is None or runtime.leader.is_leader()
 
 
 def _is_new(runtime: Runtime, key: RunKey) -> bool:
@@ -150,13 +171,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = tuning.watch_client_timeout
     settings.persistence.finalizer = "rlhf.dev/unused-finalizer"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = EventsOnlyDiffBase()
+    for job_launcher in KUBERNETES_LAUNCHERS.values():
+        # The API server filters the stage-job lists and watches (existence selector): jobs of
+        # other tools never reach the operator (the handlers' labels= filter is client-side).
+        settings.watching.label_selectors[job_launcher.api.group, job_launcher.api.plural] = RUN_LABEL
 
     runtime = Runtime(settings=operator_settings, tuning=tuning, client=KubeClient(connection))
     runtime.progress = ProgressReader(
         runtime.client, operator_settings.progress_interval_seconds, operator_settings.progress_tail_lines
     )
+    if operator_settings.leader_election_namespace:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        runtime.leader = LeaderElection(runtime.client, operator_settings.leader_election_namespace, identity)
+        runtime.leader_task = asyncio.create_task(runtime.leader.run(), name="leader election")
 
     async def process(key: RunKey) -> float | None:
+        if not _acting(runtime):
+            return runtime.leader.renew_seconds if runtime.leader else None  # a standby: look again later
         try:
             return await reconcile_run(runtime, key)
         except ApiError as error:
@@ -181,6 +212,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("rlhf")
     if runtime is not None:
+        if runtime.leader_task is not None:
+            runtime.leader_task.cancel()
         await runtime.queue.close()
         await runtime.client.close()
 
@@ -218,7 +251,8 @@ async def run_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, 
     key: RunKey = (str(meta.get("namespace") or ""), str(meta.get("name")))
     if event.get("type") == "DELETED":
         forget_run(runtime, key, str(meta.get("uid") or ""))
-        await _release_jobs_of_deleted_run(runtime, key)
+        if _acting(runtime):
+            await _release_jobs_of_deleted_run(runtime, key)
         return
     raw = dict(body)
     uid = str(meta.get("uid") or "")
@@ -248,7 +282,7 @@ async def _job_changed(
     key = runtime.by_label.get((namespace or "", labels[RUN_LABEL]))
     job = launcher.observe(body)
     if key is None:
-        if job.deleting and job.held:
+        if job.deleting and job.held and _acting(runtime):
             await _release_orphan(runtime, launcher, namespace, body, job)
         return
     expected = runtime.expected.get(key, {})
@@ -301,6 +335,7 @@ def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
     runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
     runtime.phases.pop(key, None)
+    runtime.refusals.pop(key, None)
     runtime.by_label.pop((key[0], label_value(key[1])), None)
     runtime.queue.forget(key)
     metrics.set_run_phases(runtime.phases)
@@ -309,22 +344,23 @@ def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
 # --- one reconcile pass ------------------------------------------------------------------------
 
 
-def observed_jobs(runtime: Runtime, key: RunKey, uid: str) -> dict[str, ObservedJob]:
-    """The run's jobs from the indexes, plus ones we created that the watch has not shown yet."""
+def observed_jobs(runtime: Runtime, key: RunKey, uid: str) -> tuple[dict[str, ObservedJob], dict[str, ObservedJob]]:
+    """The run's jobs from the indexes, plus ones we created that the watch has not shown yet;
+    and the foreign ones: labelled for this run's name, not controlled by its uid (writes.py)."""
     index_key = (key[0], label_value(key[1]))
-    jobs: dict[str, ObservedJob] = {}
+    indexed: dict[str, ObservedJob] = {}
     for index in runtime.job_indexes.values():
         for job in index.get(index_key, ()):
-            if job.owner_uid in (None, uid):
-                jobs[job.name] = job
+            indexed[job.name] = job
+    jobs, foreign = split_by_owner(indexed, uid)
     expected = runtime.expected.get(key, {})
     now = time.monotonic()
     for name, deadline in list(expected.items()):
         if name in jobs or deadline < now:
             del expected[name]
-        else:
+        elif name not in foreign:
             jobs[name] = ObservedJob(name=name, state="Pending")
-    return jobs
+    return jobs, foreign
 
 
 async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
@@ -338,13 +374,13 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
     if cached is not None:
         body = {**body, "status": cached[1]}
     launcher = launcher_of(body)
-    jobs = observed_jobs(runtime, key, uid)
+    jobs, foreign = observed_jobs(runtime, key, uid)
     for name in jobs_followed(body.get("status")):
-        if name not in jobs:
+        if name not in jobs and name not in foreign:
             # Not in the index: ask the API server before concluding it is gone (a watch can lag).
             found = await runtime.client.get(launcher.api, key[0], name)
             if found is not None:
-                jobs[name] = launcher.observe(found)
+                (jobs if is_controlled_by(found, uid) else foreign)[name] = launcher.observe(found)
     for name in results_needed(body.get("status"), jobs):
         pods = await _master_pods(runtime, key[0], name, launcher)
         result, error = result_from_pods(pods, launcher.master_pod_selector(name), launcher.result_container)
@@ -363,56 +399,83 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
         status = load_status(body.get("status"))
         readings, next_read = await runtime.progress.read_due(key[0], status, jobs, launcher)
 
-    outcome = reconcile(
-        body,
-        jobs,
-        datetime.now(UTC),
-        runtime.settings,
-        fit_check=fit_warnings,
-        lingering=lingering,
-        progress=readings,
-    )
-
+    now = datetime.now(UTC)
+    blocked = Blocked(foreign=foreign)
+    for _round in range(4):  # each round can only add findings; 4 covers volume, config, job, patch
+        outcome = reconcile(
+            body,
+            jobs,
+            now,
+            runtime.settings,
+            fit_check=fit_warnings,
+            lingering=lingering,
+            progress=readings,
+            blocked=blocked,
+        )
+        try:
+            findings = await apply_children(runtime, key, uid, outcome, blocked)
+        except ApiError as error:
+            if error.status == 404 and key not in runtime.runs:
+                return None  # deleted meanwhile
+            raise
+        if not findings:
+            break
+        blocked = Blocked(
+            foreign={**blocked.foreign, **findings.foreign}, refused={**blocked.refused, **findings.refused}
+        )
+    requeue = outcome.requeue_after
+    if blocked.refused:
+        # Refused for good until something changes (a quota, the spec): retried, capped.
+        requeue = _refusal_backoff(runtime, key, requeue)
+    else:
+        runtime.refusals.pop(key, None)
+    for event in outcome.events:
+        await _post_event(runtime, event.body)
     try:
-        # The volume and the configs go first, concurrently; the job (which mounts them) after.
-        supporting = [a for a in outcome.writes if isinstance(a, Create) and not _is_job(a.api)]
-        await asyncio.gather(*(_create(runtime, key, a) for a in supporting))
-        for action in outcome.writes:
-            if isinstance(action, Create) and _is_job(action.api):
-                await _create(runtime, key, action)
-            elif isinstance(action, PatchJob):
-                metrics.API_WRITES.labels(verb="patch").inc()
-                await runtime.client.patch(action.api, key[0], action.name, action.patch)
-        for event in outcome.events:
-            await _post_event(runtime, event.body)
         patch = outcome.status_patch
         if patch:
             metrics.API_WRITES.labels(verb="patch").inc()
             answer = await runtime.client.patch(RUNS, key[0], key[1], {"status": patch}, subresource="status")
             version = (answer.get("metadata") or {}).get("resourceVersion")
             runtime.written[uid] = (version, outcome.new_status)
-        for end in outcome.ends:
+        for end in outcome.ends:  # after the status patch: the outcome is stored before the job goes
             metrics.API_WRITES.labels(verb="delete").inc()
-            await runtime.client.delete(end.api, key[0], end.name)
-        for release in outcome.releases:
-            metrics.API_WRITES.labels(verb="patch").inc()
             try:
-                await runtime.client.patch(release.api, key[0], release.name, release.patch)
+                await runtime.client.delete(end.api, key[0], end.name)
             except ApiError as error:
-                if error.status != 404:  # 409: changed meanwhile; its next event brings a new pass
+                if error.status != 404:
                     raise
     except ApiError as error:
         if error.status == 404 and key not in runtime.runs:
             return None  # deleted meanwhile
-        raise
-
-    _record_metrics(runtime, key, load_status(outcome.old_status), outcome)
-    waits = [w for w in (outcome.requeue_after, next_read) if w is not None]
-    if any(isinstance(a, Create) and _is_job(a.api) for a in outcome.writes):
+        if error.transient or error.status == 409:
+            raise
+        # The status itself refused: nothing else can say it; an event and a capped retry.
+        await _post_event(runtime, _status_refused_event(body, error))
+        return _refusal_backoff(runtime, key, requeue)
+    _record_metrics(runtime, key, load_status(outcome.old_status), outcome)  # as soon as the status is stored
+    for release in outcome.releases:
+        version = (release.patch.get("metadata") or {}).get("resourceVersion")
+        if (key[0], release.name, version) in runtime.released:
+            continue  # released already; the index has not seen it yet
+        metrics.API_WRITES.labels(verb="patch").inc()
+        try:
+            await runtime.client.patch(release.api, key[0], release.name, release.patch)
+            if version:
+                if len(runtime.released) > 10_000:
+                    runtime.released.clear()
+                runtime.released.add((key[0], release.name, str(version)))
+        except ApiError as error:
+            if error.transient:
+                raise
+            if error.status not in (404, 409):  # 409: changed meanwhile; its next event brings a new pass
+                logger.warning("release of %s refused: %s", release.name, error)
+    waits = [w for w in (requeue, next_read) if w is not None]
+    if any(isinstance(a, Create) and is_job(a.api) for a in outcome.writes):
         # No pod watch, and the watch's report of our own create starts no pass: look at the
         # new attempt's pods soon (why they wait, if they do).
         waits.append(runtime.settings.pod_start_check_seconds)
-    return min(waits) if waits else None  # a timed transition, a pod check or the next progress read
+    return min(waits) if waits else None  # a timed transition, a pod check, the next progress read, a refusal
 
 
 async def _previous_attempt_pods(
@@ -426,10 +489,6 @@ async def _previous_attempt_pods(
         mine = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
         found[(stage, attempt)] = pods_left(mine)
     return found
-
-
-def _sooner(a: float | None, b: float) -> float:
-    return b if a is None else min(a, b)
 
 
 async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> ObservedJob:
@@ -454,6 +513,22 @@ async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> Obs
     return dataclasses.replace(job, pods_started=pods_started(pods), waiting=why_waiting(pods, events, job.name))
 
 
+def _refusal_backoff(runtime: Runtime, key: RunKey, requeue: float | None) -> float:
+    count = runtime.refusals.get(key, 0)
+    runtime.refusals[key] = count + 1
+    tuning = runtime.tuning
+    delay = min(tuning.refusal_backoff_max, tuning.refusal_backoff * 2**count)
+    return delay if requeue is None else min(requeue, delay)
+
+
+def _status_refused_event(body: Mapping[str, Any], error: ApiError) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    message = f"status update refused by the API server (HTTP {error.status}): {error.message}"
+    return event_body(
+        meta, f"status-refused-{error.message}", "Warning", reasons.CREATE_REFUSED, message, datetime.now(UTC)
+    )
+
+
 async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Launcher) -> list[dict[str, Any]]:
     """The stage's Master pod: by its name when the launcher makes it predictable (one cheap
     GET), else by label selector."""
@@ -463,19 +538,6 @@ async def _master_pods(runtime: Runtime, namespace: str, job: str, launcher: Lau
         if pod is not None:
             return [pod]
     return await runtime.client.list(PODS, namespace, label_selector(launcher.master_pod_selector(job)))
-
-
-def _is_job(api: ApiRef) -> bool:
-    return any(api == launcher.api for launcher in KUBERNETES_LAUNCHERS.values())
-
-
-async def _create(runtime: Runtime, key: RunKey, action: Create) -> None:
-    metrics.API_WRITES.labels(verb="create").inc()
-    await runtime.client.create(action.api, action.body)
-    if _is_job(action.api):
-        # Until the watch reports it, the job counts as there (no re-create on the next pass).
-        deadline = time.monotonic() + runtime.tuning.expectation_seconds
-        runtime.expected.setdefault(key, {})[action.name] = deadline
 
 
 async def _post_event(runtime: Runtime, body: dict[str, Any]) -> None:

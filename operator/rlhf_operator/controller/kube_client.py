@@ -7,11 +7,12 @@ operator's own writes go straight to the API without a thread pool per call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message  # the server's own words (metav1.Status message)
 
     @property
     def transient(self) -> bool:
@@ -51,6 +53,9 @@ class Connection:
     server: str
     headers: dict[str, str]
     ssl_context: ssl.SSLContext | bool | None = None
+    # Re-reads the credentials (a rotated service-account token, an exec kubeconfig's new token):
+    # called on a 401, so an expired token is replaced instead of failing for ever.
+    refresh: Callable[[], Connection] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_kubernetes_configuration(cls, configuration: Any) -> Connection:
@@ -78,7 +83,9 @@ class Connection:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls.from_kubernetes_configuration(client.Configuration.get_default_copy())
+        connection = cls.from_kubernetes_configuration(client.Configuration.get_default_copy())
+        connection.refresh = cls.from_environment
+        return connection
 
 
 class KubeClient:
@@ -99,13 +106,37 @@ class KubeClient:
         content_type: str = "application/json",
         decode: bool = True,
     ) -> dict[str, Any]:
+        try:
+            return await self._send(method, path, body=body, params=params, content_type=content_type, decode=decode)
+        except ApiError as error:
+            if error.status != 401 or self.connection.refresh is None:
+                raise
+        # 401: the token expired or was rotated. Read the credentials again, then retry once.
+        logger.info("HTTP 401 from the API server: re-reading the credentials")
+        self.connection = await asyncio.to_thread(self.connection.refresh)
+        return await self._send(method, path, body=body, params=params, content_type=content_type, decode=decode)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        decode: bool,
+    ) -> dict[str, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         headers = {"User-Agent": USER_AGENT, **self.connection.headers}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body)
+            try:
+                # A real API server's JSON decoder refuses NaN/Infinity (400, for ever): never send them.
+                data = json.dumps(body, allow_nan=False)
+            except ValueError as error:
+                raise ApiError(400, f"not sent: a non-finite number in the body of {method} {path} ({error})") from None
         try:
             async with self._session.request(
                 method,

@@ -15,7 +15,8 @@ other); a stage that succeeded is never run again, even when its job is gone lat
 
 Children: the volume on the first pass (unless existingClaim), then per stage, when it starts,
 its trainer config and its job (attempt N: a new job per retry, the config is reused). Write
-budget of a 3-stage run: PVC 1 + NetworkPolicy 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 = 16.
+budget of a 3-stage run: PVC 1 + NetworkPolicy 1 + ConfigMaps 3 + jobs 3 + status patches 4 + events 4 +
+finalizer releases 3 = 19.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ from ..settings import OperatorSettings
 from . import progress as progress_
 from .actions import Action, Create, EndJob, PatchJob, PostEvent, ReleaseJob
 from .attempts import RECHECK_SECONDS, wait_message
+from .blocked import Blocked, Stall, conflict, refusal
 from .events import event_body, rfc3339
+from .finite import diverged, split_metrics
 from .identity_check import edited_started_stages, foreign_result
 from .progress import ProgressReading
 from .start_deadline import start_check, waiting_prefix
@@ -96,9 +99,18 @@ class Outcome:
         return [a for a in self.actions if isinstance(a, EndJob)]
 
 
+# The doubling stops here, as the Job controller's pod backoff does (6 minutes): uncapped, retry
+# 19 of 20 at 60 s would wait about 182 days. A larger retryBackoffSeconds is the user's own cap.
+MAX_RETRY_BACKOFF_SECONDS = 360
+
+
 def backoff_seconds(plan_: StagePlan, failed_attempt: int) -> int:
-    """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt."""
-    return int(plan_.retry_backoff_seconds * 2 ** max(0, failed_attempt - 1))
+    """retryBackoffSeconds * 2**(n-1) after the n-th failed attempt, capped at 360 s (or at
+    retryBackoffSeconds when that is larger)."""
+    base = plan_.retry_backoff_seconds
+    cap = max(base, MAX_RETRY_BACKOFF_SECONDS)
+    exponent = min(max(0, failed_attempt - 1), 32)  # 2**32 * 1 s is past any cap
+    return int(min(cap, base * 2**exponent))
 
 
 # Stage phases whose job a pass follows (its outcome is not recorded yet).
@@ -146,6 +158,12 @@ class _Step:
     warning: bool = False
     reason: str | None = None
     requeue_after: float | None = None
+    blocked: Blocked = field(default_factory=Blocked)
+    stalls: list[Stall] = field(default_factory=list)
+
+    def stall(self, stall: Stall) -> None:
+        if all(s.key != stall.key for s in self.stalls):
+            self.stalls.append(stall)
 
     def note(self, key: str, message: str, reason: str, warning: bool = False) -> None:
         self.transitions.append(key)
@@ -162,12 +180,26 @@ class _Step:
 
     def launch(self, stage_plan: StagePlan, stage: StageStatus, attempt: int, with_config: bool = True) -> None:
         """The stage's job for `attempt`, preceded by its trainer config (created when the stage
-        starts; a retry reuses it)."""
-        if with_config:
-            self.actions.append(Create(CONFIGMAPS, build_stage_configmap(self.run, stage_plan, self.owner)))
+        starts; a retry reuses it). Not when a write was refused or a foreign job holds the name
+        (blocked.py): the stage then stays as it is."""
+        config = build_stage_configmap(self.run, stage_plan, self.owner)
         job = build_stage_job(
             self.run, stage_plan, attempt, self.owner, self.settings, self.run.spec.suspend, self.launcher
         )
+        name = str(job["metadata"]["name"])
+        foreign = self.blocked.foreign.get(name)
+        if foreign is not None:
+            if foreign.deleting:
+                self.requeue(2.0)  # released below (_release_recorded); its deletion's event may lag
+            else:
+                self.stall(conflict(foreign))  # its deletion's watch event brings the next pass
+            return
+        if with_config:
+            if config["metadata"]["name"] in self.blocked.refused:
+                return
+            self.actions.append(Create(CONFIGMAPS, config))
+        if name in self.blocked.refused:
+            return
         self.actions.append(Create(self.launcher.api, job))
         stage.phase = "Suspended" if self.run.spec.suspend else "Queued" if self.run.spec.queue_name else "Running"
         stage.job_name = str(job["metadata"]["name"])
@@ -271,6 +303,7 @@ def reconcile(
     fit_check: FitCheck | None = None,
     lingering: Mapping[tuple[str, int], tuple[str, ...]] | None = None,
     progress: Mapping[str, ProgressReading] | None = None,
+    blocked: Blocked | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
@@ -279,6 +312,7 @@ def reconcile(
     memory estimate, rlhf_operator.estimate.fit_warnings) runs on a run's first pass; None skips it.
     `lingering`: pods of a retrying stage's previous attempt still running (none known: start it).
     `progress`: the progress events read since the last pass, by job name (reconcile/progress.py).
+    `blocked`: foreign jobs and refused writes the shell found (blocked.py).
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -317,7 +351,14 @@ def reconcile(
         status.message = None
 
     step = _Step(
-        run, settings, launcher or launcher_for(run), now, owner_reference(body), lingering or {}, dict(progress or {})
+        run,
+        settings,
+        launcher or launcher_for(run),
+        now,
+        owner_reference(body),
+        lingering or {},
+        dict(progress or {}),
+        blocked=blocked or Blocked(),
     )
 
     violation = _immutable_violation(run, status) or edited_started_stages(plans, status)
@@ -342,14 +383,18 @@ def reconcile(
     if status.phase not in ("Succeeded", "Failed"):
         if status.volume_claim is None:
             pvc = build_pvc(run, step.owner)
-            if pvc is not None:
+            if pvc is not None and pvc["metadata"]["name"] not in step.blocked.refused:
                 step.actions.append(Create(PVCS, pvc))
             if settings.stage_network_policy:
                 step.actions.append(Create(NETWORK_POLICIES, build_network_policy(run, step.owner)))
-            status.volume_claim = claim_name(run)
-        _advance(step, plans, status, jobs)
+            if pvc is None or pvc["metadata"]["name"] not in step.blocked.refused:
+                status.volume_claim = claim_name(run)
+        if status.volume_claim is not None:  # no job mounts a claim the server refused
+            _advance(step, plans, status, jobs)
     _release_recorded(step, status, jobs)
     _end_abandoned(step, status, jobs)
+    for name, message in step.blocked.refused.items():
+        step.stall(refusal(name, message))
 
     _summarize(step, status, generation, rfc3339(now))
 
@@ -438,6 +483,8 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
             return
         if job.state == "Succeeded":
             _stage_succeeded(step, stage, stage_plan, job)
+            if stage.phase != "Succeeded":
+                return  # diverged (finite.py)
             continue
         if job.state == "Failed":
             result = job.result
@@ -552,8 +599,24 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
     stage.retry_after = None
     stage.output_path = result.output_path if result else stage_plan.output_dir
     stage.merged_path = (result.merged_path if result else None) or stage_plan.merged_path
-    stage.metrics = dict(result.metrics) if result else {}
+    finite, non_finite = split_metrics(result.metrics if result else {})
+    stage.metrics = finite
     stage.resumed_from_step = result.resumed_from_step if result else None
+    if diverged(non_finite):
+        stage.phase = "Running"  # _stage_failed takes it from here, without a retry
+        stage.completion_time = None
+        losses = diverged(non_finite)
+        why = f"training diverged ({', '.join(losses)} not finite): not retried, change the config"
+        _stage_failed(step, stage, stage_plan, why, reasons.STAGE_DIVERGED, retry=False)
+        return
+    if non_finite:
+        dropped = ", ".join(non_finite)
+        step.note(
+            f"{stage.name}-non-finite",
+            f"stage {stage.name}: non-finite metric(s) {dropped} dropped from the status",
+            reasons.NON_FINITE_METRIC,
+            warning=True,
+        )
     progress_.finished(stage, result.steps if result else None, result.planned_steps if result else None)
     if result is None:
         # The job says it succeeded but its result is unreadable (e.g. the Master pod is gone):
@@ -673,10 +736,16 @@ def _follow_suspend(step: _Step, stage: StageStatus, job: ObservedJob, want_susp
 
 
 def _release_recorded(step: _Step, status: RLHFRunStatus, jobs: Mapping[str, ObservedJob]) -> None:
-    """Release deleted jobs that no stage follows any more: their outcome is in `status`."""
+    """Release the jobs no stage follows any more, deleted or not: their outcome is in `status`
+    (the finalizer only guards the outcome; kept for the job's life it would hold up a namespace
+    deletion with the operator gone). And foreign jobs being deleted: their run is gone
+    (blocked.py), nobody else would release them."""
     followed = {s.job_name for s in status.stages if s.phase in FOLLOWED}
     for job in jobs.values():
-        if job.deleting and job.held and job.name not in followed:
+        if job.held and job.name not in followed:
+            step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
+    for job in step.blocked.foreign.values():
+        if job.deleting and job.held:
             step.actions.append(ReleaseJob(step.launcher.api, job.name, release_patch(job)))
 
 
@@ -748,4 +817,23 @@ def _summarize(step: _Step, status: RLHFRunStatus, generation: int | None, now: 
     derived = {c.type for c in conditions} | {reasons.RESULTS_READ}
     # Conditions set elsewhere (GPUMemory, once at creation) are kept as they are.
     kept = [c for c in status.conditions if c.type not in derived]
+    previous = status.conditions
     status.conditions = [*conditions, *([results] if results is not None else []), *kept]
+    if step.stalls and phase != "Failed":
+        _show_stalls(step, status, generation, now, previous)
+
+
+def _show_stalls(
+    step: _Step, status: RLHFRunStatus, generation: int | None, now: str, previous: list[Condition]
+) -> None:
+    """Stalled=True with the first stall's reason and message (the rest in the message), one
+    Warning per distinct stall; the run's message says it too (`rlhf status` shows it)."""
+    first = step.stalls[0]
+    message = "; ".join(s.message for s in step.stalls)[:32768]
+    for stall in step.stalls:
+        step.note(stall.key, stall.message, stall.reason, warning=True)
+    status.message = message
+    status.conditions = [
+        condition("Stalled", True, first.reason, message, now, generation, previous) if c.type == "Stalled" else c
+        for c in status.conditions
+    ]
