@@ -260,6 +260,27 @@ def _parsed(
     return parsed
 
 
+def _rejected(
+    body: Mapping[str, Any],
+    status: RLHFRunStatus,
+    old_status: dict[str, Any],
+    errors: list[str],
+    now: datetime,
+    key: str,
+    reason: str,
+    prefix: str = "invalid spec: ",
+) -> Outcome:
+    """A run that cannot go on as written (invalid spec, a refused image): Failed with the
+    errors, and one Warning event per generation."""
+    meta = body.get("metadata") or {}
+    new = _invalid(body, status, errors, now, reason, prefix)
+    outcome = Outcome([], new, old_status)
+    if outcome.status_patch:
+        event = event_body(meta, f"{key}-{meta.get('generation')}", "Warning", reason, new.message or "", now)
+        outcome.actions.append(PostEvent(event))
+    return outcome
+
+
 def _invalid(
     body: Mapping[str, Any],
     status: RLHFRunStatus,
@@ -325,25 +346,11 @@ def reconcile(
     try:
         run, plans = _parsed(body, settings, mount_root)
     except RunInvalid as error:
-        new = _invalid(body, status, error.errors, now)
-        outcome = Outcome([], new, old_status)
-        if outcome.status_patch:
-            message = new.message or ""
-            outcome.actions.append(
-                PostEvent(event_body(meta, f"invalid-{generation}", "Warning", reasons.INVALID_SPEC, message, now))
-            )
-        return outcome
+        return _rejected(body, status, old_status, error.errors, now, "invalid", reasons.INVALID_SPEC)
 
     refused = refused_images(run.spec, plans, settings.allowed_images) if status.phase != "Succeeded" else []
     if refused:
-        new = _invalid(body, status, refused, now, reasons.IMAGE_NOT_ALLOWED, prefix="")
-        outcome = Outcome([], new, old_status)
-        if outcome.status_patch:
-            message = new.message or ""
-            outcome.actions.append(
-                PostEvent(event_body(meta, f"image-{generation}", "Warning", reasons.IMAGE_NOT_ALLOWED, message, now))
-            )
-        return outcome
+        return _rejected(body, status, old_status, refused, now, "image", reasons.IMAGE_NOT_ALLOWED, prefix="")
 
     if status.phase == "Failed" and _stalled_reason(status) in _RECOVERABLE:
         # The spec was fixed: carry on from the stages' state.
