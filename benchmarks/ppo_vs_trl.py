@@ -183,7 +183,7 @@ def child_ours(case: Case, assets: Path, reward_kind: str, threads: int) -> dict
 
     import torch
     from peft import get_peft_model
-    from rlhf_api.stage_config import PPOTrainingConfig
+    from rlhf_api.stages.ppo import PPOTrainingConfig
     from rlhf_trainer.ppo import reward_scoring as reward_module
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import prompts_for_step, seed_everything

@@ -18,7 +18,7 @@ WORKER = textwrap.dedent(
     import hashlib, json, sys
     import torch
     from peft import LoraConfig, get_peft_model
-    from rlhf_api.stage_config import PPOTrainingConfig
+    from rlhf_api.stages.ppo import PPOTrainingConfig
     from rlhf_trainer import distributed as dist
     from rlhf_trainer.ppo.engine import PPOEngine
     from rlhf_trainer.ppo.loop import train_loop
