@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
-from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.stages.kto import unpaired
 
-from .stage_helpers import run_stage_cli, write_config
+from .stage_helpers import assert_merged_plain_and_trained, run_stage_cli, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,9 +56,6 @@ def test_kto_trains_merges_and_resumes_from_its_checkpoint(work_dir: str, tmp_pa
 
 def test_kto_with_lora_on_a_4bit_base_merges_into_a_plain_model(tmp_path: Path) -> None:
     pytest.importorskip("bitsandbytes")
-    import torch
-    from transformers import AutoModelForCausalLM
-
     work_dir = str(tmp_path)
     out = tmp_path / "out"
     config = write_config(
@@ -75,10 +71,4 @@ def test_kto_with_lora_on_a_4bit_base_merges_into_a_plain_model(tmp_path: Path) 
     code, result = run_stage_cli("kto", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert "task_accuracy" in result.metrics
-    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
-    assert getattr(merged.config, "quantization_config", None) is None
-    base = AutoModelForCausalLM.from_pretrained(materialize_tiny_llama(work_dir))
-    q_merged = merged.model.layers[0].self_attn.q_proj.weight
-    q_base = base.model.layers[0].self_attn.q_proj.weight
-    assert q_merged.dtype == torch.float32 and q_merged.shape == q_base.shape
-    assert not torch.equal(q_merged, q_base)  # the adapter trained and was merged
+    assert_merged_plain_and_trained(out / "merged", work_dir)
