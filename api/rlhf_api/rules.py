@@ -22,10 +22,21 @@ if TYPE_CHECKING:
 DEFAULT_PIPELINE: tuple[StageName, ...] = ("sft", "reward", "ppo")
 # Every pipeline the operator accepts: each kind declares the pipelines that end with it.
 ALLOWED_PIPELINES: list[list[str]] = [list(p) for kind in STAGE_KINDS.values() for p in kind.pipelines]
-PIPELINE_SHAPES = (
-    "[sft, reward, ppo|grpo|rloo|rest] or [sft, dpo], with rlaif right before reward or dpo "
-    "([sft, rlaif, dpo], [sft, rlaif, reward, ppo|grpo|rloo|rest])"
-)
+
+
+def pipeline_shapes(pipelines: list[list[str]]) -> str:
+    """The accepted pipelines in short: those that share all but their last stage in one group,
+    e.g. "[sft, reward, ppo|grpo]". Derived from the registry, so a new kind's pipelines show up
+    in the error messages and the CRD's description without an edit here."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for pipeline in pipelines:
+        groups.setdefault(tuple(pipeline[:-1]), []).append(pipeline[-1])
+    return ", ".join("[" + ", ".join([*prefix, "|".join(lasts)]) + "]" for prefix, lasts in groups.items())
+
+
+PIPELINE_SHAPES = pipeline_shapes(ALLOWED_PIPELINES)
+# Why a pipeline with these kinds may not be accepted (the CEL message; Python names only the kinds present).
+PIPELINE_HINTS = "; ".join(k.pipeline_hint for k in STAGE_KINDS.values() if k.pipeline_hint)
 # Stages whose `rewards` list may name the reward stage's model (type rewardModel).
 REWARD_SOURCE_STAGES: tuple[StageName, ...] = tuple(n for n, k in STAGE_KINDS.items() if k.accepts_reward_sources)
 # The stages that can train on an rlaif stage's pairs (always the stage right after it).
@@ -45,7 +56,7 @@ def pipeline_errors(spec: RLHFRunSpec) -> list[str]:
     pipeline = list(spec.pipeline)
     if pipeline not in ALLOWED_PIPELINES:
         hints = [f" ({k.pipeline_hint})" for name, k in STAGE_KINDS.items() if k.pipeline_hint and name in pipeline]
-        errors.append(f"pipeline: {pipeline} is not an ordered subsequence of {PIPELINE_SHAPES}" + "".join(hints))
+        errors.append(f"pipeline: {pipeline} is not one of {PIPELINE_SHAPES}" + "".join(hints))
         return errors
     for stage in pipeline:
         section = spec.section(stage)
@@ -73,8 +84,7 @@ def spec_cel_rules() -> list[dict[str, str]]:
     rules = [
         cel(
             f"!has(self.pipeline) || self.pipeline in [{allowed}]",
-            f"pipeline must be an ordered subsequence of {PIPELINE_SHAPES} "
-            "(dpo cannot follow reward or be combined with ppo)",
+            f"pipeline must be one of {PIPELINE_SHAPES} ({PIPELINE_HINTS})",
             ".pipeline",
         ),
     ]

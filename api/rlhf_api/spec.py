@@ -320,7 +320,7 @@ class _RunSpecHead(CamelModel):
         default_factory=_default_pipeline,
         min_length=1,
         max_length=4,
-        description=f"Ordered stages: a subsequence of {PIPELINE_SHAPES}. Immutable.",
+        description=f"Ordered stages, one of {PIPELINE_SHAPES}. Immutable.",
     )
 
 

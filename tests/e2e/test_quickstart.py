@@ -90,3 +90,17 @@ def test_quickstart_sft_dpo(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "quickstart-dpo" / "eval" / "summary.json").read_text())
     assert "winRate" not in summary
     assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["dpo"]["task_accuracy"])
+
+
+@pytest.mark.slow
+def test_quickstart_sft_kto(tmp_path: Path) -> None:
+    """The KTO quickstart: each preference pair becomes a desirable and an undesirable example."""
+    proc, report = rlhf_run("quickstart-kto.yaml", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    m = metrics(report)
+    assert [(s["name"], s["phase"]) for s in report["stages"]] == [("sft", "Succeeded"), ("kto", "Succeeded")]
+    assert m["kto"]["task_accuracy"] > m["sft"]["task_accuracy"]
+    summary = json.loads((tmp_path / "quickstart-kto" / "eval" / "summary.json").read_text())
+    assert summary["stage"] == "kto" and "winRate" not in summary
+    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"])
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["kto"]["task_accuracy"])

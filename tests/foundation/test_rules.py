@@ -12,7 +12,7 @@ from typing import Any
 import cel
 import pytest
 from pydantic import ValidationError
-from rlhf_api.rules import spec_cel_rules
+from rlhf_api.rules import ALLOWED_PIPELINES, PIPELINE_SHAPES, pipeline_shapes, spec_cel_rules
 from rlhf_api.trainer_job import TrainerJobConfig
 from rlhf_api.validation import RunInvalid, parse_run
 
@@ -201,3 +201,27 @@ def test_trainer_job_config_guarantees(job: dict[str, Any], error: str | None) -
     else:
         with pytest.raises(ValidationError, match=error):
             TrainerJobConfig.model_validate(job)
+
+
+@pytest.mark.parametrize(
+    ("pipelines", "shapes"),
+    [
+        ([["sft"]], "[sft]"),
+        ([["dpo"], ["sft", "dpo"]], "[dpo], [sft, dpo]"),
+        (
+            [["ppo"], ["sft", "ppo"], ["sft", "dpo"], ["sft", "reward", "ppo"]],
+            "[ppo], [sft, ppo|dpo], [sft, reward, ppo]",
+        ),
+    ],
+)
+def test_pipeline_shapes_group_pipelines_by_all_but_their_last_stage(pipelines: list[list[str]], shapes: str) -> None:
+    assert pipeline_shapes(pipelines) == shapes
+
+
+def test_pipeline_shapes_name_every_accepted_pipeline() -> None:
+    """The prose comes from the registry: expanding each group gives back ALLOWED_PIPELINES exactly."""
+    expanded = []
+    for group in PIPELINE_SHAPES.removeprefix("[").removesuffix("]").split("], ["):
+        *prefix, lasts = group.split(", ")
+        expanded += [[*prefix, last] for last in lasts.split("|")]
+    assert sorted(expanded) == sorted(ALLOWED_PIPELINES)

@@ -208,3 +208,22 @@ def test_full_fine_tuned_grpo_with_kl_holds_a_reference_copy() -> None:
     training = {"batchSize": 8, "gradientAccumulationSteps": 4, "maxCompletionLength": 128, "beta": 0.04}
     with_kl = estimate_stage(_grpo_run(rewards=rewards, training=training, **full).spec, "grpo", catalog)
     assert with_kl.weights == pytest.approx(2 * no_kl.weights)
+
+
+def test_kto_is_estimated_from_its_memory_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    """kto declares two sequences per example (its completion and the KL estimate's mismatched
+    one, each through the policy and the adapter-less reference), as DPO does: on the same
+    settings the two estimates agree."""
+    document = yaml.safe_load((REPO / "examples" / "dpo-7b.yaml").read_text())
+    dpo = estimate_run(parse_run(document), catalog)[1]
+    document["spec"]["pipeline"] = ["sft", "kto"]
+    document["spec"]["kto"] = document["spec"].pop("dpo")
+    kto = estimate_run(parse_run(document), catalog)[1]
+    assert kto.stage == "kto" and kto.fits and kto.total > 0
+    assert (kto.weights, kto.training_state, kto.activations) == (dpo.weights, dpo.training_state, dpo.activations)
+
+    quickstart = REPO / "examples" / "quickstart-kto.yaml"
+    assert [e.stage for e in estimate_run(run_of(quickstart), catalog)] == ["sft", "kto"]
+    assert all(e.fits for e in estimate_run(run_of(quickstart), catalog, accelerator="nvidia-l4"))
+    assert main(["estimate", str(quickstart), "--accelerator", "nvidia-l4"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]] == ["sft", "kto"]

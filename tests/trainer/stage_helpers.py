@@ -95,3 +95,19 @@ def untrained_reward_model(work_dir: str) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def assert_merged_plain_and_trained(merged_dir: Path, work_dir: str) -> None:
+    """A stage on a quantized base merged into a plain full-precision model whose weights moved
+    away from the builtin tiny model's (the adapter trained)."""
+    import torch
+    from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert getattr(merged.config, "quantization_config", None) is None
+    base = AutoModelForCausalLM.from_pretrained(materialize_tiny_llama(work_dir))
+    q_merged = merged.model.layers[0].self_attn.q_proj.weight
+    q_base = base.model.layers[0].self_attn.q_proj.weight
+    assert q_merged.dtype == torch.float32 and q_merged.shape == q_base.shape
+    assert not torch.equal(q_merged, q_base)

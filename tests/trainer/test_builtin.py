@@ -134,3 +134,21 @@ def test_core_modules_ask_the_registry_not_the_fixture() -> None:
         if "builtin_task" not in path.parts and path not in allowed and "builtin_task" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_near_miss_rate_comes_from_what_the_kind_trains() -> None:
+    """The mix of rejected answers is read off the kind (reward model or policy), not its name, so
+    every preference-data kind in the registry gets pairs without an entry here."""
+    from rlhf_api.stages import STAGE_KINDS
+
+    preference_kinds = [name for name, kind in STAGE_KINDS.items() if kind.data == "preference"]
+    assert len(preference_kinds) >= 2
+    for name in preference_kinds:
+        expected = (
+            builtin.REWARD_MODEL_NEAR_MISS_RATE
+            if STAGE_KINDS[name].produces_reward_model
+            else builtin.POLICY_NEAR_MISS_RATE
+        )
+        assert builtin.near_miss_rate_for(name) == expected
+        assert len(builtin.preference_rows(3, n=50, stage=name)) == 50
+    assert builtin.near_miss_rate_for("reward") == 0.0 and builtin.near_miss_rate_for("dpo") == 0.5

@@ -13,7 +13,7 @@ from rlhf_api.stage_config import LoraConfig, QuantizationConfig
 from rlhf_trainer.builtin_task.arithmetic import materialize_tiny_llama
 from rlhf_trainer.errors import StageError
 
-from .stage_helpers import run_stage_cli, write_config
+from .stage_helpers import assert_merged_plain_and_trained, run_stage_cli, write_config
 
 bnb = pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.timeout(300)
@@ -103,7 +103,6 @@ def test_fix_undoes_a_repack_that_already_happened(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["8bit", "4bit-nf4"])
 def test_quantized_sft_trains_and_merges_into_a_plain_model(mode: str, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
 
     work_dir = str(tmp_path)
     out = tmp_path / "out"
@@ -119,14 +118,8 @@ def test_quantized_sft_trains_and_merges_into_a_plain_model(mode: str, tmp_path:
     code, result = run_stage_cli("sft", config)
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert result.metrics["train_loss"] > 0 and "task_accuracy" in result.metrics
-    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
-    assert getattr(merged.config, "quantization_config", None) is None
-    base = AutoModelForCausalLM.from_pretrained(materialize_tiny_llama(work_dir))
     # The merge moved the weights (the adapter trained) and kept a full-precision layout.
-    q_merged = merged.model.layers[0].self_attn.q_proj.weight
-    q_base = base.model.layers[0].self_attn.q_proj.weight
-    assert q_merged.dtype == torch.float32 and q_merged.shape == q_base.shape
-    assert not torch.equal(q_merged, q_base)
+    assert_merged_plain_and_trained(out / "merged", work_dir)
 
 
 def test_quantization_where_bitsandbytes_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

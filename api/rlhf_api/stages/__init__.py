@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from . import dpo, grpo, ppo, rest, reward, rlaif, rloo, sft
+from . import dpo, grpo, kto, ppo, rest, reward, rlaif, rloo, sft
 from .kind import StageKind
 
 # Registry order is the order of STAGES: the spec's sections, the CRD, error and rule order.
@@ -24,6 +24,7 @@ STAGE_KINDS: dict[str, StageKind] = {
         rloo.KIND,
         rest.KIND,
         rlaif.KIND,
+        kto.KIND,
     )
 }
 

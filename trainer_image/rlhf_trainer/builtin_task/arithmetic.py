@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_api.layout import CACHE
+from rlhf_api.stages import kind_of
 
 BUILTIN_MODEL = "builtin:tiny-llama"
 BUILTIN_DATASET = "builtin:arithmetic"
@@ -44,11 +45,13 @@ _SPLIT_SEED = 20240601
 FORGET_CARRY_RATE = 0.7
 OFF_BY_ONE_RATE = 0.1
 # Preference pairs: the share whose rejected answer is a random near miss (within
-# NEAR_MISS_SPAN of the sum) rather than a typical mistake, per stage. Measured (one seed):
-# the reward model reached pair accuracy 0.99 with 0.0 and 0.85 with 0.2 (0.66 with 0.5), and
-# PPO with a strong KL stays among the typical answers; DPO on the same SFT model reached
-# task accuracy 0.53 with 0.5 but fell below SFT (0.40) with 0.0.
-RANDOM_NEAR_MISS_RATE = {"reward": 0.0, "dpo": 0.5}
+# NEAR_MISS_SPAN of the sum) rather than a typical mistake, by what the stage trains: a reward
+# model, or a policy straight from the pairs (DPO and any other preference-trained policy kind).
+# Measured (one seed): the reward model reached pair accuracy 0.99 with 0.0 and 0.85 with 0.2
+# (0.66 with 0.5), and PPO with a strong KL stays among the typical answers; DPO on the same SFT
+# model reached task accuracy 0.53 with 0.5 but fell below SFT (0.40) with 0.0.
+REWARD_MODEL_NEAR_MISS_RATE = 0.0
+POLICY_NEAR_MISS_RATE = 0.5
 NEAR_MISS_SPAN = 12
 
 
@@ -173,9 +176,9 @@ def preference_rows(
     """prompt/chosen/rejected: the correct answer is preferred to a plausible wrong one.
 
     split="eval" draws from the held-out problems (for the reward model's pair accuracy).
-    stage ("reward" or "dpo") picks the mix of rejected answers (RANDOM_NEAR_MISS_RATE).
+    stage (a preference-data stage kind) picks the mix of rejected answers (near_miss_rate).
     """
-    near_miss_rate = RANDOM_NEAR_MISS_RATE[stage]
+    near_miss_rate = near_miss_rate_for(stage)
     rng = random.Random(seed * 7919 + 2)
     train, held_out = _split_problems()
     pool = train if split == "train" else held_out
@@ -188,6 +191,11 @@ def preference_rows(
             {"prompt": prompt_of(p.question), "chosen": p.answer, "rejected": p.rejected_answer(rng, near_miss_rate)}
         )
     return rows
+
+
+def near_miss_rate_for(stage: str) -> float:
+    """The share of random near misses among the rejected answers a stage kind trains on."""
+    return REWARD_MODEL_NEAR_MISS_RATE if kind_of(stage).produces_reward_model else POLICY_NEAR_MISS_RATE
 
 
 def ppo_questions(seed: int) -> list[str]:
