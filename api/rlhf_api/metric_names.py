@@ -12,7 +12,7 @@ Import-light and pure: the trainer's progress lines and the operator's status re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -42,7 +42,7 @@ def _kinds(stage: str | None) -> tuple[StageKind, ...]:
     return (found,) if found is not None else tuple(STAGE_KINDS.values())
 
 
-def _unique(names: Any) -> tuple[str, ...]:
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
