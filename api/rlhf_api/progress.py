@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .metric_names import HEADLINE_COUNT, pick, step_headline
+
 MARKER = "@@rlhf "
 
 
@@ -33,17 +35,6 @@ def parse(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-# The numbers worth a glance per step, in this order (the rest is in TensorBoard and the report).
-HEADLINE_KEYS = (
-    "loss",
-    "accuracy",
-    "rewards/accuracies",
-    "rewards/margins",
-    "reward_mean",
-    "kl",
-    "eval_loss",
-    "learning_rate",
-)
 # An event from the trainer's own end-of-training summary, not a step: no headline numbers.
 # Only `train_loss` tells it apart: transformers 5 puts `train_runtime` in every step's log too.
 _SUMMARY_KEYS = ("train_loss",)
@@ -58,8 +49,8 @@ def step_of(event: Mapping[str, Any]) -> tuple[int, int | None] | None:
     return int(step), int(total) if isinstance(total, int | float) and total > 0 else None
 
 
-def headline_numbers(event: Mapping[str, Any], limit: int = 4) -> list[tuple[str, float]]:
+def headline_numbers(event: Mapping[str, Any], limit: int = HEADLINE_COUNT) -> list[tuple[str, float]]:
+    """The first few of the stage kind's per-step headline numbers (rlhf_api.metric_names) in the event."""
     if any(k in event for k in _SUMMARY_KEYS):
         return []
-    found = [(k, float(event[k])) for k in HEADLINE_KEYS if isinstance(event.get(k), int | float)]
-    return found[:limit]
+    return list(pick(step_headline(event.get("stage")), event, limit))

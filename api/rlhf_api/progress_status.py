@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .progress import HEADLINE_KEYS, step_of
+from .metric_names import status_step_metrics
+from .progress import step_of
 from .status import StageProgress
 
-# The numbers the status keeps: the displays' headlines, and what the guards judge.
-STATUS_METRIC_KEYS = (*HEADLINE_KEYS, "reward_std")
 _SUMMARY_KEYS = ("train_loss",)
 _FRACTION = re.compile(r"\.(\d+)")  # the trainer's end-of-training summary: not a step's numbers
 
@@ -52,11 +51,12 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def numbers_of(event: Mapping[str, Any]) -> dict[str, float]:
-    """The finite status numbers of one step event (a NaN is a guard's business, not a figure)."""
+    """The finite status numbers of one step event (a NaN is a guard's business, not a figure):
+    the stage kind's per-step headline and what the guards judge (rlhf_api.metric_names)."""
     if any(k in event for k in _SUMMARY_KEYS):
         return {}
     found = {}
-    for key in STATUS_METRIC_KEYS:
+    for key in status_step_metrics(event.get("stage")):
         value = event.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             found[key] = float(value)

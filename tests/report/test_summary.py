@@ -86,4 +86,4 @@ def test_stage_rows_durations_running_and_key_metrics() -> None:
         ("ppo", 0, None),
     ]
     assert rows[0].metrics == (("task_accuracy", 0.5), ("eval_loss", 0.3))
-    assert key_metrics({f"m{i}": 1.0 for i in range(9)}) == ()
+    assert key_metrics("sft", {f"m{i}": 1.0 for i in range(9)}) == ()

@@ -7,20 +7,22 @@ from typing import Any
 import torch
 from rlhf_api.stage_config import DatasetConfig
 
-from . import builtin_sources
+from . import builtin_sources, model_cache
 from .data import split_template
 from .generation import generate_texts, inference
 
+ANSWER_BATCH = 64  # prompts per generate call: padding, so the numbers, depend on the batches
+
 
 def generate_answers(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 64
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = ANSWER_BATCH
 ) -> list[str]:
     """Greedy completions for prompts (left padding so every row ends at its prompt)."""
 
     def encode(batch: list[str]) -> Any:
         return tokenizer(batch, return_tensors="pt", padding=True)
 
-    return generate_texts(
+    answers = generate_texts(
         model,
         tokenizer,
         prompts,
@@ -31,6 +33,8 @@ def generate_answers(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    model_cache.remember_answers(model, prompts, max_new_tokens, batch_size, answers)  # the comparison's, maybe
+    return answers
 
 
 def task_accuracy(

@@ -24,11 +24,11 @@ from rlhf_api.model_config import ModelConfig
 from rlhf_api.stage_config import CompareConfig, QuantizationConfig
 from rlhf_api.trainer_job import TrainerJobConfig
 
-from . import builtin_sources, placement
+from . import builtin_sources, model_cache, placement
 from .data import HeldOutPrompt, load_heldout_prompts
 from .errors import StageError
-from .evaluate import generate_answers
-from .modeling import load_causal_lm
+from .evaluate import ANSWER_BATCH, generate_answers
+from .modeling import load_causal_lm, load_tokenizer
 from .reward_sources.classifier import classifier_reward
 
 
@@ -82,10 +82,18 @@ def _answer(
     max_new_tokens: int,
     is_correct: Callable[[str, str], bool] | None,
 ) -> Side:
-    model, tokenizer = load_causal_lm(model_cfg, quant, work_dir, field)
-    if quant.mode == "none":
-        model.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
-    answers = generate_answers(model, tokenizer, [p.prompt for p in prompts], max_new_tokens)
+    texts = [p.prompt for p in prompts]
+    # Answered already in this process by these weights as loaded (ReST's task_accuracy_before)?
+    answers = model_cache.remembered_answers(
+        model_cache.key_of(model_cfg, quant, work_dir), texts, max_new_tokens, ANSWER_BATCH
+    )
+    if answers is not None:
+        model, tokenizer = None, load_tokenizer(model_cfg, work_dir, field)
+    else:
+        model, tokenizer = load_causal_lm(model_cfg, quant, work_dir, field)
+        if quant.mode == "none":
+            model.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
+        answers = generate_answers(model, tokenizer, texts, max_new_tokens, ANSWER_BATCH)
     lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
     side = Side(model=model_cfg.name, answers=answers, lengths=lengths)
     if is_correct is not None and all(p.question is not None for p in prompts):

@@ -40,4 +40,5 @@ KIND = StageKind(
     can_follow_rlaif=True,
     pipeline_hint="dpo cannot follow reward or be combined with ppo",
     memory=MemoryProfile(sequences_per_example=2),
+    progress=("rewards/accuracies", "rewards/margins"),  # TRL's DPOTrainer
 )

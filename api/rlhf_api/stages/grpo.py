@@ -44,4 +44,6 @@ KIND = StageKind(
     reward_model="sources",
     memory=MemoryProfile(shape="group"),
     schema_rules={"GRPOTrainingConfig": [groups_fit_cel_rule(GRPOTrainingConfig)]},
+    metrics=("reward",),  # the mean total reward of the last quarter of the steps
+    progress=("reward", "kl"),  # TRL's GRPOTrainer
 )

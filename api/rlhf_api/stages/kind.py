@@ -66,10 +66,14 @@ class StageKind:
     pipeline_hint: str | None = None  # added to the error for a pipeline with this kind that is not accepted
     trainer: TrainerKind = "trl"  # which trainer's precision rules apply (precision.resolve)
     memory: MemoryProfile | None = MemoryProfile()  # None: no training formula (rlaif samples and judges)
-    # The kind's own result metrics (result.json), headline first, beyond those every training
-    # stage reports (task_accuracy, pair_accuracy, eval_loss, train_loss, reward_mean, kl): the
-    # summary table, `rlhf status` and the end-of-stage line show them after those.
+    # The kind's own metric names, headline first, beyond those every training stage reports
+    # (rlhf_api.metric_names): every display derives its list from these. `metrics`: result.json
+    # (the summary table, `rlhf status`, the report, the end-of-stage line); `progress`: per-step
+    # numbers for the live bars, the status and `rlhf status -w` (after the loss); and
+    # `progress_detail`: per-step numbers the plain progress line adds.
     metrics: tuple[str, ...] = ()
+    progress: tuple[str, ...] = ()
+    progress_detail: tuple[str, ...] = ()
     # CEL rules the CRD attaches to a definition of this kind's config (by class name), each the
     # twin of a pydantic validator next to it.
     schema_rules: Mapping[str, list[dict[str, str]]] = field(default_factory=dict)

@@ -41,6 +41,6 @@ KIND = StageKind(
     pipelines=scored_pipelines("rest"),
     is_policy=True,
     reward_model="sources",
-    metrics=("samples_kept", "kept_reward_mean"),
+    metrics=("samples_kept", "kept_reward_mean", "task_accuracy_before"),
     pipeline_hint="rest comes last, after sft and/or reward",
 )

@@ -52,4 +52,6 @@ KIND = StageKind(
     produces_reward_model=True,
     can_follow_rlaif=True,
     memory=MemoryProfile(sequences_per_example=2, classifier=True),
+    progress=("accuracy",),  # TRL's RewardTrainer: pair accuracy of the batch
+    progress_detail=("eval_accuracy",),
 )

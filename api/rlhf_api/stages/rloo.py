@@ -37,4 +37,6 @@ KIND = StageKind(
     reward_model="sources",
     memory=MemoryProfile(shape="group"),
     schema_rules={"RLOOTrainingConfig": [groups_fit_cel_rule(RLOOTrainingConfig)]},
+    metrics=("reward",),  # the mean total reward of the last quarter of the steps
+    progress=("reward", "kl"),  # TRL's RLOOTrainer
 )

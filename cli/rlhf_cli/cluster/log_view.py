@@ -83,7 +83,7 @@ class BarsLog:
         if position is not None:
             self.bars.step(stage, *position, format_numbers(headline_numbers(event)))
         elif event.get("event") == "done":
-            self.bars.collapse(stage, "Succeeded", [format_metrics(key_metrics(final_metrics(event)))])
+            self.bars.collapse(stage, "Succeeded", [format_metrics(key_metrics(stage, final_metrics(event)))])
         elif text := describe(event):
             self.bars.note(Text(f"  [{stage}] {text}", style="dim"))
 
@@ -100,7 +100,7 @@ class PlainLog:
 
     def event(self, stage: str, event: dict[str, Any]) -> None:
         if event.get("event") == "done":
-            self.display.say(f"[{stage}] done: {metrics_line(final_metrics(event))}")
+            self.display.say(f"[{stage}] done: {metrics_line(stage, final_metrics(event))}")
         else:
             self.display.progress(stage, event)
 

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf_api.metric_names import rank_of
 from rlhf_api.status import StageStatus
 from rlhf_operator.reconcile.status_store import load_status, parse_time
 
 from ..local.display import metrics_line
-from ..local.progress_text import HEADLINE_KEYS, format_numbers
+from ..local.progress_text import format_numbers
 from ..local.throttle import timing_text
 from ..report.summary import stage_seconds
 
@@ -54,12 +55,13 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def ordered_numbers(metrics: Any) -> tuple[tuple[str, float], ...]:
-    """The headline numbers, the usual ones first (loss, accuracy, reward, KL), then the rest by name."""
+def ordered_numbers(stage: str, metrics: Any) -> tuple[tuple[str, float], ...]:
+    """The status' step numbers in the stage kind's headline order (rlhf_api.metric_names), then
+    the rest by name."""
     if not isinstance(metrics, Mapping):
         return ()
     found = {str(k): v for k, v in metrics.items() if _number(v) is not None}
-    rank = {k: i for i, k in enumerate(HEADLINE_KEYS)}
+    rank = rank_of(stage)
     keys = sorted(found, key=lambda k: (rank.get(k, len(rank)), k))
     return tuple((k, float(found[k])) for k in keys)
 
@@ -77,7 +79,7 @@ def stage_view(entry: StageStatus, raw: Mapping[str, Any]) -> StageView:
         total=int(total) if total else None,
         rate=_number(progress.get("stepsPerSecond")),
         finish_at=parse_time(progress.get("estimatedCompletionTime")),
-        numbers=ordered_numbers(progress.get("metrics")),
+        numbers=ordered_numbers(entry.name, progress.get("metrics")),
     )
 
 
@@ -134,7 +136,7 @@ def plain_line(view: StageView, now: dt.datetime) -> str | None:
     if view.phase == "Succeeded":
         seconds = stage_seconds(entry, now)
         took = f" in {timing_text(seconds, None, None)}" if seconds is not None else ""
-        return f"[{name}] done{took}: {metrics_line(entry.metrics)}"
+        return f"[{name}] done{took}: {metrics_line(name, entry.metrics)}"
     if view.phase == "Failed":
         return f"[{name}] failed: {entry.message or '?'}"
     if view.phase in ("Skipped", "Suspended"):

@@ -117,7 +117,7 @@ class BarsWatch:
             self.bars.print(Text(f"↻ {name} attempt {entry.attempts} failed: {entry.message or '?'}", style="yellow"))
         else:
             seconds = stage_seconds(entry, self.now())
-            detail = entry.message if view.phase == "Failed" else format_metrics(key_metrics(entry.metrics))
+            detail = entry.message if view.phase == "Failed" else format_metrics(key_metrics(entry.name, entry.metrics))
             self.bars.collapse(name, view.phase, ["" if seconds is None else format_duration(seconds), detail or ""])
 
     def close(self, run: Mapping[str, Any] | None) -> None:

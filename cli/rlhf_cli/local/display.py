@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console
+from rlhf_api.metric_names import shown_results, step_metrics
 from rlhf_api.status import RLHFRunStatus
 
 from ..report.build import REPORT_HTML, REPORT_JSON
-from ..report.summary import LOOP_METRICS
 from .progress_text import describe, step_of
 from .summary_table import summary
 from .throttle import ProgressThrottle
@@ -24,33 +24,6 @@ from .throttle import ProgressThrottle
 # (event type Normal|Warning, reason, message): one run event, as posted on a cluster.
 EventNote = tuple[str, str, str]
 
-# Per-step keys worth a line; the full record goes to the stage log and TensorBoard.
-PROGRESS_KEYS = (
-    "loss",
-    "eval_loss",
-    "accuracy",
-    "eval_accuracy",
-    "rewards/margins",
-    "reward_mean",
-    "kl",
-    "kl_coef",
-    "policy_loss",
-    "value_loss",
-    "response_length",
-    "tokens_per_s",
-    "learning_rate",
-)
-# Shown when a stage ends; everything else is in result.json and report.json.
-SUMMARY_METRICS = (
-    "task_accuracy_before",
-    "task_accuracy",
-    "pair_accuracy",
-    "train_loss",
-    "eval_loss",
-    "reward_mean",
-    "kl",
-    *LOOP_METRICS,
-)
 TAIL_LINES = 8  # a failed stage's last output lines, shown with its failure
 
 
@@ -73,16 +46,16 @@ def format_progress(stage: str, event: dict[str, Any]) -> str | None:
     step, total = event.pop("step", None), event.pop("max_steps", None)
     head = f"[{stage}]" + (f" step {step}/{total}" if total else f" step {step}" if step is not None else "")
     parts = []
-    for key in PROGRESS_KEYS:
+    for key in step_metrics(stage):
         value = event.get(key)
         if value is not None:
             parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join([head, *parts]) if parts else None
 
 
-def metrics_line(metrics: dict[str, float]) -> str:
-    shown = [k for k in SUMMARY_METRICS if k in metrics]
-    return ", ".join(f"{k}={metrics[k]:.4g}" for k in shown) or "see result.json"
+def metrics_line(stage: str, metrics: dict[str, float]) -> str:
+    """Every result metric of the stage's kind that it reported (rlhf_api.metric_names)."""
+    return ", ".join(f"{k}={v:.4g}" for k, v in shown_results(stage, metrics)) or "see result.json"
 
 
 def finish_lines(status: RLHFRunStatus, root: Path) -> list[str]:
@@ -134,7 +107,7 @@ class PlainDisplay:
             if stage.phase == "Running":
                 self.throttle.reset(stage.name)
             if stage.phase == "Succeeded":
-                self.say(f"[{stage.name}] done: {metrics_line(stage.metrics)}")
+                self.say(f"[{stage.name}] done: {metrics_line(stage.name, stage.metrics)}")
             elif stage.phase in ("Retrying", "Failed"):
                 tail = self.tails.pop(stage.name, None)
                 if tail:

@@ -71,7 +71,7 @@ class LiveDisplay:
             return
         seconds = stage_seconds(entry)
         when = ("" if seconds is None else format_duration(seconds)) if seen_running else "earlier run"
-        detail = entry.message if entry.phase == "Failed" else format_metrics(key_metrics(entry.metrics))
+        detail = entry.message if entry.phase == "Failed" else format_metrics(key_metrics(entry.name, entry.metrics))
         self.bars.collapse(entry.name, entry.phase, [when, detail or ""])
         if entry.phase == "Failed":
             self._tail(entry.name)

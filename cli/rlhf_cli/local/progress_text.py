@@ -1,7 +1,7 @@
 """Progress events (`@@rlhf {...}` lines, rlhf_api.progress) as short texts for the displays: pure.
 
-Which events are steps and which numbers are headlines is the contract's (rlhf_api.progress,
-shared with the operator's status); re-exported here for the displays.
+Which events are steps and which numbers are headlines is the contract's (rlhf_api.progress and
+rlhf_api.metric_names, shared with the operator's status); re-exported here for the displays.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rlhf_api.progress import HEADLINE_KEYS, headline_numbers, step_of
+from rlhf_api.progress import headline_numbers, step_of
 
-__all__ = ["HEADLINE_KEYS", "describe", "format_number", "format_numbers", "headline_numbers", "step_of"]
+__all__ = ["describe", "format_number", "format_numbers", "headline_numbers", "step_of"]
 
 
 def format_number(value: float) -> str:

@@ -8,23 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from rlhf_api.stages import POLICY_STAGES, STAGE_KINDS
+from rlhf_api.metric_names import HEADLINE_COUNT, shown_results
+from rlhf_api.stages import POLICY_STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
 from rlhf_operator.reconcile.status_store import parse_time
-
-# Shown per stage, in this order, when present (the rest is in result.json and the report).
-# The kinds' own metrics (e.g. what rest and rlaif report instead of a loss curve's numbers).
-LOOP_METRICS = tuple(metric for kind in STAGE_KINDS.values() for metric in kind.metrics)
-KEY_METRICS = (
-    "task_accuracy",
-    "pair_accuracy",
-    "eval_win_rate",
-    "eval_loss",
-    "train_loss",
-    "reward_mean",
-    "kl",
-    *LOOP_METRICS,
-)
 
 
 @dataclass(frozen=True)
@@ -61,13 +48,14 @@ def stage_seconds(stage: StageStatus, now: dt.datetime | None = None) -> float |
     return None if span is None else max(0.0, (span[1] - span[0]).total_seconds())
 
 
-def key_metrics(metrics: dict[str, float], limit: int = 4) -> tuple[tuple[str, float], ...]:
-    return tuple((k, metrics[k]) for k in KEY_METRICS if k in metrics)[:limit]
+def key_metrics(stage: str, metrics: dict[str, float], limit: int = HEADLINE_COUNT) -> tuple[tuple[str, float], ...]:
+    """A stage's first few result metrics, its kind's order (rlhf_api.metric_names)."""
+    return shown_results(stage, metrics, limit)
 
 
 def stage_rows(status: RLHFRunStatus, now: dt.datetime | None = None) -> list[StageRow]:
     return [
-        StageRow(s.name, s.phase, s.attempts, stage_seconds(s, now), key_metrics(s.metrics), s.message)
+        StageRow(s.name, s.phase, s.attempts, stage_seconds(s, now), key_metrics(s.name, s.metrics), s.message)
         for s in status.stages
     ]
 

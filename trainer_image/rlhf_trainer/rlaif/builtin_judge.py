@@ -72,6 +72,12 @@ def check_usable(config: RlaifLabelConfig, dataset: DatasetConfig) -> None:
         )
 
 
+def trains_from(cfg: TrainerJobConfig, quant: QuantizationConfig) -> bool:
+    """Whether `materialize` will fine-tune the stage's policy as loaded with `quant`: the judge
+    is not built yet, and it is trained from the unquantized weights."""
+    return not (Path(cfg.output_dir) / JUDGE_DIR / "config.json").exists() and quant == QuantizationConfig()
+
+
 def training_rows(config: RlaifLabelConfig, dataset: DatasetConfig, seed: int) -> list[dict[str, str]]:
     """prompt/completion rows whose completion is always the right answer."""
     rng = random.Random(seed * 7919 + 5)
@@ -101,11 +107,12 @@ def materialize(cfg: TrainerJobConfig, config: RlaifLabelConfig, dataset: Datase
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from ..modeling import load_causal_lm
+    from .. import model_cache
     from ..stages.trl_glue import ProgressCallback, trainer_arguments
 
     set_seed(seed)
-    model, tokenizer = load_causal_lm(cfg.model, QuantizationConfig(), cfg.work_dir)
+    # Taken from the stage's model cache when the candidates were just sampled from these weights.
+    model, tokenizer = model_cache.causal_lm(cfg.model, QuantizationConfig(), cfg.work_dir, keep=False)
     model.requires_grad_(True)
     tmp = Path(tempfile.mkdtemp(prefix=".judge-", dir=cfg.output_dir))
     try:

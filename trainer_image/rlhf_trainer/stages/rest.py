@@ -26,12 +26,12 @@ from rlhf_api.stages.rest import RestStageConfig
 from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import set_seed
 
-from .. import placement, preemption
+from .. import model_cache, placement, preemption
 from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
-from ..modeling import BaseWeights, apply_lora, is_quantized, load_causal_lm, save_merged
+from ..modeling import BaseWeights, apply_lora, save_merged
 from ..reward_sources import RewardFunctions, build_reward_functions
 from ..sampling import sample_responses
 from ..self_training.schedule import Step, grow_prompts, kept, steps, threshold
@@ -73,11 +73,10 @@ class _Run:
         """A policy this stage wrote, loaded like the stage's starting model."""
         return self.cfg.model.weights_at(path)
 
-    def load(self, policy: ModelConfig) -> tuple[Any, Any]:
-        model, tokenizer = load_causal_lm(policy, self.section.quantization, self.cfg.work_dir)
-        if not is_quantized(model):
-            model.to(placement.this_device())  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
-        return model, tokenizer
+    def load(self, policy: ModelConfig, keep: bool) -> tuple[Any, Any]:
+        """The policy's weights, through the stage's model cache: evaluation and the Grow step
+        keep them for the Improve step that fine-tunes them (keep=False: it takes them)."""
+        return model_cache.causal_lm(policy, self.section.quantization, self.cfg.work_dir, keep=keep)
 
     def accuracy(self, model: Any, tokenizer: Any) -> float | None:
         max_new_tokens = self.section.training.eval_max_new_tokens
@@ -91,7 +90,7 @@ class _Run:
             return read_jsonl(path)
         section = self.section
         index = grow_prompts(len(self.rows.prompts), grow, section.prompts_per_grow)
-        model, tokenizer = self.load(policy)
+        model, tokenizer = self.load(policy, keep=True)
         torch.manual_seed(section.seed * 1000 + grow)
         prompts = [self.rows.prompts[i] for i in index]
         responses = sample_responses(model, tokenizer, prompts, section.samples_per_prompt, section.sampling)
@@ -123,7 +122,7 @@ class _Run:
         section, training = self.section, self.section.training
         step_dir = self.out / STEPS_DIR / step.name
         checkpoints = step_dir / "checkpoints"
-        model, tokenizer = self.load(policy)
+        model, tokenizer = self.load(policy, keep=False)
         model = apply_lora(model, section.lora, "CAUSAL_LM")
         arguments = trainer_arguments(self.cfg, training, section.seed) | {"output_dir": str(checkpoints)}
         trainer = SFTTrainer(
@@ -192,7 +191,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     run = _Run(cfg, section, rows, rewards)
     state = RestState.load(cfg.output_dir)
     if not state.iterations and state.task_accuracy_before is None:
-        model, tokenizer = run.load(cfg.model)
+        model, tokenizer = run.load(cfg.model, keep=True)  # the first Grow step samples from it
         state.task_accuracy_before = run.accuracy(model, tokenizer)
         state.save(cfg.output_dir)
         del model
@@ -228,6 +227,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         run.log(index, len(schedule), record)
         _drop_older_policy(run.out, policy.name, merged)
         policy = run.model_config(merged)
+    model_cache.release()  # a policy no Improve step fine-tuned (it kept no sample)
     if run.writer is not None:
         run.writer.close()
     merged_path, adapter_path = _finalize(run.out, policy.name)

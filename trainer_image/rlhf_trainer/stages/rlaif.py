@@ -23,7 +23,7 @@ from rlhf_api.stages.rlaif import RlaifStageConfig
 from rlhf_api.trainer_job import TrainerJobConfig
 from transformers import set_seed
 
-from .. import placement
+from .. import model_cache, placement
 from ..data import PromptRows, prompt_rows
 from ..errors import StageError
 from ..jsonl import read_jsonl, write_jsonl
@@ -59,7 +59,9 @@ def _candidates(cfg: TrainerJobConfig, section: RlaifStageConfig, rows: PromptRo
         if [r["prompt"] for r in saved] == rows.prompts:
             progress.emit("rlaif", event="reuse", candidates=str(path))
             return [list(r["responses"]) for r in saved]
-    policy, tokenizer = _load(cfg.model, section, cfg.work_dir, "model")
+    # builtin:arithmetic-judge fine-tunes these same weights next (model_cache): kept for it
+    keep = builtin_judge.is_builtin_judge(section.judge) and builtin_judge.trains_from(cfg, section.quantization)
+    policy, tokenizer = model_cache.causal_lm(cfg.model, section.quantization, cfg.work_dir, keep=keep)
     torch.manual_seed(section.seed)
     responses = sample_responses(policy, tokenizer, rows.prompts, section.responses_per_prompt, section.sampling)
     write_jsonl(path, ({"prompt": p, "responses": r} for p, r in zip(rows.prompts, responses, strict=True)))
