@@ -52,6 +52,7 @@ KIND = StageKind(
     pipelines=(("kto",), ("sft", "kto")),
     is_policy=True,
     pipeline_hint="kto follows sft or stands alone",
+    progress=("rewards/margins", "kl"),  # TRL's KTOTrainer
     # Each example is scored twice by the policy and the reference: its completion and the
     # mismatched completion of the KL estimate.
     memory=MemoryProfile(sequences_per_example=2),
