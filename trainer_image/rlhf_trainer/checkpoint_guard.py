@@ -55,11 +55,6 @@ MARKERS = {"checkpoint": "trainer_state.json", "step": "state.json"}
 _identity: StageIdentity | None = None
 
 
-def current_identity() -> StageIdentity | None:
-    """The identity of this process's stage attempt (None: not begun, or a config without one)."""
-    return _identity
-
-
 def set_identity(identity: StageIdentity | None) -> None:
     global _identity
     _identity = identity

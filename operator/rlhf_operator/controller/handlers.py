@@ -484,24 +484,25 @@ async def _previous_attempt_pods(
     """Pods of the attempts a next one may follow in this pass that still run: it waits for them."""
     found: dict[tuple[str, int], tuple[str, ...]] = {}
     for stage, attempt in previous_attempts(load_status(body.get("status")), jobs):
-        wanted = labels(key[1], stage, attempt)
-        pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
-        mine = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
-        found[(stage, attempt)] = pods_left(mine)
+        found[(stage, attempt)] = pods_left(await _attempt_pods(runtime, key, stage, attempt))
     return found
 
 
+async def _attempt_pods(runtime: Runtime, key: RunKey, stage: str, attempt: int) -> list[dict[str, Any]]:
+    """The pods of one attempt, by the labels the operator put on them (any launcher); filtered
+    here too: the API server filters by the selector, an emulator may not."""
+    wanted = labels(key[1], stage, attempt)
+    pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
+    return [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
+
+
 async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> ObservedJob:
-    """An attempt not started yet: its pods, by the labels the operator put on them (any
-    launcher), and with no pod at all the Warning events about the job (pods refused by
-    admission, e.g. Pod Security, are never created). Both filtered here too: the API filters,
-    an emulator may not."""
+    """An attempt not started yet: its pods, and with no pod at all the Warning events about the
+    job (pods refused by admission, e.g. Pod Security, are never created)."""
     if job.stage is None or job.attempt is None:
         return job
-    wanted = labels(key[1], job.stage, job.attempt)
     try:
-        pods = await runtime.client.list(PODS, key[0], label_selector(wanted))
-        pods = [p for p in pods if matches((p.get("metadata") or {}).get("labels") or {}, wanted)]
+        pods = await _attempt_pods(runtime, key, job.stage, job.attempt)
         events: list[dict[str, Any]] = []
         if not pods:
             events = await runtime.client.list(EVENTS, key[0], field_selector="type=Warning")

@@ -55,10 +55,6 @@ POLICY_NEAR_MISS_RATE = 0.5
 NEAR_MISS_SPAN = 12
 
 
-def is_builtin_model(name: str) -> bool:
-    return name == BUILTIN_MODEL
-
-
 def is_builtin_dataset(source: str) -> bool:
     return source == BUILTIN_DATASET
 
