@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlhf_api.metric_names import rank_of
+from rlhf_api.progress_status import parse_time
 from rlhf_api.status import StageStatus
-from rlhf_operator.reconcile.status_store import load_status, parse_time
+from rlhf_operator.reconcile.status_store import load_status
 
 from ..local.display import metrics_line
 from ..local.progress_text import format_numbers

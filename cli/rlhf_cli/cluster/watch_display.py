@@ -10,7 +10,7 @@ from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.text import Text
-from rlhf_operator.reconcile.status_store import parse_time
+from rlhf_api.progress_status import parse_time
 
 from ..local.progress_text import format_numbers
 from ..report.summary import format_duration, format_metrics, key_metrics, stage_seconds

@@ -9,9 +9,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from rlhf_api.metric_names import HEADLINE_COUNT, shown_results
+from rlhf_api.progress_status import parse_time
 from rlhf_api.stages import POLICY_STAGES
 from rlhf_api.status import RLHFRunStatus, StageStatus
-from rlhf_operator.reconcile.status_store import parse_time
 
 
 @dataclass(frozen=True)

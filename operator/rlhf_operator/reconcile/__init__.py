@@ -7,12 +7,14 @@ pods have not started).
 
 from __future__ import annotations
 
+from rlhf_api.progress_status import parse_time
+
 from .actions import Action, Create, EndJob, PatchJob, PostEvent, ReleaseJob
 from .events import event_body, rfc3339
 from .machine import Outcome, backoff_seconds, jobs_followed, reconcile, results_needed
 from .progress import ProgressReading, running_jobs
 from .start_deadline import jobs_to_inspect
-from .status_store import dump_status, load_status, merge_patch, parse_time
+from .status_store import dump_status, load_status, merge_patch
 
 __all__ = [
     "Action",

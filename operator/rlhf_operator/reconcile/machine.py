@@ -30,6 +30,7 @@ from typing import Any
 
 from rlhf_api import reasons
 from rlhf_api.naming import job_name
+from rlhf_api.progress_status import parse_time
 from rlhf_api.result import EXIT_CONFIG
 from rlhf_api.spec import RLHFRun
 from rlhf_api.status import Condition, RLHFRunStatus, RunPhase, StageStatus, condition, kstatus_conditions
@@ -55,7 +56,7 @@ from .finite import diverged, split_metrics
 from .identity_check import edited_started_stages, foreign_result
 from .progress import ProgressReading
 from .start_deadline import start_check, waiting_prefix
-from .status_store import dump_status, load_status, merge_patch, parse_time
+from .status_store import dump_status, load_status, merge_patch
 
 # Lines for stages that will not fit their GPUs (rlhf_operator.estimate.fit_warnings): a seam,
 # as for launchers, so the core does not import the memory model and its catalog.

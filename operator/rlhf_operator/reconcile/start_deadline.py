@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from rlhf_api.progress_status import parse_time
+
 from ..observed_job import ObservedJob
 from ..pod_waiting import Waiting
-from .status_store import load_status, parse_time
+from .status_store import load_status
 
 STARTED_STATES = frozenset({"Running", "Restarting", "Succeeded", "Failed"})
 

@@ -9,22 +9,12 @@ keys it changes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from rlhf_api.status import RLHFRunStatus
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def dump_status(status: RLHFRunStatus) -> dict[str, Any]:
