@@ -117,7 +117,8 @@ def _assert_same(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) 
     # sum: equal by design wherever a token is not within rounding of the range's edge, where a
     # rounding difference may flip it. One flip in a mini-batch of T tokens moves that update's
     # fraction by 1/T, and the reported mean over updates by at most 1/(fewest tokens) when each
-    # update flips at most one (a second edge token within 1e-7 of the range is a ~1e-6 event).
+    # update flips at most one (the splits' numbers differ by ~1e-7, so a token flips only when its
+    # |v - v_old| or |ratio - 1| lies that close to the edge: two in one mini-batch is negligible).
     one_flip = 1.0 / float(left["fewest_tokens"]) + 8 * FP32_EPS
     for name in left:
         if name.endswith("clip_frac"):
