@@ -32,5 +32,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         from random_order.config import Config
 
         order = Config(config)
-        if order.is_enabled:
+        if order.is_enabled and order.bucket_type != "none":
             terminalreporter.write_line(f"trainer tests in random order: --random-order-seed={order.seed}")
