@@ -30,7 +30,7 @@ DEFAULT_EXAMPLES += ["examples/quickstart-grpo.yaml", "examples/quickstart-rloo.
 FINAL_STAGES = ("ppo", "dpo", "grpo", "rloo")
 # ReST and RLAIF (issue 11): SFT -> reward -> ReST, SFT -> RLAIF -> DPO
 DEFAULT_EXAMPLES += ["examples/quickstart-rest.yaml", "examples/quickstart-rlaif.yaml"]
-FINAL_STAGES += ("rest",)
+FINAL_STAGES += ("rest", "kto")
 # Reported per stage when present (rlaif: how many pairs the judge wrote, how sure, how right).
 STAGE_METRICS = (
     "task_accuracy",
@@ -40,6 +40,8 @@ STAGE_METRICS = (
     "pairs_written",
     "mean_confidence",
     "reward_on_shared_base",
+    "eval_win_rate",
+    "first_position_preference",
 )
 
 
@@ -82,11 +84,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--example", action="append", help="RLHFRun file(s); default: every quickstart")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (42, 43, ...)")
+    parser.add_argument("--first-seed", type=int, default=42, help="the first seed (the examples' own is 42)")
     args = parser.parse_args()
     failed = False
     for example in args.example or DEFAULT_EXAMPLES:
         rows: list[dict[str, Any]] = []
-        for seed in range(42, 42 + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
                 outcome = run_once(REPO / example, seed, Path(tmp))
             report = outcome["report"]

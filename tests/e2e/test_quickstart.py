@@ -17,6 +17,11 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# A stage scores its held-out answers with its adapter unmerged; the next stage and the comparison
+# load the merged weights (W + BA, rounded once more) and answer again: greedy decoding may pick
+# another token where two logits are within rounding of each other. One answer of the 120 may
+# differ; the wrong model (the base answers none right) differs by far more.
+ONE_ANSWER = 1 / 120 + 1e-9
 
 
 def rlhf_run(example: str, workdir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -50,7 +55,7 @@ def test_quickstart_sft_reward_ppo(tmp_path: Path) -> None:
     assert 0.2 <= m["sft"]["task_accuracy"] < 0.9
     assert m["reward"]["pair_accuracy"] >= 0.8
     assert m["ppo"]["reward_on_shared_base"] == 1.0  # the LoRA reward model scored on the policy's base
-    assert m["ppo"]["task_accuracy_before"] == pytest.approx(m["sft"]["task_accuracy"], abs=1e-6)
+    assert m["ppo"]["task_accuracy_before"] == pytest.approx(m["sft"]["task_accuracy"], abs=ONE_ANSWER)
     assert m["ppo"]["task_accuracy"] > m["sft"]["task_accuracy"]
     root = tmp_path / "quickstart"
     for stage in ("sft", "reward", "ppo"):
@@ -65,8 +70,8 @@ def test_quickstart_sft_reward_ppo(tmp_path: Path) -> None:
     assert "headline task_accuracy" in proc.stdout and "win rate" in proc.stdout
     summary = json.loads((root / "eval" / "summary.json").read_text())
     assert summary["prompts"] == 120 and summary["winRate"] > 0.5  # PPO's answers beat SFT's by the reward model
-    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"])
-    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["ppo"]["task_accuracy"])
+    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"], abs=ONE_ANSWER)
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["ppo"]["task_accuracy"], abs=ONE_ANSWER)
     assert m["ppo"]["eval_win_rate"] == pytest.approx(summary["winRate"])  # in the status
     page = (root / "report.html").read_text()
     assert "Win rate of the trained model" in page and page.count("data:image/png;base64,") >= 10
@@ -89,7 +94,7 @@ def test_quickstart_sft_dpo(tmp_path: Path) -> None:
     # no reward model in this pipeline: the comparison has accuracies but no win rate
     summary = json.loads((tmp_path / "quickstart-dpo" / "eval" / "summary.json").read_text())
     assert "winRate" not in summary
-    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["dpo"]["task_accuracy"])
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["dpo"]["task_accuracy"], abs=ONE_ANSWER)
 
 
 @pytest.mark.slow
@@ -102,5 +107,5 @@ def test_quickstart_sft_kto(tmp_path: Path) -> None:
     assert m["kto"]["task_accuracy"] > m["sft"]["task_accuracy"]
     summary = json.loads((tmp_path / "quickstart-kto" / "eval" / "summary.json").read_text())
     assert summary["stage"] == "kto" and "winRate" not in summary
-    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"])
-    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["kto"]["task_accuracy"])
+    assert summary["baseline"]["taskAccuracy"] == pytest.approx(m["sft"]["task_accuracy"], abs=ONE_ANSWER)
+    assert summary["candidate"]["taskAccuracy"] == pytest.approx(m["kto"]["task_accuracy"], abs=ONE_ANSWER)

@@ -87,6 +87,10 @@ def test_tokenizer_digits_are_single_tokens_and_the_boundary_is_stable(tmp_path:
 
 
 def test_materialize_is_cached_and_safe_when_ranks_race(tmp_path: Path) -> None:
+    # Ranks are processes, each importing on its own; these threads share one module table, where
+    # transformers' lazy first import is not thread-safe (ImportError when this test ran first).
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: F401
+
     paths: list[str] = []
     errors: list[BaseException] = []
 

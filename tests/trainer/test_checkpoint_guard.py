@@ -285,6 +285,17 @@ def test_sft_stamps_resumes_its_own_and_starts_fresh_for_another_identity(work_d
     assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 
+def test_an_attempt_s_identity_ends_with_it(work_dir: str, tmp_path: Path) -> None:
+    """A stage run in this process (here one that fails at once, on a model that is not there)
+    leaves no identity behind: a checkpoint stamped later without one stays unstamped."""
+    config = write_config(tmp_path / "a.yaml", "sft", work_dir, tmp_path / "out", model=str(tmp_path / "missing"))
+    document = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**document, "identity": A.to_file_dict()}))
+    code, result = run_stage_cli("sft", config)
+    assert code != 0 and result is not None and result.identity == A
+    assert guard.read_stamp(_checkpoint(tmp_path / "later", 1, None)) is None
+
+
 @pytest.mark.timeout(300)
 def test_sft_resumes_the_previous_checkpoint_when_the_newest_is_truncated(work_dir: str, tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -78,6 +78,20 @@ def test_clipped_value_loss_hand_values() -> None:
     assert out.clip_frac.item() == pytest.approx(0.5)
 
 
+def test_value_clip_frac_counts_no_token_inside_the_clip_range() -> None:
+    """Every new value lies within the clip range (0.2) of its old value: nothing is clipped, so
+    the fraction is exactly 0. Independent small values of either sign, where v_old + (v - v_old)
+    often rounds to v +- 1 ulp (a rounding coin flip the fraction used to count as a clip)."""
+    generator = torch.Generator().manual_seed(0)
+    old = torch.randn(8, 64, generator=generator) * 0.03
+    values = torch.randn(8, 64, generator=generator) * 0.03
+    returns = torch.randn(8, 64, generator=generator)
+    assert (values - old).abs().max() < 0.2
+    out = clipped_value_loss(values, old, returns, torch.ones(8, 64), clip_range_value=0.2)
+    assert out.clip_frac.item() == 0.0
+    assert out.loss.item() == pytest.approx(0.5 * ((values - returns) ** 2).mean().item(), rel=1e-6)
+
+
 def test_entropy_and_logprobs_from_logits() -> None:
     logits = torch.tensor([[[0.0, math.log(3.0)]]])
     expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))

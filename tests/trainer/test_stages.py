@@ -159,8 +159,11 @@ def test_dpo_end_to_end_then_compares_with_its_starting_model(sft_output: Path, 
     assert summary is not None and summary.prompts == 120 and summary.stage == "dpo"
     sft_result = read_result(str(sft_output / "result.json"))
     assert sft_result is not None
-    assert summary.baseline.task_accuracy == pytest.approx(sft_result.metrics["task_accuracy"])
-    assert summary.candidate.task_accuracy == pytest.approx(result.metrics["task_accuracy"])
+    # Each stage answered with its adapter unmerged, the comparison with the merged weights (rounded
+    # once more): greedy decoding may differ where two logits are within rounding: one answer of 120.
+    one_answer = 1 / 120 + 1e-9
+    assert summary.baseline.task_accuracy == pytest.approx(sft_result.metrics["task_accuracy"], abs=one_answer)
+    assert summary.candidate.task_accuracy == pytest.approx(result.metrics["task_accuracy"], abs=one_answer)
     assert summary.wins is not None and summary.ties is not None and summary.losses is not None
     assert summary.wins + summary.ties + summary.losses == 120
     assert summary.win_rate == pytest.approx((summary.wins + summary.ties / 2) / 120)

@@ -174,7 +174,11 @@ def clipped_value_loss(
     token_count: torch.Tensor | None = None,
 ) -> ValueLossOutput:
     """0.5 * mean over tokens of max((v - R)^2, (clip(v, v_old +- eps) - R)^2) (token_count: as above)."""
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    # Clamped around v_old directly, not v_old + clamp(v - v_old): inside the range the clamp
+    # returns v itself, so the two errors are equal and an unclipped token never counts as clipped
+    # (v_old + (v - v_old) rounds to v +- 1 ulp when v and v_old differ in sign or scale, and the
+    # comparison then counted a rounding coin flip; same value and gradient otherwise).
+    clipped_values = torch.clamp(values, old_values - clip_range_value, old_values + clip_range_value)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask, count=token_count)

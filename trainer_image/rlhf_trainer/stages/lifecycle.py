@@ -146,6 +146,9 @@ def run_stage(cfg: TrainerJobConfig, body: Callable[[TrainerJobConfig], StageOut
             progress.emit(cfg.stage, event="done", metrics=result.metrics)
     if lease is not None:
         lease.release()
+    # The attempt's identity ends with it: a later stage in this process (a test, `compare`)
+    # would otherwise stamp its checkpoints, and judge them, with this run's identity.
+    checkpoint_guard.set_identity(None)
     return result
 
 
