@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from rlhf_api.naming import STAGE_JOB_FINALIZER, labels
-from rlhf_operator.controller.kube_client import Connection, KubeClient
 from rlhf_operator.finalizer_sweep import sweep
 
-from .conftest import NAMESPACE, Cluster
+from .conftest import NAMESPACE, Cluster, client_as
 from .emulator import PYTORCHJOBS, TRAINJOBS
+from .enforcement import SWEEP_TOKEN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -60,7 +60,7 @@ async def test_sweep_releases_held_stage_jobs_only(cluster: Cluster) -> None:
     await cluster.delete_job("terminating")
     assert cluster.deleting("terminating")
 
-    client = KubeClient(Connection(str(cluster.kmock.url).rstrip("/"), {}))
+    client = client_as(str(cluster.kmock.url).rstrip("/"), SWEEP_TOKEN)  # the uninstall hook's identity
     try:
         released = await sweep(client, [NAMESPACE])  # namespaced operator: its namespaces only
         assert sorted(released) == [
@@ -92,7 +92,7 @@ async def test_sweep_skips_a_job_kind_that_is_not_installed(kmock: Any) -> None:
         "metadata": {"name": NAMESPACE},
     }
     await create(cluster, PYTORCHJOBS, job("PyTorchJob", "held", NAMESPACE, [STAGE_JOB_FINALIZER]))
-    client = KubeClient(Connection(str(kmock.url).rstrip("/"), {}))
+    client = client_as(str(kmock.url).rstrip("/"), SWEEP_TOKEN)
     try:
         assert await sweep(client, [NAMESPACE]) == [f"PyTorchJob {NAMESPACE}/held"]
     finally:
