@@ -32,5 +32,24 @@ def write_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
         "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
         "-out", str(cert), "-days", "1", "-extfile", str(extensions),
     )  # fmt: skip
-    ca_key.unlink()
     return ca, cert, key
+
+
+def write_client_cert(folder: Path, user: str) -> tuple[Path, Path]:
+    """(client.crt, client.key) for `user`, signed by the CA write_ca_and_server_cert made in `folder`."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a TLS certificate")
+    cert, key, request = folder / "client.crt", folder / "client.key", folder / "client.csr"
+    extensions = folder / "client.ext"
+    extensions.write_text("extendedKeyUsage=clientAuth\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", *_EC, "-keyout", str(key), "-out", str(request), "-subj", f"/CN={user}/O=rlhf")
+    run(
+        "x509", "-req", "-in", str(request), "-CA", str(folder / "ca.crt"), "-CAkey", str(folder / "ca.key"),
+        "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(extensions),
+    )  # fmt: skip
+    return cert, key
