@@ -168,16 +168,28 @@ def patched(current: Mapping[str, Any], request: rendering.Request) -> dict[str,
 INT64 = (-(2**63), 2**63 - 1)
 
 
+@functools.cache
+def _program(rule: str) -> Any:
+    """A CEL rule compiled once (None: the library cannot compile it)."""
+    import cel
+
+    try:
+        return cel.compile(rule)
+    except Exception:  # a syntax or extension this library lacks: not evaluated
+        return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _cel(rule: str, value_json: str, old_json: str | None) -> bool | None:
     """A CEL rule's verdict, None where the CEL library cannot evaluate it (skipped)."""
-    import cel
-
+    program = _program(rule)
+    if program is None:
+        return None
     context: dict[str, Any] = {"self": json.loads(value_json)}
     if old_json is not None:
         context["oldSelf"] = json.loads(old_json)
     try:
-        return bool(cel.evaluate(rule, context))
+        return bool(program.execute(context))
     except Exception:  # an extension function this library lacks: not evaluated
         return None
 
