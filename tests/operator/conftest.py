@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -132,9 +133,10 @@ class OperatorThread:
         from `environ` (default: a kubeconfig reaching `url` with the operator's ServiceAccount
         token) and `service_account_dir`."""
         self.url = url
+        self._folder: Path | None = None  # its own kubeconfig's, removed by stop()
         if environ is None:
-            folder = Path(tempfile.mkdtemp(prefix="rlhf-operator-kubeconfig-"))
-            environ = {"KUBECONFIG": write_kubeconfig(folder / "kubeconfig", url, token)}
+            self._folder = Path(tempfile.mkdtemp(prefix="rlhf-operator-kubeconfig-"))
+            environ = {"KUBECONFIG": write_kubeconfig(self._folder / "kubeconfig", url, token)}
         self.environ = dict(environ)
         self.service_account_dir = service_account_dir
         self.settings = settings or OperatorSettings(metrics_port=0)
@@ -180,6 +182,8 @@ class OperatorThread:
             self._thread.join(20)
             assert not self._thread.is_alive(), "the operator did not stop"
         self._thread = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import itertools
 import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import attrs
 import jsonpatch
+import yaml
 from kmock import KubernetesEmulator, RawHandler, action
 from kmock._internal import dsl, rendering
 from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
@@ -46,6 +49,24 @@ RLHFRUNS = "rlhf.dev/v1alpha1/rlhfruns"
 VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 # Each rule of enforcement.py, by the name a test may list in `lenient` to turn it off.
 RULES = frozenset({"authentication", "authorization", "schema", "names", "selectors"})
+
+
+UPSTREAM_CRDS = Path(__file__).parent / "upstream_crds"
+
+
+@functools.cache
+def _schemas() -> dict[str, tuple[str, dict[str, Any]]]:
+    """resource -> (kind, openAPIV3Schema): the RLHFRun CRD (crd()) and the upstream job CRDs."""
+    found = {RLHFRUNS: ("RLHFRun", crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])}
+    for resource, file in (
+        (PYTORCHJOBS, "kubeflow.org_pytorchjobs.yaml"),
+        (TRAINJOBS, "trainer.kubeflow.org_trainjobs.yaml"),
+    ):
+        document = yaml.safe_load((UPSTREAM_CRDS / file).read_text())
+        version = resource.split("/")[1]
+        (served,) = [v for v in document["spec"]["versions"] if v["name"] == version]
+        found[resource] = (document["spec"]["names"]["kind"], served["schema"]["openAPIV3Schema"])
+    return found
 
 
 def _chart_tokens_and_grants() -> tuple[dict[str, str], dict[str, list[Rule]]]:
@@ -204,7 +225,6 @@ class Emulator(KubernetesEmulator, _FastMatching):
     lenient: frozenset[str] = frozenset()
     tokens: dict[str, str] = attrs.field(factory=dict)
     grants: dict[str, list[Rule]] = attrs.field(factory=dict)
-    _schema: dict[str, Any] = attrs.field(factory=dict, init=False)
     # Every request refused before storing: (HTTP status, method, path, message).
     refusals: list[tuple[int, str, str, str]] = attrs.field(factory=list, init=False)
     # The requests refused by authentication or RBAC: a test fails on any it did not expect
@@ -219,7 +239,6 @@ class Emulator(KubernetesEmulator, _FastMatching):
             tokens, grants = _chart_tokens_and_grants()
             self.tokens.update(tokens)
             self.grants.update(grants or {})
-        self._schema.update(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
     def enforces(self, rule: str) -> bool:
         return rule not in self.lenient
@@ -270,14 +289,17 @@ class Emulator(KubernetesEmulator, _FastMatching):
         return await super()._handle(request)
 
     def _validate(self, request: rendering.Request, obj: Any, old: dict[str, Any] | None) -> None:
-        """Validation before storing: names and labels of every object, the CRD schema of an RLHFRun."""
+        """Validation before storing: names and labels of every object; the CRD schema of an
+        RLHFRun, a PyTorchJob (kubeflow/training-operator) and a TrainJob (kubeflow/trainer)."""
         if not isinstance(obj, dict) or request.resource is None:
             return
         plural = str(request.resource.plural)
         if self.enforces("names"):
             enforcement.check_metadata(plural, obj)
-        if self.enforces("schema") and request.resource == self.resource(RLHFRUNS):
-            enforcement.check_schema("rlhfruns", self._schema, obj, old)
+        if self.enforces("schema"):
+            for resource, (kind, schema) in _schemas().items():
+                if request.resource == self.resource(resource):
+                    enforcement.check_schema(kind, schema, obj, old)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         """A list says what it lists (`PodList`, `v1`) and holds only what the selectors select."""

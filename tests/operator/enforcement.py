@@ -195,6 +195,8 @@ def _cel(rule: str, value_json: str, old_json: str | None) -> bool | None:
 
 
 _MISSING = object()
+# Every CEL rule met that the library could not evaluate (so not enforced), over the process.
+SKIPPED_RULES: set[str] = set()
 
 
 @dataclass
@@ -307,6 +309,7 @@ class SchemaCheck:
             )
             if verdict is None:
                 self.skipped_rules.add(expression)
+                SKIPPED_RULES.add(expression)
             elif not verdict:
                 self._error(path, f"Invalid value: {rule.get('message') or 'failed rule: ' + expression}")
 
@@ -316,7 +319,7 @@ def check_schema(kind: str, schema: Mapping[str, Any], obj: Mapping[str, Any], o
     errors = SchemaCheck().run(schema, dict(obj), _MISSING if old is None else dict(old))
     if errors:
         name = (obj.get("metadata") or {}).get("name")
-        message = f'{kind}.rlhf.dev "{name}" is invalid: ' + "; ".join(errors[:20])
+        message = f'{kind} "{name}" is invalid: ' + "; ".join(errors[:20])
         raise KubernetesError(status=422, reason="Invalid", message=message)
 
 

@@ -256,7 +256,7 @@ async def test_status_says_what_a_queued_run_waits_on(
             "namespace": NAMESPACE,
             "labels": {"kueue.x-k8s.io/queue-name": "team-queue"},
         },
-        "spec": {"runPolicy": {"suspend": True}},
+        "spec": {"runPolicy": {"suspend": True}, "pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {}}}},
     }
     await cluster._call("POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs", job)
     code, out, _ = await rlhf(capsys, "status", "queued", "--kubeconfig", kubeconfig)

@@ -136,6 +136,19 @@ async def test_status_writes_and_spec_updates_are_validated_before_storing(clust
     assert (await call(cluster, "PATCH", f"{path}/status", {"status": {"phase": "Running"}}))[0] == 200
 
 
+async def test_a_stage_job_the_upstream_crd_refuses_is_422(cluster: Cluster) -> None:
+    """PyTorchJob and TrainJob are checked against the upstream CRDs (tests/operator/upstream_crds)."""
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "j", "namespace": NAMESPACE},
+        "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": "one", "template": {}}}},
+    }
+    status, answer = await call(cluster, "POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs", job)
+    assert status == 422 and "spec.pytorchReplicaSpecs.Master.replicas" in answer["message"], answer
+    assert cluster.kmock.live(PYTORCHJOBS, NAMESPACE) == []
+
+
 def test_every_cel_rule_of_the_crd_is_evaluated() -> None:
     """No rule is skipped for want of a CEL function: the emulator checks them all."""
     from rlhf_operator.crd import crd

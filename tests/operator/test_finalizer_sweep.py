@@ -24,7 +24,14 @@ def job(kind: str, name: str, namespace: str, finalizers: list[str], stage_job: 
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "finalizers": finalizers}
     if stage_job:
         meta["labels"] = labels("demo", "sft", 1)
-    return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": {}}
+    return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": MINIMAL_SPECS[kind]}
+
+
+# The least each upstream CRD accepts (its required fields).
+MINIMAL_SPECS: dict[str, dict[str, Any]] = {
+    "PyTorchJob": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {}}}},
+    "TrainJob": {"runtimeRef": {"name": "torch-distributed"}},
+}
 
 
 async def create(cluster: Cluster, resource: str, body: dict[str, Any]) -> None:
