@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kopf
 import pytest
 import pytest_asyncio
+import yaml
 from rlhf_api.result import StageResult
 from rlhf_operator.controller import handlers  # registers the operator's handlers
-from rlhf_operator.controller.kube_client import Connection
+from rlhf_operator.controller.kube_client import SERVICE_ACCOUNT_DIR, Connection, KubeClient, load_configuration
 from rlhf_operator.settings import OperatorSettings
 
 from .emulator import PYTORCHJOBS, RLHFRUNS, TRAINJOBS, Emulator
+from .enforcement import ADMIN_TOKEN, OPERATOR_TOKEN
 
 NAMESPACE = "team"
 TEST_TUNING = handlers.Tuning(
@@ -33,12 +39,53 @@ TEST_TUNING = handlers.Tuning(
     refusal_backoff_max=1.0,
 )
 
-_server: dict[str, str] = {}
+# Where the operator thread's credentials come from: the environment (KUBECONFIG, or
+# KUBERNETES_SERVICE_HOST/PORT) and the service-account directory it would have in a pod.
+_server: dict[str, Any] = {}
+
+
+def write_kubeconfig(path: Path, url: str, token: str, namespace: str = NAMESPACE, ca: str | None = None) -> str:
+    """A kubeconfig whose current context reaches `url` with a bearer token (and a CA for https)."""
+    cluster: dict[str, str] = {"server": url, **({"certificate-authority": ca} if ca else {})}
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": cluster}],
+        "users": [{"name": "user", "user": {"token": token}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "user", "namespace": namespace}}],
+        "current-context": "emulator",
+    }
+    path.write_text(yaml.safe_dump(kubeconfig))
+    return str(path)
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's view of a kubernetes Configuration, as kopf's own `login_via_client` reads it."""
+    header = next(iter(configuration.auth_settings().values()), {}).get("value") or ""
+    scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def client_as(url: str, token: str = OPERATOR_TOKEN) -> KubeClient:
+    """A KubeClient connected as the process connects (Connection.from_environment), from a
+    kubeconfig reaching `url` with `token` (the operator's ServiceAccount by default)."""
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-operator-kubeconfig-"))
+    kubeconfig = write_kubeconfig(folder / "kubeconfig", url, token)
+    return KubeClient(Connection.from_environment({"KUBECONFIG": kubeconfig}, str(folder / "no-service-account")))
 
 
 @kopf.on.login(registry=kopf.get_default_registry())
 def _login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
-    return kopf.ConnectionInfo(server=_server["url"], insecure=True)
+    """kopf's client logs in with the same credentials as the operator's own (load_configuration)."""
+    return connection_info(load_configuration(_server["environ"], _server["service_account_dir"]))
 
 
 def base_run(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
@@ -72,8 +119,26 @@ def dpo_run(name: str = "dpo-demo") -> dict[str, Any]:
 class OperatorThread:
     """kopf.operator() on its own event loop in a thread (kopf cancels foreign tasks at exit)."""
 
-    def __init__(self, url: str, settings: OperatorSettings | None = None, tuning: handlers.Tuning = TEST_TUNING):
+    def __init__(
+        self,
+        url: str,
+        settings: OperatorSettings | None = None,
+        tuning: handlers.Tuning = TEST_TUNING,
+        *,
+        environ: Mapping[str, str] | None = None,
+        service_account_dir: str = SERVICE_ACCOUNT_DIR,
+        token: str = OPERATOR_TOKEN,
+    ):
+        """The operator as its process runs it: its connection built by Connection.from_environment
+        from `environ` (default: a kubeconfig reaching `url` with the operator's ServiceAccount
+        token) and `service_account_dir`."""
         self.url = url
+        self._folder: Path | None = None  # its own kubeconfig's, removed by stop()
+        if environ is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="rlhf-operator-kubeconfig-"))
+            environ = {"KUBECONFIG": write_kubeconfig(self._folder / "kubeconfig", url, token)}
+        self.environ = dict(environ)
+        self.service_account_dir = service_account_dir
         self.settings = settings or OperatorSettings(metrics_port=0)
         self.tuning = tuning
         self._thread: threading.Thread | None = None
@@ -84,7 +149,8 @@ class OperatorThread:
 
     def _main(self) -> None:
         started = time.thread_time()
-        memo = kopf.Memo(settings=self.settings, tuning=self.tuning, connection=Connection(self.url, {}))
+        connection = Connection.from_environment(self.environ, self.service_account_dir)
+        memo = kopf.Memo(settings=self.settings, tuning=self.tuning, connection=connection)
         try:
             asyncio.run(
                 kopf.operator(
@@ -101,7 +167,7 @@ class OperatorThread:
             self.cpu_seconds = time.thread_time() - started
 
     def start(self) -> OperatorThread:
-        _server["url"] = self.url
+        _server.update(environ=self.environ, service_account_dir=self.service_account_dir)
         self._stop.clear()
         self._ready.clear()
         self._thread = threading.Thread(target=self._main, name="kopf", daemon=True)
@@ -116,6 +182,8 @@ class OperatorThread:
             self._thread.join(20)
             assert not self._thread.is_alive(), "the operator did not stop"
         self._thread = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -124,10 +192,16 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _admin_session(url: Any) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+
 @pytest.fixture
 def kmock_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Overrides kmock's: our Emulator class (markers can still add options)."""
-    options: dict[str, Any] = {"cls": Emulator}
+    # The test's own requests through kmock's client (a user's kubectl, the simulated training
+    # operator) carry the admin's token.
+    options: dict[str, Any] = {"cls": Emulator, "client_fct": _admin_session}
     for marker in reversed(list(request.node.iter_markers("kmock"))):
         options.update(marker.kwargs)
     return options
@@ -294,7 +368,7 @@ async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = 
 
 
 @pytest_asyncio.fixture
-async def cluster(kmock: Emulator) -> AsyncIterator[Cluster]:
+async def cluster(kmock: Emulator, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     kmock.register()
     kmock.objects["v1/namespaces", None, NAMESPACE] = {
         "apiVersion": "v1",
@@ -302,6 +376,9 @@ async def cluster(kmock: Emulator) -> AsyncIterator[Cluster]:
         "metadata": {"name": NAMESPACE},
     }
     yield Cluster(kmock)
+    # A request the chart's RBAC (or authentication) refused fails the test, unless it expects it.
+    if not request.node.get_closest_marker("expect_denied"):
+        assert not kmock.denied, f"requests refused by authentication or RBAC: {kmock.denied[:5]}"
 
 
 @pytest_asyncio.fixture

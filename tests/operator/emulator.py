@@ -1,4 +1,9 @@
-"""kmock's KubernetesEmulator plus what the real kopf operator needs from an API server.
+"""kmock's KubernetesEmulator plus what the real kopf operator needs from an API server, and
+what a real API server enforces (enforcement.py, on by default; docs/architecture.md's table):
+bearer-token authentication (401), the Helm chart's RBAC for the operator's ServiceAccount (403),
+the RLHFRun CRD's structural schema and CEL rules on create, update and status writes (422),
+DNS-1123 names and label syntax (422), label and field selectors on lists and watches, and
+lists that say their `kind` and `apiVersion`.
 
 Added (DESIGN.md, "Operator tests against kmock"): metadata stamping on create (uid,
 resourceVersion, creationTimestamp, generation, namespace, generateName), 201 on create, a
@@ -15,25 +20,62 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import itertools
 import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import attrs
 import jsonpatch
+import yaml
 from kmock import KubernetesEmulator, RawHandler, action
 from kmock._internal import dsl, rendering
 from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
 from rlhf_operator.crd import crd
+
+from tests.support.chart import Rule, operator_rules
+
+from . import enforcement
+from .enforcement import ADMIN, ADMIN_TOKEN, OPERATOR_TOKEN, SWEEP_TOKEN, Selector
 
 CORE = ["v1/pods", "v1/persistentvolumeclaims", "v1/configmaps", "v1/events", "v1/namespaces"]
 PYTORCHJOBS = "kubeflow.org/v1/pytorchjobs"
 TRAINJOBS = "trainer.kubeflow.org/v1alpha1/trainjobs"
 RLHFRUNS = "rlhf.dev/v1alpha1/rlhfruns"
 VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
+# Each rule of enforcement.py, by the name a test may list in `lenient` to turn it off.
+RULES = frozenset({"authentication", "authorization", "schema", "names", "selectors"})
+
+
+UPSTREAM_CRDS = Path(__file__).parent / "upstream_crds"
+
+
+@functools.cache
+def _schemas() -> dict[str, tuple[str, dict[str, Any]]]:
+    """resource -> (kind, openAPIV3Schema): the RLHFRun CRD (crd()) and the upstream job CRDs."""
+    found = {RLHFRUNS: ("RLHFRun", crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])}
+    for resource, file in (
+        (PYTORCHJOBS, "kubeflow.org_pytorchjobs.yaml"),
+        (TRAINJOBS, "trainer.kubeflow.org_trainjobs.yaml"),
+    ):
+        document = yaml.safe_load((UPSTREAM_CRDS / file).read_text())
+        version = resource.split("/")[1]
+        (served,) = [v for v in document["spec"]["versions"] if v["name"] == version]
+        found[resource] = (document["spec"]["names"]["kind"], served["schema"]["openAPIV3Schema"])
+    return found
+
+
+def _chart_tokens_and_grants() -> tuple[dict[str, str], dict[str, list[Rule]]]:
+    """Tokens of the admin, the operator's ServiceAccount and the uninstall hook's, and the
+    rules the Helm chart (default values) binds to each ServiceAccount."""
+    operator_user, operator_grants = operator_rules()
+    sweep_user, sweep_grants = operator_rules(hook=True)
+    tokens = {ADMIN_TOKEN: ADMIN, OPERATOR_TOKEN: operator_user, SWEEP_TOKEN: sweep_user}
+    return tokens, {operator_user: operator_grants, sweep_user: sweep_grants}
 
 
 def _sees(view: dsl.View, request: rendering.Request) -> bool:
@@ -179,6 +221,27 @@ class Emulator(KubernetesEmulator, _FastMatching):
     # after the store). Built in: quantities (422, as the API server's validation); tests add
     # others, e.g. a ResourceQuota's 403 (`quota_refusal`).
     admission: list[Any] = attrs.field(factory=lambda: [_invalid_quantities], init=False)
+    # The rules of a real API server that a test turns off (none by default; see RULES).
+    lenient: frozenset[str] = frozenset()
+    tokens: dict[str, str] = attrs.field(factory=dict)
+    grants: dict[str, list[Rule]] = attrs.field(factory=dict)
+    # Every request refused before storing: (HTTP status, method, path, message).
+    refusals: list[tuple[int, str, str, str]] = attrs.field(factory=list, init=False)
+    # The requests refused by authentication or RBAC: a test fails on any it did not expect
+    # (conftest), so a missing RBAC rule fails a test even where the operator tolerates a 403.
+    denied: list[tuple[int, str, str, str]] = attrs.field(factory=list, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        unknown = set(self.lenient) - RULES
+        assert not unknown, f"unknown rules {unknown}: {sorted(RULES)}"
+        if not self.tokens:
+            tokens, grants = _chart_tokens_and_grants()
+            self.tokens.update(tokens)
+            self.grants.update(grants or {})
+
+    def enforces(self, rule: str) -> bool:
+        return rule not in self.lenient
 
     def _next_version(self) -> str:
         return str(next(self._versions))
@@ -193,6 +256,16 @@ class Emulator(KubernetesEmulator, _FastMatching):
         if self.history_limit is not None and len(self._requests) > self.history_limit:
             del self._requests[: len(self._requests) - self.history_limit // 2]
         try:
+            if request.resource is not None or request.url.path.startswith(("/api", "/apis")):
+                try:
+                    user = ADMIN
+                    if self.enforces("authentication"):
+                        user = enforcement.authenticate(request, self.tokens)
+                    if self.enforces("authorization"):
+                        enforcement.authorize(request, user, self.grants)
+                except KubernetesError as error:
+                    self.denied.append((error.status, request.method.value, str(request.url), str(error.message)))
+                    raise
             _refuse_non_finite(request)
             if request.resource is not None and request.action in (action.CREATE, action.UPDATE):
                 for check in self.admission:
@@ -201,11 +274,74 @@ class Emulator(KubernetesEmulator, _FastMatching):
                         raise refusal
             if request.resource is not None and request.action == action.CREATE:
                 self._stamp_create(request)
+                self._validate(request, request.data, None)
             elif request.resource is not None and request.action == action.UPDATE and request.name:
+                current = copy.deepcopy(self._current(request))
                 self._stamp_update(request)
+                if current is not None:
+                    self._validate(request, enforcement.patched(current, request), current)
+            listing = request.resource is not None and request.action in (action.LIST, action.WATCH)
+            if listing and self.enforces("selectors"):
+                Selector.of(request)  # 400 for a selector the API server cannot parse
         except KubernetesError as error:
+            self.refusals.append((error.status, request.method.value, request.url.path, str(error.message)))
             return await self._render_error(error)
         return await super()._handle(request)
+
+    def _validate(self, request: rendering.Request, obj: Any, old: dict[str, Any] | None) -> None:
+        """Validation before storing: names and labels of every object; the CRD schema of an
+        RLHFRun, a PyTorchJob (kubeflow/training-operator) and a TrainJob (kubeflow/trainer)."""
+        if not isinstance(obj, dict) or request.resource is None:
+            return
+        plural = str(request.resource.plural)
+        if self.enforces("names"):
+            enforcement.check_metadata(plural, obj)
+        if self.enforces("schema"):
+            for resource, (kind, schema) in _schemas().items():
+                if request.resource == self.resource(resource):
+                    enforcement.check_schema(kind, schema, obj, old)
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        """A list says what it lists (`PodList`, `v1`) and holds only what the selectors select."""
+        answer = await super()._serve_list(request)
+        if isinstance(answer, dict) and request.resource is not None:
+            if self.enforces("selectors"):
+                selector = Selector.of(request)
+                answer["items"] = [item for item in answer.get("items", []) if selector.matches(item)]
+            group, version = request.resource.group, request.resource.version
+            answer["apiVersion"] = f"{group}/{version}" if group else str(version)
+            answer["kind"] = f"{self._kind(request)}List"
+        return answer
+
+    async def _serve_watch(self, request: rendering.Request) -> Any:
+        """Only the selected objects; one that stops matching is DELETED for this watcher, one
+        that starts matching ADDED (the watch cache's filtering)."""
+        selector = Selector.of(request) if self.enforces("selectors") else Selector()
+        selected: set[tuple[Any, Any]] = set()
+        async for event in super()._serve_watch(request):
+            if not selector or not isinstance(event, dict) or "object" not in event:
+                yield event
+                continue
+            meta = event["object"].get("metadata") or {}
+            key = (meta.get("namespace"), meta.get("name"))
+            if event.get("type") != "DELETED" and selector.matches(event["object"]):
+                kind = "MODIFIED" if key in selected else "ADDED"
+                selected.add(key)
+                yield {**event, "type": kind}
+            elif key in selected:
+                selected.discard(key)
+                yield {**event, "type": "DELETED"}
+
+    def _kind(self, request: rendering.Request) -> str:
+        for resource in self._get_resources():
+            if resource == request.resource:
+                try:
+                    kind = self._resources[resource].kind
+                except KeyError:
+                    break
+                if kind:
+                    return str(kind)
+        return str(request.resource.plural if request.resource else "").capitalize()
 
     def _stamp_create(self, request: rendering.Request) -> None:
         body = request.data

@@ -21,6 +21,7 @@ from rlhf_cli import main as cli
 from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
+from .enforcement import ADMIN_TOKEN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 TEXT = kmock.headers({"Content-Type": "text/plain"})  # what the API server sends for pods/log
@@ -34,7 +35,7 @@ def kubeconfig(cluster: Cluster, tmp_path: Path) -> str:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+        "users": [{"name": "tester", "user": {"token": ADMIN_TOKEN}}],  # the user, not the operator
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": NAMESPACE}}],
         "current-context": "kmock",
     }
@@ -184,8 +185,9 @@ async def test_status_watch_follows_the_progress_until_the_run_succeeds(
     cluster: Cluster, kubeconfig: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`rlhf status -w` without a terminal: a plain line per change, from the API alone, until Succeeded."""
-    await cluster.apply(base_run("demo", pipeline=["sft", "reward"]))
-    del cluster.run("demo")["spec"]["ppo"]
+    run = base_run("demo", pipeline=["sft", "reward"])
+    del run["spec"]["ppo"]  # a section outside the pipeline is refused (the CRD's CEL rule)
+    await cluster.apply(run)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sft = {"name": "sft", "phase": "Running", "attempts": 1, "jobName": "demo-sft-1", "startTime": started}
     reward = {"name": "reward", "phase": "Pending", "attempts": 0}
@@ -254,7 +256,7 @@ async def test_status_says_what_a_queued_run_waits_on(
             "namespace": NAMESPACE,
             "labels": {"kueue.x-k8s.io/queue-name": "team-queue"},
         },
-        "spec": {"runPolicy": {"suspend": True}},
+        "spec": {"runPolicy": {"suspend": True}, "pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {}}}},
     }
     await cluster._call("POST", f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs", job)
     code, out, _ = await rlhf(capsys, "status", "queued", "--kubeconfig", kubeconfig)

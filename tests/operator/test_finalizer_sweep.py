@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from rlhf_api.naming import STAGE_JOB_FINALIZER, labels
-from rlhf_operator.controller.kube_client import Connection, KubeClient
 from rlhf_operator.finalizer_sweep import sweep
 
-from .conftest import NAMESPACE, Cluster
+from .conftest import NAMESPACE, Cluster, client_as
 from .emulator import PYTORCHJOBS, TRAINJOBS
+from .enforcement import SWEEP_TOKEN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -24,7 +24,14 @@ def job(kind: str, name: str, namespace: str, finalizers: list[str], stage_job: 
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "finalizers": finalizers}
     if stage_job:
         meta["labels"] = labels("demo", "sft", 1)
-    return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": {}}
+    return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": MINIMAL_SPECS[kind]}
+
+
+# The least each upstream CRD accepts (its required fields).
+MINIMAL_SPECS: dict[str, dict[str, Any]] = {
+    "PyTorchJob": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {}}}},
+    "TrainJob": {"runtimeRef": {"name": "torch-distributed"}},
+}
 
 
 async def create(cluster: Cluster, resource: str, body: dict[str, Any]) -> None:
@@ -60,7 +67,7 @@ async def test_sweep_releases_held_stage_jobs_only(cluster: Cluster) -> None:
     await cluster.delete_job("terminating")
     assert cluster.deleting("terminating")
 
-    client = KubeClient(Connection(str(cluster.kmock.url).rstrip("/"), {}))
+    client = client_as(str(cluster.kmock.url).rstrip("/"), SWEEP_TOKEN)  # the uninstall hook's identity
     try:
         released = await sweep(client, [NAMESPACE])  # namespaced operator: its namespaces only
         assert sorted(released) == [
@@ -92,7 +99,7 @@ async def test_sweep_skips_a_job_kind_that_is_not_installed(kmock: Any) -> None:
         "metadata": {"name": NAMESPACE},
     }
     await create(cluster, PYTORCHJOBS, job("PyTorchJob", "held", NAMESPACE, [STAGE_JOB_FINALIZER]))
-    client = KubeClient(Connection(str(kmock.url).rstrip("/"), {}))
+    client = client_as(str(kmock.url).rstrip("/"), SWEEP_TOKEN)
     try:
         assert await sweep(client, [NAMESPACE]) == [f"PyTorchJob {NAMESPACE}/held"]
     finally:

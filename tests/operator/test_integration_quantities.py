@@ -19,6 +19,9 @@ def condition(cluster: Cluster, name: str, kind: str) -> dict[str, Any]:
     return next((c for c in cluster.status(name).get("conditions", []) if c["type"] == kind), {})
 
 
+# The CRD's pattern refuses these sizes at the API server (test_enforcement.py); the operator's own
+# check is the second line, for a run stored under an older CRD: the schema rule is off here.
+@pytest.mark.kmock(lenient=frozenset({"schema"}))
 @pytest.mark.parametrize("size", ["5GiGi", "0", "-5Gi", "1.2.3"])
 async def test_bad_storage_size_is_refused_before_any_write(
     cluster: Cluster, operator: OperatorThread, size: str

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rlhf_operator.controller.kube_client import Connection, KubeClient
+from rlhf_operator.controller.kube_client import KubeClient
 from rlhf_operator.controller.leader import LEASES, LeaderElection, Observed, decide
 from rlhf_operator.settings import OperatorSettings
 
-from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
+from tests.support.chart import NAMESPACE as RELEASE_NAMESPACE
+
+from .conftest import Cluster, OperatorThread, base_run, client_as, wait_for
 
 
 @pytest.mark.parametrize(
@@ -29,16 +31,20 @@ def test_decide(lease: Observed | None, now: float, step: str) -> None:
     assert decide(lease, "me", now, lease_seconds=15.0) == step
 
 
+# The chart grants the Lease in its release namespace only (leader-election-rbac.yaml).
+LEASE_NAMESPACE = RELEASE_NAMESPACE
+
+
 def _client(cluster: Cluster) -> KubeClient:
-    return KubeClient(Connection(str(cluster.kmock.url).rstrip("/"), {}))
+    return client_as(str(cluster.kmock.url).rstrip("/"))
 
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(30)
 async def test_one_of_two_replicas_leads_and_the_other_takes_over(cluster: Cluster) -> None:
     a_client, b_client = _client(cluster), _client(cluster)
-    a = LeaderElection(a_client, NAMESPACE, "a", lease_seconds=0.6, renew_seconds=0.1)
-    b = LeaderElection(b_client, NAMESPACE, "b", lease_seconds=0.6, renew_seconds=0.1)
+    a = LeaderElection(a_client, LEASE_NAMESPACE, "a", lease_seconds=0.6, renew_seconds=0.1)
+    b = LeaderElection(b_client, LEASE_NAMESPACE, "b", lease_seconds=0.6, renew_seconds=0.1)
     try:
         assert await a.try_once() and a.is_leader()
         assert not await b.try_once() and not b.is_leader()
@@ -50,7 +56,7 @@ async def test_one_of_two_replicas_leads_and_the_other_takes_over(cluster: Clust
         await asyncio.sleep(0.7)
         assert not a.is_leader()  # a stopped acting by itself before b could take over
         assert await b.try_once() and b.is_leader()
-        lease = await b_client.get(LEASES, NAMESPACE, "rlhf-operator-leader")
+        lease = await b_client.get(LEASES, LEASE_NAMESPACE, "rlhf-operator-leader")
         assert lease is not None and lease["spec"]["holderIdentity"] == "b"
         assert not await a.try_once() and not a.is_leader()  # a is back: it follows
     finally:
@@ -63,9 +69,9 @@ async def test_one_of_two_replicas_leads_and_the_other_takes_over(cluster: Clust
 async def test_a_standby_replica_writes_nothing(cluster: Cluster) -> None:
     # Another replica holds the lease (and keeps renewing it).
     holder_client = _client(cluster)
-    holder = LeaderElection(holder_client, NAMESPACE, "other", lease_seconds=15.0, renew_seconds=5.0)
+    holder = LeaderElection(holder_client, LEASE_NAMESPACE, "other", lease_seconds=15.0, renew_seconds=5.0)
     assert await holder.try_once()
-    settings = OperatorSettings(metrics_port=0, leader_election_namespace=NAMESPACE)
+    settings = OperatorSettings(metrics_port=0, leader_election_namespace=LEASE_NAMESPACE)
     url = str(cluster.kmock.url).rstrip("/")
     standby = await asyncio.to_thread(OperatorThread(url, settings=settings).start)
     try:
@@ -75,7 +81,7 @@ async def test_a_standby_replica_writes_nothing(cluster: Cluster) -> None:
         assert not [t for t in cluster.kmock.tally if t[4] == "operator" and t[0] != "get" and t[1] != "leases"]
         # The holder is gone (its lease deleted): the standby takes over and acts.
         async with cluster.kmock.request(
-            "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/rlhf-operator-leader"
+            "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/rlhf-operator-leader"
         ) as resp:
             assert resp.status < 400
         await wait_for(lambda: "demo-sft-1" in cluster.job_names(), what="the new leader acts", timeout=20)

@@ -8,8 +8,10 @@ operator's own writes go straight to the API without a thread pool per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,43 +50,92 @@ def object_path(api: ApiRef, namespace: str | None, name: str | None = None, sub
     return path
 
 
+# Where the kubelet mounts a pod's service-account token (rotated in place) and the cluster's CA.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def load_configuration(environ: Mapping[str, str] | None = None, service_account_dir: str = SERVICE_ACCOUNT_DIR) -> Any:
+    """A `kubernetes.client.Configuration` as every Kubernetes client loads it: the in-cluster
+    service account when the pod has one, else the kubeconfig ($KUBECONFIG, read now, or
+    ~/.kube/config) with its `token`, `tokenFile`, client certificate, exec plugin or
+    auth-provider. The kubernetes client's own loaders do the work (and set its refresh hooks)."""
+    from kubernetes import client, config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    environ = os.environ if environ is None else environ
+    configuration = client.Configuration()
+    try:
+        InClusterConfigLoader(
+            token_filename=os.path.join(service_account_dir, "token"),
+            cert_filename=os.path.join(service_account_dir, "ca.crt"),
+            environ=environ,
+        ).load_and_set(configuration)
+    except config.ConfigException:
+        config.load_kube_config(config_file=environ.get("KUBECONFIG") or None, client_configuration=configuration)
+    return configuration
+
+
+def _auth_headers(configuration: Any) -> dict[str, str]:
+    """The headers the kubernetes client itself would send: `auth_settings()` runs the
+    configuration's `refresh_api_key_hook` first (the in-cluster loader re-reads the token file,
+    which the kubelet rotates, every minute; a kubeconfig's exec plugin runs again once its
+    credential expires), then names the header (`authorization: Bearer ...`, or `Basic ...`)."""
+    headers: dict[str, str] = {}
+    for setting in configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("value"):
+            headers["Authorization" if setting["key"].lower() == "authorization" else setting["key"]] = setting["value"]
+    return headers
+
+
 @dataclass
 class Connection:
     server: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # fixed headers; the credentials' headers come from `credentials`
     ssl_context: ssl.SSLContext | bool | None = None
     # Re-reads the credentials (a rotated service-account token, an exec kubeconfig's new token):
     # called on a 401, so an expired token is replaced instead of failing for ever.
     refresh: Callable[[], Connection] | None = field(default=None, repr=False, compare=False)
+    # The credentials' headers, asked for on every request (the kubernetes client's own refresh).
+    credentials: Callable[[], dict[str, str]] | None = field(default=None, repr=False, compare=False)
+    server_hostname: str | None = None  # a kubeconfig's tls-server-name
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT, **self.headers}
+        if self.credentials is not None:
+            headers.update(self.credentials())
+        return headers
 
     @classmethod
     def from_kubernetes_configuration(cls, configuration: Any) -> Connection:
-        """Host, bearer token and TLS material of a `kubernetes.client.Configuration`."""
-        headers: dict[str, str] = {}
-        token = configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
-        context: ssl.SSLContext | bool | None = None
+        """Host, credentials and TLS material of a `kubernetes.client.Configuration`.
+
+        The credentials are what the configuration's own `auth_settings()` gives (the token of
+        `load_incluster_config()` and of a kubeconfig `token:` is under `BearerToken`, not
+        `authorization`), read again on each request; client certificates (a kubeconfig's, an
+        exec plugin's) go into the TLS context."""
+        context: ssl.SSLContext | None = None
         if str(configuration.host).startswith("https"):
-            if not configuration.verify_ssl:
-                context = False
-            else:
-                context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-                if configuration.cert_file:
-                    context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        return cls(server=str(configuration.host).rstrip("/"), headers=headers, ssl_context=context)
+            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert if configuration.verify_ssl else None)
+            if not configuration.verify_ssl:  # insecure-skip-tls-verify
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if configuration.cert_file:
+                context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        return cls(
+            server=str(configuration.host).rstrip("/"),
+            headers={},
+            ssl_context=context,
+            credentials=lambda: _auth_headers(configuration),
+            server_hostname=getattr(configuration, "tls_server_name", None) or None,
+        )
 
     @classmethod
-    def from_environment(cls) -> Connection:
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, service_account_dir: str = SERVICE_ACCOUNT_DIR
+    ) -> Connection:
         """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        connection = cls.from_kubernetes_configuration(client.Configuration.get_default_copy())
-        connection.refresh = cls.from_environment
+        connection = cls.from_kubernetes_configuration(load_configuration(environ, service_account_dir))
+        connection.refresh = functools.partial(cls.from_environment, environ, service_account_dir)
         return connection
 
 
@@ -128,7 +179,7 @@ class KubeClient:
     ) -> dict[str, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        headers = {"User-Agent": USER_AGENT, **self.connection.headers}
+        headers = self.connection.request_headers()
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -145,6 +196,7 @@ class KubeClient:
                 params=params,
                 headers=headers,
                 ssl=self.connection.ssl_context if self.connection.ssl_context is not None else True,
+                server_hostname=self.connection.server_hostname,
             ) as response:
                 text = await response.text()
                 if response.status >= 400:
@@ -204,10 +256,12 @@ class KubeClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         ssl_context = self.connection.ssl_context if self.connection.ssl_context is not None else True
-        headers = {"User-Agent": USER_AGENT, **self.connection.headers}
+        headers = self.connection.request_headers()
         try:
             url = self.connection.server + path
-            async with self._session.get(url, params=params, headers=headers, ssl=ssl_context) as response:
+            async with self._session.get(
+                url, params=params, headers=headers, ssl=ssl_context, server_hostname=self.connection.server_hostname
+            ) as response:
                 text = await response.text(errors="replace")
                 if response.status >= 400:
                     raise ApiError(response.status, _status_message(text))
