@@ -570,6 +570,14 @@ def _follow_progress(
     section = step.run.spec.section(stage.name)
     generation = step.run.metadata.generation
     reading = step.progress.get(job.name)
+    if reading is not None and reading.dropped:
+        # Said once per job: the reader gives them once, and the event's name is per job (a
+        # repeat after a restart is a 409). An action of its own: it may come with no status change.
+        meta = step.run.metadata.model_dump(include={"name", "namespace", "uid"})
+        message = f"stage {stage.name} (job {job.name}): dropped from its progress: " + "; ".join(reading.dropped)
+        key = f"{job.name}-progress-dropped"
+        body = event_body(meta, key, "Warning", reasons.PROGRESS_LINES_DROPPED, message, step.now)
+        step.actions.append(PostEvent(body))
     verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, step.note)
     if verdict is None:
         return
