@@ -489,6 +489,17 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
         if foreign is not None:
             _stage_foreign(step, stage, f"job {job.name}: {foreign}")
             return
+        if job.state == "Succeeded" and job.result is not None and job.result.status == "failed":
+            # The pod exited 0 (a wrapper that swallowed the trainer's exit code, a torchrun
+            # agent) but the trainer says it failed: its own word wins, a failed attempt.
+            why = f"job {job.name} succeeded, but its result says the stage failed"
+            why += f": {job.result.message}" if job.result.message else ""
+            retry = job.result.exit_code != EXIT_CONFIG
+            reason = reasons.STAGE_RETRYING if retry else reasons.STAGE_FAILED
+            _stage_failed(step, stage, stage_plan, why, reason, retry)
+            if stage.phase == "Retrying":
+                _advance_retry(step, stage, stage_plan)
+            return
         if job.state == "Succeeded":
             _stage_succeeded(step, stage, stage_plan, job)
             if stage.phase != "Succeeded":
@@ -631,6 +642,15 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
             f"{stage.name}-non-finite",
             f"stage {stage.name}: non-finite metric(s) {dropped} dropped from the status",
             reasons.NON_FINITE_METRIC,
+            warning=True,
+        )
+    if result is not None and job.result_error:
+        # Fields of the result that could not be stored (an integer beyond int64, a metric beyond
+        # a float): dropped, and said; the stage's outcome stands.
+        step.note(
+            f"{stage.name}-result-dropped",
+            f"stage {stage.name}: its result's {job.result_error}",
+            reasons.STAGE_RESULT_UNREADABLE,
             warning=True,
         )
     progress_.finished(stage, result.steps if result else None, result.planned_steps if result else None)
