@@ -329,10 +329,16 @@ async def _release(
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
+    """Drop what is kept about the run of this uid. Kept by (namespace, name) for the watch's
+    sake, so only while that name still holds this uid: a late DELETED of a deleted run (kopf
+    handles each uid's events on its own) must not drop the state of its re-created namesake."""
+    runtime.written.pop(uid, None)
+    known = str(((runtime.runs.get(key) or {}).get("metadata") or {}).get("uid") or "")
+    if known and uid and known != uid:
+        return
     if runtime.progress is not None:
         runtime.progress.forget(key[0], jobs_followed((runtime.runs.get(key) or {}).get("status")))
     runtime.runs.pop(key, None)
-    runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
     runtime.phases.pop(key, None)
     runtime.refusals.pop(key, None)
@@ -424,11 +430,6 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             foreign={**blocked.foreign, **findings.foreign}, refused={**blocked.refused, **findings.refused}
         )
     requeue = outcome.requeue_after
-    if blocked.refused:
-        # Refused for good until something changes (a quota, the spec): retried, capped.
-        requeue = _refusal_backoff(runtime, key, requeue)
-    else:
-        runtime.refusals.pop(key, None)
     for event in outcome.events:
         await _post_event(runtime, event.body)
     try:
@@ -450,9 +451,15 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             return None  # deleted meanwhile
         if error.transient or error.status == 409:
             raise
-        # The status itself refused: nothing else can say it; an event and a capped retry.
+        # The status itself refused: nothing else can say it; an event and a capped retry,
+        # doubling from pass to pass (the count is only cleared once a pass writes no refusal).
         await _post_event(runtime, _status_refused_event(body, error))
         return _refusal_backoff(runtime, key, requeue)
+    if blocked.refused:
+        # Refused for good until something changes (a quota, the spec): retried, capped.
+        requeue = _refusal_backoff(runtime, key, requeue)
+    else:
+        runtime.refusals.pop(key, None)
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)  # as soon as the status is stored
     for release in outcome.releases:
         version = (release.patch.get("metadata") or {}).get("resourceVersion")
