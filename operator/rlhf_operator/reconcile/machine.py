@@ -53,7 +53,7 @@ from .attempts import RECHECK_SECONDS, wait_message
 from .blocked import Blocked, Stall, conflict, refusal
 from .events import event_body, rfc3339
 from .finite import diverged, split_metrics
-from .identity_check import edited_started_stages, foreign_result
+from .identity_check import edited_stages, edited_started_stages, foreign_result
 from .progress import ProgressReading
 from .start_deadline import start_check, waiting_prefix
 from .status_store import dump_status, load_status, merge_patch
@@ -70,6 +70,9 @@ class Outcome:
     old_status: dict[str, Any]
     requeue_after: float | None = None  # seconds until a timed transition (retry backoff)
     transitions: list[str] = field(default_factory=list)
+    # Stages whose started config (their ConfigMap) would name what a rejected edit changed: the
+    # shell reads them and passes them back (`started_configs`), for the message.
+    config_reads: list[str] = field(default_factory=list)
 
     @property
     def new_status(self) -> dict[str, Any]:
@@ -326,6 +329,7 @@ def reconcile(
     lingering: Mapping[tuple[str, int], tuple[str, ...]] | None = None,
     progress: Mapping[str, ProgressReading] | None = None,
     blocked: Blocked | None = None,
+    started_configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
@@ -335,6 +339,8 @@ def reconcile(
     `lingering`: pods of a retrying stage's previous attempt still running (none known: start it).
     `progress`: the progress events read since the last pass, by job name (reconcile/progress.py).
     `blocked`: foreign jobs and refused writes the shell found (blocked.py).
+    `started_configs`: the config file each started stage's ConfigMap holds, by stage, when the
+    last pass asked for them (Outcome.config_reads): a rejected edit then names its fields.
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -369,12 +375,14 @@ def reconcile(
         blocked=blocked or Blocked(),
     )
 
-    violation = _immutable_violation(run, status) or edited_started_stages(plans, status)
+    violation = _immutable_violation(run, status) or edited_started_stages(plans, status, started_configs)
     if violation is not None:
         status.message = violation
         status.observed_generation = generation
         status.conditions = _stalled_without_failing(status, violation, rfc3339(now), generation)
         outcome = Outcome([], status, old_status)
+        if started_configs is None and _immutable_violation(run, status) is None:
+            outcome.config_reads = [p.name for p in edited_stages(plans, status)]
         if outcome.status_patch:
             outcome.actions.append(
                 PostEvent(
