@@ -62,13 +62,19 @@ def read(line: str) -> Read:
     for key in _TEXT_KEYS:
         if key in event and not isinstance(event[key], str):
             dropped.append(f"{key} {_show(event.pop(key))} (not a string)")
-    step = finite_float(event.get("step"))
-    if "step" in event and (step is None or not 0 <= step <= INT64_MAX):
+    if "step" in event and not _count(event["step"], 0):
         dropped.append(f"step {_show(event.pop('step'))} (not a whole count within int64)")
-    total = finite_float(event.get("max_steps"))
-    if "max_steps" in event and (total is None or not 1 <= total <= INT64_MAX):
+    if "max_steps" in event and not _count(event["max_steps"], 1):
         dropped.append(f"max_steps {_show(event.pop('max_steps'))} (not a count within int64)")
     return Read(event, tuple(dropped))
+
+
+def _count(value: Any, low: int) -> bool:
+    """A number within [low, int64's top]; an int compared exactly (float(2**63 - 1) is 2**63)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return low <= value <= INT64_MAX
+    number = finite_float(value)
+    return number is not None and low <= number < 2.0**63
 
 
 def parse(line: str) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ from rlhf_api.progress_status import TimedEvent
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
 _NS = 1_000_000_000
+_EPOCH = 0.0
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, order=True)
@@ -46,6 +48,8 @@ def stamp_ns(text: str) -> int | None:
     try:
         seconds = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
     except (ValueError, OverflowError):
+        return None
+    if not _EPOCH <= seconds < _LATEST:  # a datetime could not hold it back (Position.moment)
         return None
     return int(seconds) * _NS + int((fraction or "0").ljust(9, "0"))
 

@@ -21,6 +21,7 @@ from rlhf_api.status import RLHFRunStatus, StageProgress, StageStatus
 from rlhf_api.validation import parse_run
 from rlhf_operator.controller.log_reader import LIMIT_BYTES, ProgressReader
 from rlhf_operator.launchers import launcher_of
+from rlhf_operator.log_window import take
 from rlhf_operator.observed_job import ObservedJob
 from rlhf_operator.reconcile import dump_status
 from rlhf_operator.reconcile.progress import follow
@@ -169,3 +170,22 @@ def test_a_burst_larger_than_one_read_does_not_pin_the_reader_nor_fake_a_hang(bu
     else:
         assert said and all("skipped: a burst larger than one read of 256 KiB" in d for d in said), said
     assert all(int(r["limitBytes"]) == LIMIT_BYTES for r in log.reads)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999+14:00",
+        "1969-12-31T23:59:59Z",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T00:00:00.1234567890Z",
+        "\x00" * 40,
+        "",
+    ],
+)
+def test_a_line_whose_stamp_is_not_one_is_skipped(stamp: str) -> None:
+    """The kubelet writes the stamps, but the reader takes no bytes on trust."""
+    good = "2026-01-01T00:00:01.000000001Z " + event(3)
+    taken = take(f"{stamp} {event(1)}\n{good}\n", None, full=False)
+    assert [progress.step_of(e.event) for e in taken.events] == [(3, 100)]
