@@ -189,3 +189,16 @@ def test_a_line_whose_stamp_is_not_one_is_skipped(stamp: str) -> None:
     good = "2026-01-01T00:00:01.000000001Z " + event(3)
     taken = take(f"{stamp} {event(1)}\n{good}\n", None, full=False)
     assert [progress.step_of(e.event) for e in taken.events] == [(3, 100)]
+
+
+def test_a_defect_in_reading_leaves_the_pass_going() -> None:
+    """Whatever goes wrong in a read (here: the client itself), the pass gets an incomplete
+    reading (no hang concluded), never an exception that would stop the run's passes."""
+
+    class Broken(FakeLogClient):
+        async def get_text(self, path: str, params: Any) -> str:
+            raise RecursionError("deep")
+
+    status, jobs = running()
+    reading = read_once(ProgressReader(Broken(KubeletLog()), interval=1), status, jobs)  # type: ignore[arg-type]
+    assert reading.complete is False and reading.events == ()

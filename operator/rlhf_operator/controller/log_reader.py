@@ -122,6 +122,10 @@ class ProgressReader:
             metrics.PROGRESS_READS.labels(outcome="unreadable").inc()
             logger.debug("progress of %s/%s not read: %s", namespace, job, error)
             return ProgressReading(complete=False)
+        except Exception:  # a defect here must not freeze the run's passes (suspend, deletion, status)
+            metrics.PROGRESS_READS.labels(outcome="unreadable").inc()
+            logger.exception("progress of %s/%s not read", namespace, job)
+            return ProgressReading(complete=False)
         if taken.position is not None:
             self._after[key] = taken.position
         flagged, total = step_above_total(taken.events, self._totals.get(key))
