@@ -79,6 +79,31 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(value)"]
 
 
+def changed_values(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, old value, new value) where two JSON values differ (None: absent)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        found: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += changed_values(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return found
+    return [] if old == new else [(prefix or "(value)", old, new)]
+
+
+def change_text(path: str, old: Any, new: Any, width: int = 60) -> str:
+    """`reward.training.learningRate: 0.0001 -> 0.0007`, each value cut to `width` characters."""
+    return f"{path}: {_short(old, width)} -> {_short(new, width)}"
+
+
+def _short(value: Any, width: int) -> str:
+    if value is None:
+        return "(unset)"
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 class _Identified(Protocol):
     """A TrainerJobConfig, as far as identify needs it (no import: stage_config imports this)."""
 

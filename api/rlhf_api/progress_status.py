@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .bounds import finite_float
 from .metric_names import status_step_metrics
 from .progress import step_of
 from .status import StageProgress
 
 _SUMMARY_KEYS = ("train_loss",)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 _FRACTION = re.compile(r"\.(\d+)")  # the trainer's end-of-training summary: not a step's numbers
 
 
@@ -56,10 +58,11 @@ def numbers_of(event: Mapping[str, Any]) -> dict[str, float]:
     if any(k in event for k in _SUMMARY_KEYS):
         return {}
     found = {}
-    for key in status_step_metrics(event.get("stage")):
-        value = event.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            found[key] = float(value)
+    stage = event.get("stage")
+    for key in status_step_metrics(stage if isinstance(stage, str) else None):
+        value = finite_float(event.get(key))
+        if value is not None:
+            found[key] = value
     return found
 
 
@@ -85,27 +88,30 @@ def fold(previous: StageProgress | None, events: Sequence[TimedEvent]) -> StageP
         if position is None:
             continue
         step, total = position
+        if total is not None:
+            progress.total_steps = total
+        if progress.total_steps:  # a step above the total is shown as the total (the reader warns)
+            step = min(step, progress.total_steps)
         if anchor is None or step < anchor[1]:
             anchor = (item.time, step)
         last_step = (item.time, step)
         progress.step = max(0, step)
-        if total is not None:
-            progress.total_steps = total
         progress.metrics.update(numbers_of(item.event))
     progress.last_progress_time = format_time(fresh[-1].time)
     if last_step is not None:
         if anchor is not None and last_step[0] > anchor[0] and last_step[1] > anchor[1]:
             seconds = (last_step[0] - anchor[0]).total_seconds()
-            progress.steps_per_second = round((last_step[1] - anchor[1]) / seconds, 4)
+            speed = round((last_step[1] - anchor[1]) / seconds, 4)
+            progress.steps_per_second = speed if math.isfinite(speed) else None
         total = progress.total_steps
         progress.percent = round(min(100.0, 100.0 * progress.step / total), 1) if total else None
         rate = progress.steps_per_second
-        if total and rate:
-            remaining = max(0, total - progress.step) / rate
-            finish = last_step[0].timestamp() + remaining
-            progress.estimated_completion_time = format_time(datetime.fromtimestamp(finish, UTC))
-        else:
+        finish = last_step[0].timestamp() + max(0, total - progress.step) / rate if total and rate else None
+        # A finish past what a datetime holds (a crawl through 10**18 steps) is no estimate.
+        if finish is None or not math.isfinite(finish) or finish >= _LATEST:
             progress.estimated_completion_time = None
+        else:
+            progress.estimated_completion_time = format_time(datetime.fromtimestamp(finish, UTC))
     return progress
 
 

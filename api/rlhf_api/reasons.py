@@ -49,6 +49,9 @@ STAGE_ADMITTED: Final = "StageAdmitted"  # Kueue admitted (unsuspended) the queu
 STAGE_STALLED: Final = "StageStalled"
 GUARD_TRIPPED: Final = "GuardTripped"  # a stage's guard (maxKL, minRewardStd, non-finite loss) tripped (Warning)
 GUARDS_PASSING: Final = "GuardsPassing"  # Healthy=True again: the latest numbers pass every guard (Normal)
+# progress lines the operator could not use (not JSON, too long, too deep, a number beyond int64, a
+# skipped burst, a step above its total): said once per job (Warning)
+PROGRESS_LINES_DROPPED: Final = "ProgressLinesDropped"
 # Run identity and API refusals (docs/architecture.md, "Identity, API errors, finalizers").
 STAGE_DIVERGED: Final = "StageDiverged"  # the result's training loss is NaN/Inf: failed, not retried (Warning)
 NON_FINITE_METRIC: Final = "NonFiniteMetric"  # a NaN/Inf metric dropped from the status (Warning)
@@ -92,6 +95,7 @@ ALL: Final = (
     STAGE_STALLED,
     GUARD_TRIPPED,
     GUARDS_PASSING,
+    PROGRESS_LINES_DROPPED,
     STAGE_DIVERGED,
     NON_FINITE_METRIC,
     JOB_CONFLICT,

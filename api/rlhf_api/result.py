@@ -9,8 +9,9 @@ import json
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from .bounds import INT64_MAX
 from .camel_model import CamelModel
 from .files import write_text_atomic
 from .identity import StageIdentity
@@ -43,10 +44,14 @@ class StageResult(CamelModel):
     message: str | None = Field(default=None, description="Why the stage failed, one line.")
     started_at: str | None = None
     finished_at: str | None = None
-    steps: int | None = Field(default=None, ge=0, description="Optimizer (or PPO) steps done in total.")
-    planned_steps: int | None = Field(default=None, ge=0, description="Steps the stage was set to train.")
+    # int64 at most: the status copies them, and a real API server refuses a larger integer
+    steps: int | None = Field(default=None, ge=0, le=INT64_MAX, description="Optimizer (or PPO) steps done in total.")
+    planned_steps: int | None = Field(default=None, ge=0, le=INT64_MAX, description="Steps the stage was set to train.")
     resumed_from_step: int | None = Field(
-        default=None, ge=0, description="The checkpoint step this attempt resumed from (None: started fresh)."
+        default=None,
+        ge=0,
+        le=INT64_MAX,
+        description="The checkpoint step this attempt resumed from (None: started fresh).",
     )
     preempted: bool = Field(default=False, description="Stopped by SIGTERM after saving a checkpoint.")
     identity: StageIdentity | None = Field(
@@ -131,7 +136,51 @@ def write_termination_log(result: StageResult) -> None:
 
 def read_result(path: str) -> StageResult | None:
     try:
-        with open(path) as f:
-            return StageResult.model_validate(json.load(f))
-    except (OSError, ValueError):
+        with open(path, errors="replace") as f:
+            text = f.read(MAX_RESULT_BYTES + 1)
+    except OSError:
         return None
+    return load_result(text)[0]
+
+
+MAX_RESULT_BYTES = 1024 * 1024  # result.json with every metric is a few KiB; a message is at most 4 KiB
+_REQUIRED = ("stage", "status", "outputPath")
+
+
+def load_result(text: str | bytes | None) -> tuple[StageResult | None, list[str]]:
+    """The StageResult in a result's JSON, whatever the bytes, never raising: (the result, what of
+    it was dropped, in words), or (None, why there is none). A field that does not validate (an
+    integer beyond int64, a metric beyond a float, a wrong type) is dropped, not the whole result;
+    without a stage, status or outputPath there is none. NaN metrics stay (finite.py judges them)."""
+    if not text:
+        return None, ["empty"]
+    if len(text) > MAX_RESULT_BYTES:
+        return None, [f"{len(text) // 1024} KiB, over {MAX_RESULT_BYTES // 1024} KiB"]
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
+        return None, [f"not JSON ({type(error).__name__})"]
+    if not isinstance(data, dict):
+        return None, [f"not a JSON object ({type(data).__name__})"]
+    dropped: list[str] = []
+    for _round in range(64):  # each round drops one field; a result has far fewer
+        try:
+            return StageResult.model_validate(data), dropped
+        except ValidationError as error:
+            found = [(e["loc"], str(e["msg"])[:120]) for e in error.errors() if e["loc"]]
+        except RecursionError:
+            return None, ["nested too deep"]
+        if not found:
+            return None, ["does not validate"]
+        loc, why = found[0]  # one at a time: the locations may shift
+        key = str(loc[0])
+        if key in _REQUIRED or key not in data:
+            return None, [f"{key}: {why}"]
+        metrics = data.get("metrics")
+        if key == "metrics" and len(loc) > 1 and isinstance(metrics, dict) and loc[1] in metrics:
+            del metrics[loc[1]]
+            dropped.append(f"metric {loc[1]} ({why})")
+        else:
+            del data[key]
+            dropped.append(f"{key} ({why})")
+    return None, ["too many fields that do not validate"]

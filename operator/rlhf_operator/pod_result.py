@@ -7,12 +7,10 @@ runs the trainer (launchers/*); reading the message is the same for every launch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-from rlhf_api.result import StageResult
+from rlhf_api.result import StageResult, load_result
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
@@ -38,20 +36,21 @@ def termination_message(pod: Mapping[str, Any], container: str | None = None) ->
 
 
 def parse_result(message: str | None) -> tuple[StageResult | None, str | None]:
-    """The StageResult in a termination message, or why there is none."""
+    """The StageResult in a termination message and what of it was dropped (None: nothing), or
+    (None, why there is none). Total: whatever the message holds (rlhf_api.result.load_result)."""
     if not message:
         return None, "the master pod has no termination message"
-    try:
-        return StageResult.model_validate_json(message), None
-    except (ValidationError, json.JSONDecodeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return None, f"the master pod's termination message is not a stage result: {first}"
+    result, notes = load_result(message)
+    if result is None:
+        return None, f"the master pod's termination message is not a stage result: {notes[0]}"
+    return result, ("fields dropped: " + "; ".join(notes)) if notes else None
 
 
 def result_from_pods(
     pods: Sequence[Mapping[str, Any]], selector: Mapping[str, str], container: str
 ) -> tuple[StageResult | None, str | None]:
-    """The result in the first pod matching the Master `selector`, or why there is none."""
+    """The result in the first pod matching the Master `selector` and what of it was dropped,
+    or (None, why there is none)."""
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         if matches(labels, selector):

@@ -69,7 +69,8 @@ async def test_a_spec_edit_to_a_finished_stage_stalls_the_run_until_reverted(
 
     condition = await wait_for(stalled, what="Stalled")
     assert condition["reason"] == reasons.SPEC_CHANGE_REJECTED
-    assert "started stage(s) sft (config " in condition["message"]
+    # named from the config sft started with (its ConfigMap), as `rlhf run` names them
+    assert "sft.training.learningRate: 0.0002 -> 0.001" in condition["message"], condition["message"]
     await cluster.patch_run("demo", {"spec": {"sft": {"training": None}}})  # reverted
     await wait_for(lambda: stalled() is None, what="no longer Stalled")
     await cluster.finish_stage("demo-reward-1")

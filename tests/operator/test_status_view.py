@@ -114,3 +114,29 @@ def test_render_lists_stages_conditions_and_the_wait() -> None:
     assert "2m05s" in text and "task_accuracy=0.5" in text and "ignored_metric" not in text
     assert "StageRunning" in text
     assert text.rstrip().endswith("Waiting on: stage sft to finish training (PyTorchJob demo-sft-1 is running)")
+
+
+def test_render_shows_the_running_stage_s_step_percent_speed_and_eta() -> None:
+    """Issue 23, item 10: the status has them (the printer columns show 20% and 4m); `rlhf status`
+    (and so `kubectl rlhf status`) showed neither."""
+    progress = {
+        "step": 120,
+        "totalSteps": 600,
+        "percent": 20.0,
+        "stepsPerSecond": 2.0,
+        "estimatedCompletionTime": "2026-01-01T00:06:05Z",
+        "lastProgressTime": "2026-01-01T00:02:05Z",
+    }
+    body = run(startTime="2026-01-01T00:00:00Z", progress=progress)
+    out = io.StringIO()
+    now = dt.datetime(2026, 1, 1, 0, 2, 5, tzinfo=dt.UTC)
+    Console(file=out, width=160).print(render(Observed(body, job("Running")), now))
+    assert "sft: step 120/600 (20%), 2m05s, ETA 4m00s, 2 steps/s" in out.getvalue()
+
+
+@pytest.mark.parametrize("step", [float("nan"), float("inf"), 10**400, "120", [120]])
+def test_render_survives_any_progress_the_status_holds(step: Any) -> None:
+    body = run(progress={"step": step, "totalSteps": float("inf"), "stepsPerSecond": float("nan")})
+    out = io.StringIO()
+    Console(file=out, width=160).print(render(Observed(body, job("Running")), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
+    assert "Waiting on:" in out.getvalue()

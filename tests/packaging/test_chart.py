@@ -263,7 +263,8 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
 
 # Exactly what rlhf_operator.controller.handlers calls: kopf watches runs and jobs; the operator
 # creates children, reads and patches jobs (suspend, finalizer release) and the run status, reads
-# Master pods and their logs (progress) and, for an orphaned job, its run; deletes a hung or
+# Master pods and their logs (progress) and, for an orphaned job, its run; reads a stage's
+# ConfigMap back when a spec edit is rejected (to name the changed fields); deletes a hung or
 # guard-stopped attempt's job; posts events.
 OPERATOR_GRANTS = {
     ("rlhf.dev", "rlhfruns"): {"get", "list", "watch"},
@@ -272,7 +273,7 @@ OPERATOR_GRANTS = {
     ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"create"},
-    ("", "configmaps"): {"create"},
+    ("", "configmaps"): {"create", "get"},
     ("networking.k8s.io", "networkpolicies"): {"create"},
     ("", "pods"): {"get", "list"},
     ("", "pods/log"): {"get"},

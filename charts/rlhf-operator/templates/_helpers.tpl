@@ -100,8 +100,13 @@ namespace. Kept to the calls rlhf_operator.controller.handlers makes (tests/pack
 # The run's volume (checkpoints) and each stage's trainer config: created if absent, never
 # changed afterwards; deletion is left to the garbage collector (ownerReferences).
 - apiGroups: [""]
-  resources: ["persistentvolumeclaims", "configmaps"]
+  resources: ["persistentvolumeclaims"]
   verbs: ["create"]
+# A stage's config is also read back when a spec edit is rejected: the message names each
+# changed field, old -> new, from the config the stage started with.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "get"]
 # Each run's NetworkPolicy (only the run's own pods reach its stage pods), created with the
 # run's volume, owned by the run: the garbage collector deletes it with the run.
 - apiGroups: ["networking.k8s.io"]

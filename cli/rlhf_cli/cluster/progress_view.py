@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf_api.bounds import finite_float
 from rlhf_api.metric_names import rank_of
 from rlhf_api.progress_status import parse_time
 from rlhf_api.status import StageStatus
@@ -53,7 +54,9 @@ def _raw_status(run: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number from the raw status (written by any operator version, or by hand): a
+    NaN, an Infinity or an int beyond a float is none (int() of one would raise)."""
+    return finite_float(value)
 
 
 def ordered_numbers(stage: str, metrics: Any) -> tuple[tuple[str, float], ...]:

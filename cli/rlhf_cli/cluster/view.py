@@ -20,6 +20,7 @@ from rlhf_operator.launchers import launcher_of
 from rlhf_operator.reconcile.status_store import load_status
 
 from ..report.summary import format_duration, format_metrics, stage_rows
+from .progress_view import stage_views, timing
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -107,6 +108,20 @@ def _stage_table(status: RLHFRunStatus, now: dt.datetime) -> Table:
     return table
 
 
+def progress_line(run: Mapping[str, Any], now: dt.datetime) -> str | None:
+    """The running stage's position, as the printer columns show it and more: `sft: step
+    120/600 (20%), 2m05s, ETA 4m00s, 0.5 steps/s` (None: no stage runs, or it has not reported)."""
+    for view in stage_views(run):
+        if view.phase != "Running" or view.step is None:
+            continue
+        head = f"{view.name}: step {view.step}/{view.total}" if view.total else f"{view.name}: step {view.step}"
+        if view.total:
+            head += f" ({min(100.0, 100.0 * view.step / view.total):.0f}%)"
+        when = timing(view, now)
+        return head + (f", {when}" if when else "")
+    return None
+
+
 def _conditions_table(status: RLHFRunStatus) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("CONDITION", "STATUS", "REASON", "SINCE", "MESSAGE"):
@@ -134,6 +149,9 @@ def render(observed: Observed, now: dt.datetime) -> RenderableType:
     if status.message:
         parts.append(Text(status.message))
     parts += [Text(""), _stage_table(status, now)]
+    position = progress_line(observed.run, now)
+    if position is not None:
+        parts.append(Text(position))
     for stage in status.stages:
         if stage.message and stage.phase in ("Failed", "Retrying"):
             parts.append(Text(f"{stage.name}: {stage.message}", style="red" if stage.phase == "Failed" else ""))

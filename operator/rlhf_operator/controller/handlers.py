@@ -38,13 +38,14 @@ from typing import Any
 
 import kopf
 from rlhf_api import reasons
-from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, label_value, labels
+from rlhf_api.naming import RUN_LABEL, RUN_NAME_ANNOTATION, configmap_name, label_value, labels
 from rlhf_api.spec import GROUP, PLURAL, VERSION
 from rlhf_api.status import RLHFRunStatus, RunPhase
 
-from ..api_ref import EVENTS, PODS, ApiRef
+from ..api_ref import CONFIGMAPS, EVENTS, PODS, ApiRef
 from ..estimate import fit_warnings
 from ..launchers import KUBERNETES_LAUNCHERS, Launcher, launcher_of, release_patch
+from ..manifests.configmap import started_config
 from ..observed_job import ObservedJob
 from ..pod_result import failure_message, label_selector, matches, result_from_pods
 from ..pod_waiting import pods_started, why_waiting
@@ -329,10 +330,16 @@ async def _release(
 
 
 def forget_run(runtime: Runtime, key: RunKey, uid: str) -> None:
+    """Drop what is kept about the run of this uid. Kept by (namespace, name) for the watch's
+    sake, so only while that name still holds this uid: a late DELETED of a deleted run (kopf
+    handles each uid's events on its own) must not drop the state of its re-created namesake."""
+    runtime.written.pop(uid, None)
+    known = str(((runtime.runs.get(key) or {}).get("metadata") or {}).get("uid") or "")
+    if known and uid and known != uid:
+        return
     if runtime.progress is not None:
         runtime.progress.forget(key[0], jobs_followed((runtime.runs.get(key) or {}).get("status")))
     runtime.runs.pop(key, None)
-    runtime.written.pop(uid, None)
     runtime.expected.pop(key, None)
     runtime.phases.pop(key, None)
     runtime.refusals.pop(key, None)
@@ -401,7 +408,8 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
 
     now = datetime.now(UTC)
     blocked = Blocked(foreign=foreign)
-    for _round in range(4):  # each round can only add findings; 4 covers volume, config, job, patch
+    started: dict[str, dict[str, Any]] | None = None
+    for _round in range(5):  # each round can only add findings; 5 covers configs read, volume, config, job, patch
         outcome = reconcile(
             body,
             jobs,
@@ -411,7 +419,12 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             lingering=lingering,
             progress=readings,
             blocked=blocked,
+            started_configs=started,
         )
+        if outcome.config_reads and started is None:
+            # A rejected spec edit: the stages' started configs name what changed (one GET each).
+            started = await _started_configs(runtime, key, outcome.config_reads)
+            continue
         try:
             findings = await apply_children(runtime, key, uid, outcome, blocked)
         except ApiError as error:
@@ -424,11 +437,6 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             foreign={**blocked.foreign, **findings.foreign}, refused={**blocked.refused, **findings.refused}
         )
     requeue = outcome.requeue_after
-    if blocked.refused:
-        # Refused for good until something changes (a quota, the spec): retried, capped.
-        requeue = _refusal_backoff(runtime, key, requeue)
-    else:
-        runtime.refusals.pop(key, None)
     for event in outcome.events:
         await _post_event(runtime, event.body)
     try:
@@ -450,9 +458,15 @@ async def reconcile_run(runtime: Runtime, key: RunKey) -> float | None:
             return None  # deleted meanwhile
         if error.transient or error.status == 409:
             raise
-        # The status itself refused: nothing else can say it; an event and a capped retry.
+        # The status itself refused: nothing else can say it; an event and a capped retry,
+        # doubling from pass to pass (the count is only cleared once a pass writes no refusal).
         await _post_event(runtime, _status_refused_event(body, error))
         return _refusal_backoff(runtime, key, requeue)
+    if blocked.refused:
+        # Refused for good until something changes (a quota, the spec): retried, capped.
+        requeue = _refusal_backoff(runtime, key, requeue)
+    else:
+        runtime.refusals.pop(key, None)
     _record_metrics(runtime, key, load_status(outcome.old_status), outcome)  # as soon as the status is stored
     for release in outcome.releases:
         version = (release.patch.get("metadata") or {}).get("resourceVersion")
@@ -512,6 +526,21 @@ async def _inspect_start(runtime: Runtime, key: RunKey, job: ObservedJob) -> Obs
         logger.warning("%s/%s: cannot read the pods of job %s: %s", key[0], key[1], job.name, error)
         return job
     return dataclasses.replace(job, pods_started=pods_started(pods), waiting=why_waiting(pods, events, job.name))
+
+
+async def _started_configs(runtime: Runtime, key: RunKey, stages: list[str]) -> dict[str, dict[str, Any]]:
+    """The config file each stage started with, from its ConfigMap (what cannot be read: left out)."""
+    found: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        try:
+            configmap = await runtime.client.get(CONFIGMAPS, key[0], configmap_name(key[1], stage))
+        except ApiError as error:
+            logger.info("%s/%s: the started config of %s is unreadable: %s", key[0], key[1], stage, error)
+            continue
+        config = started_config(configmap)
+        if config is not None:
+            found[stage] = config
+    return found
 
 
 def _refusal_backoff(runtime: Runtime, key: RunKey, requeue: float | None) -> float:

@@ -17,6 +17,13 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def event_name(run_name: str, digest: str) -> str:
+    """`<run name>.<digest>`, a valid DNS-1123 subdomain for any valid run name: the name is cut
+    to 200 characters, and a cut that ends in '.' or '-' would give '..' or '-.' (refused)."""
+    prefix = run_name[:200].rstrip(".-") or "run"
+    return f"{prefix}.{digest}"
+
+
 def event_body(
     meta: Mapping[str, Any], key: str, type_: EventType, reason: str, message: str, now: datetime
 ) -> dict[str, Any]:
@@ -31,7 +38,7 @@ def event_body(
         involved["namespace"] = str(meta["namespace"])
     if uid:
         involved["uid"] = uid
-    metadata: dict[str, Any] = {"name": f"{run_name[:200]}.{digest}"}
+    metadata: dict[str, Any] = {"name": event_name(run_name, digest)}
     if meta.get("namespace"):
         metadata["namespace"] = meta["namespace"]
     return {

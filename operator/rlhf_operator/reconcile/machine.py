@@ -53,7 +53,7 @@ from .attempts import RECHECK_SECONDS, wait_message
 from .blocked import Blocked, Stall, conflict, refusal
 from .events import event_body, rfc3339
 from .finite import diverged, split_metrics
-from .identity_check import edited_started_stages, foreign_result
+from .identity_check import edited_stages, edited_started_stages, foreign_result
 from .progress import ProgressReading
 from .start_deadline import start_check, waiting_prefix
 from .status_store import dump_status, load_status, merge_patch
@@ -70,6 +70,9 @@ class Outcome:
     old_status: dict[str, Any]
     requeue_after: float | None = None  # seconds until a timed transition (retry backoff)
     transitions: list[str] = field(default_factory=list)
+    # Stages whose started config (their ConfigMap) would name what a rejected edit changed: the
+    # shell reads them and passes them back (`started_configs`), for the message.
+    config_reads: list[str] = field(default_factory=list)
 
     @property
     def new_status(self) -> dict[str, Any]:
@@ -326,6 +329,7 @@ def reconcile(
     lingering: Mapping[tuple[str, int], tuple[str, ...]] | None = None,
     progress: Mapping[str, ProgressReading] | None = None,
     blocked: Blocked | None = None,
+    started_configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Outcome:
     """One pass of the state machine over a run; see the module docstring.
 
@@ -335,6 +339,8 @@ def reconcile(
     `lingering`: pods of a retrying stage's previous attempt still running (none known: start it).
     `progress`: the progress events read since the last pass, by job name (reconcile/progress.py).
     `blocked`: foreign jobs and refused writes the shell found (blocked.py).
+    `started_configs`: the config file each started stage's ConfigMap holds, by stage, when the
+    last pass asked for them (Outcome.config_reads): a rejected edit then names its fields.
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -369,12 +375,14 @@ def reconcile(
         blocked=blocked or Blocked(),
     )
 
-    violation = _immutable_violation(run, status) or edited_started_stages(plans, status)
+    violation = _immutable_violation(run, status) or edited_started_stages(plans, status, started_configs)
     if violation is not None:
         status.message = violation
         status.observed_generation = generation
         status.conditions = _stalled_without_failing(status, violation, rfc3339(now), generation)
         outcome = Outcome([], status, old_status)
+        if started_configs is None and _immutable_violation(run, status) is None:
+            outcome.config_reads = [p.name for p in edited_stages(plans, status)]
         if outcome.status_patch:
             outcome.actions.append(
                 PostEvent(
@@ -489,6 +497,17 @@ def _advance(step: _Step, plans: list[StagePlan], status: RLHFRunStatus, jobs: M
         if foreign is not None:
             _stage_foreign(step, stage, f"job {job.name}: {foreign}")
             return
+        if job.state == "Succeeded" and job.result is not None and job.result.status == "failed":
+            # The pod exited 0 (a wrapper that swallowed the trainer's exit code, a torchrun
+            # agent) but the trainer says it failed: its own word wins, a failed attempt.
+            why = f"job {job.name} succeeded, but its result says the stage failed"
+            why += f": {job.result.message}" if job.result.message else ""
+            retry = job.result.exit_code != EXIT_CONFIG
+            reason = reasons.STAGE_RETRYING if retry else reasons.STAGE_FAILED
+            _stage_failed(step, stage, stage_plan, why, reason, retry)
+            if stage.phase == "Retrying":
+                _advance_retry(step, stage, stage_plan)
+            return
         if job.state == "Succeeded":
             _stage_succeeded(step, stage, stage_plan, job)
             if stage.phase != "Succeeded":
@@ -570,6 +589,14 @@ def _follow_progress(
     section = step.run.spec.section(stage.name)
     generation = step.run.metadata.generation
     reading = step.progress.get(job.name)
+    if reading is not None and reading.dropped:
+        # Said once per job: the reader gives them once, and the event's name is per job (a
+        # repeat after a restart is a 409). An action of its own: it may come with no status change.
+        meta = step.run.metadata.model_dump(include={"name", "namespace", "uid"})
+        message = f"stage {stage.name} (job {job.name}): dropped from its progress: " + "; ".join(reading.dropped)
+        key = f"{job.name}-progress-dropped"
+        body = event_body(meta, key, "Warning", reasons.PROGRESS_LINES_DROPPED, message, step.now)
+        step.actions.append(PostEvent(body))
     verdict = progress_.follow(status, stage, job, reading, section, step.now, generation, step.note)
     if verdict is None:
         return
@@ -623,6 +650,15 @@ def _stage_succeeded(step: _Step, stage: StageStatus, stage_plan: StagePlan, job
             f"{stage.name}-non-finite",
             f"stage {stage.name}: non-finite metric(s) {dropped} dropped from the status",
             reasons.NON_FINITE_METRIC,
+            warning=True,
+        )
+    if result is not None and job.result_error:
+        # Fields of the result that could not be stored (an integer beyond int64, a metric beyond
+        # a float): dropped, and said; the stage's outcome stands.
+        step.note(
+            f"{stage.name}-result-dropped",
+            f"stage {stage.name}: its result's {job.result_error}",
+            reasons.STAGE_RESULT_UNREADABLE,
             warning=True,
         )
     progress_.finished(stage, result.steps if result else None, result.planned_steps if result else None)

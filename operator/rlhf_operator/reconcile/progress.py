@@ -45,6 +45,9 @@ class ProgressReading:
     # False when the log could not be read this time (not running yet, an API error): the
     # events are partial, so no hang is concluded from their absence.
     complete: bool = True
+    # What the reader dropped or clamped (lines that are not usable progress, a skipped burst, a
+    # step above its total), in words: given once per job by the reader, said in a Warning.
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
