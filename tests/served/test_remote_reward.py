@@ -156,5 +156,45 @@ def test_protocol_checks_and_backoff() -> None:
             parse_request(bad)
     with pytest.raises(ProtocolError, match="one value per item"):
         parse_request({"prompts": ["p"], "responses": ["r"], "columns": {"answer": []}})
-    assert backoff_seconds(1, "2") == 2.0 and backoff_seconds(1, "999") == 30.0
+    assert backoff_seconds(1, "2") == 2.0 and backoff_seconds(1, "Wed, 21 Oct 2015 07:28:00 GMT") <= 0.5
+    # Retry-After is honoured in full up to the request's timeout (at least 30 s), never cut short
+    # (issue 24, item 8: a server asking 120 s was hit after 30 s)
+    assert backoff_seconds(1, "120", budget=300) == 120.0 and backoff_seconds(1, "120", budget=60) is None
     assert 0.25 <= backoff_seconds(1) <= 0.5 and 2.0 <= backoff_seconds(4) <= 4.0 and backoff_seconds(12) <= 30.0
+
+
+def test_any_2xx_with_scores_is_a_success_and_an_empty_204_says_so() -> None:
+    """Issue 24, item 8: a 201 with scores was "a client error", and so was a 204."""
+    with ScriptedServer(lambda i, body: Reply(status=201, body={"scores": [1, 2, 3]})) as s:
+        assert score(build(s.url)) == [1.0, 2.0, 3.0]
+    with ScriptedServer(lambda i, body: Reply(status=204, raw="")) as s, pytest.raises(StageError) as caught:
+        score(build(s.url))
+    assert "HTTP 204 with an empty body" in caught.value.message and "client error" not in caught.value.message
+
+
+def test_a_retry_after_longer_than_the_client_waits_fails_saying_so() -> None:
+    with ScriptedServer(lambda i, body: Reply(status=429, raw="{}", headers={"Retry-After": "120"})) as s:
+        started = time.monotonic()
+        with pytest.raises(StageError, match=r"asks to retry after 120 s, more than this client waits \(60 s"):
+            score(build(s.url, timeoutSeconds=60))
+    assert len(s.requests) == 1 and time.monotonic() - started < 5  # not hit again early
+
+
+def test_an_echoed_header_is_redacted_and_the_counts_are_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 7: a gateway echoing the Authorization header put it into the message."""
+    header = {"name": "Authorization", "secretKeyRef": {"name": "reward-auth", "key": "token"}}
+    monkeypatch.setenv("RLHF_REWARD_0_HEADER_0", "Bearer SECRET123")
+
+    def echo(i: int, body: dict[str, Any]) -> Reply:
+        return Reply(status=401, raw="bad token Bearer SECRET123\nsecond line") if i else Reply(status=503)
+
+    with ScriptedServer(echo) as s, pytest.raises(StageError) as caught:
+        rewards = build(s.url, headers=[header], retries=2)
+        try:
+            score(rewards)
+        finally:
+            from rlhf_trainer.reward_sources import served_metrics
+
+            counts = served_metrics(rewards.functions)
+    assert "SECRET123" not in caught.value.message and "HTTP 401 (bad token [redacted])" in caught.value.message
+    assert counts == {"remote_requests": 2.0, "remote_retries": 1.0}
