@@ -198,3 +198,33 @@ def test_an_echoed_header_is_redacted_and_the_counts_are_metrics(monkeypatch: py
             counts = served_metrics(rewards.functions)
     assert "SECRET123" not in caught.value.message and "HTTP 401 (bad token [redacted])" in caught.value.message
     assert counts == {"remote_requests": 2.0, "remote_retries": 1.0}
+
+
+def test_the_final_comparison_scores_through_the_remote_source(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 8: a run whose rewards are remote got no win rate (only a reward model gave one)."""
+    from rlhf_api.trainer_job import TrainerJobConfig
+    from rlhf_trainer import model_comparison
+    from rlhf_trainer.model_comparison import Side
+
+    def answer(model_cfg: Any, quant: Any, work_dir: str, field: str, prompts: list[Any], *_: Any) -> Side:
+        text = "a much longer answer" if field == "compare.candidate" else "short"
+        return Side(model=model_cfg.name, answers=[text] * len(prompts), lengths=[1] * len(prompts))
+
+    monkeypatch.setattr(model_comparison, "_answer", answer)
+    with ScriptedServer(length_scores) as s:
+        cfg = TrainerJobConfig.model_validate(
+            {
+                "stage": "grpo",
+                "runName": "test",
+                "model": {"name": "builtin:tiny-llama"},
+                "outputDir": str(tmp_path / "grpo"),
+                "workDir": str(tmp_path),
+                "grpo": {
+                    "dataset": {"source": "builtin:arithmetic"},
+                    "rewards": [{"type": "remote", "name": "served", "remote": {"url": s.url}}],
+                },
+            }
+        )
+        summary = model_comparison.compare(cfg, cfg.compare_settings(), cfg.model.weights_at(str(tmp_path / "m")))
+    assert summary.win_rate == 1.0 and summary.reward_model == "rewards: served" and summary.wins == summary.prompts
+    assert s.requests and all(r["responses"][0] in ("short", "a much longer answer") for r in s.requests)

@@ -98,6 +98,7 @@ def test_grpo_trains_against_the_served_reward_model(stage_output: Path, tmp_pat
     assert code == 0 and result is not None and result.status == "succeeded", result
     assert {"rewards/served_rm/mean", "rewards/served_rm/std"} <= set(result.metrics)
     assert result.metrics["rewards/served_rm/std"] > 0  # real scores, not a constant
+    assert result.metrics["remote_requests"] > 0 and result.metrics["remote_retries"] == 0  # issue 24, item 8
 
     # The same stage with the server gone: a clear failure naming the source, not zeros.
     document = yaml.safe_load(config.read_text())
@@ -139,6 +140,7 @@ def test_ppo_scores_through_the_served_reward_model(stage_output: Path, tmp_path
         result = ppo.run(cfg)
     assert result.status == "succeeded", result.message
     assert result.metrics["reward_on_shared_base"] == 0.0 and result.metrics["reward_std"] > 0
+    assert result.metrics["remote_requests"] > 0
     with pytest.raises(ValueError, match="rewardModel is required"):
         TrainerJobConfig.model_validate(
             {**cfg.to_file_dict(), "ppo": {**cfg.to_file_dict()["ppo"], "rewards": [{"type": "rewardModel"}]}}
