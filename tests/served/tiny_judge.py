@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 # A plain chat template (the tiny tokenizer has none; `transformers serve` needs one).
 CHAT_TEMPLATE = (
@@ -45,6 +46,17 @@ def build_tiny_judge(directory: Path, seed: int = 0) -> Path:
     """The fine-tuned tiny judge (model + tokenizer with CHAT_TEMPLATE) saved in `directory`."""
     import torch
     from rlhf_trainer.builtin_task.arithmetic import build_model, build_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small gain nothing from more; shared CPUs lose a lot
+    try:
+        return _train(directory, seed, build_tokenizer, build_model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(directory: Path, seed: int, build_tokenizer: Any, build_model: Any) -> Path:
+    import torch
 
     tokenizer = build_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
