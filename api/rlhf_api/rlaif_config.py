@@ -94,7 +94,18 @@ class RlaifLabelConfig(CamelModel):
         lt=1.0,
         description=(
             "Drop pairs whose confidence (the judge's probability of its preferred response, "
-            "averaged over both orders) is below this. 0.5 keeps every pair."
+            "averaged over both orders) is below this. 0.5 keeps every pair decided in both orders "
+            "with a preference (a pair at exactly 0.5 or with an order undecided is never written)."
+        ),
+    )
+    min_decided_share: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The stage fails when fewer of the judge's verdicts (one per pair and order) than this "
+            "were decided: an endpoint judge whose answer names neither label and that returned no "
+            "log-probabilities has no verdict. 0 turns the check off."
         ),
     )
     judge_batch_size: int = Field(default=32, ge=1, le=4096, description="Judge prompts scored together.")

@@ -13,8 +13,9 @@ The remote reward protocol (version 1), served by `rlhf serve-reward MODEL_DIR`:
 A score is a finite JSON number, or null for "no verdict on this item" (left out of the sum,
 as a reward function's None). A reply with another count, a non-number (string, bool, NaN) or no
 `scores` list is refused: the stage fails naming the source. 429, 5xx (other than 501), 408,
-timeouts and refused connections are retried with exponential backoff (honouring Retry-After)
-up to `retries` times, then the stage fails naming the source; other 4xx fail at once.
+timeouts and refused connections are retried with exponential backoff (honouring Retry-After up
+to the request's timeout) up to `retries` times, then the stage fails naming the source; other
+4xx fail at once. Any 2xx with a valid body is a success.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class HttpClientOptions(CamelModel):
         le=20,
         description=(
             "Retries of a request after a 429, 408, 5xx, timeout or refused connection, with exponential "
-            "backoff (0.5 s doubling, at most 30 s, or the server's Retry-After). Then the stage fails."
+            "backoff (0.5 s doubling, at most 30 s); a server's Retry-After is honoured up to timeoutSeconds "
+            "(at least 30 s), and one asking for more fails the stage at once. Then the stage fails."
         ),
     )
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")

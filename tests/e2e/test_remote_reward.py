@@ -52,3 +52,5 @@ def test_quickstart_remote_reward_beats_sft(tmp_path: Path) -> None:
     )
     assert m["task_accuracy"] > sft_accuracy
     assert {"rewards/reward_model/mean", "rewards/reward_model/std", "reward"} <= set(m)
+    # the final comparison scores through the remote source too (issue 24, item 8)
+    assert "eval_win_rate" in m and m["remote_requests"] > 0

@@ -180,8 +180,9 @@ def test_step_lists_per_kind(stage: str, headline: tuple[str, ...], plain: tuple
 
 def test_results_lead_with_the_shared_ones_then_the_kinds_own() -> None:
     assert result_metrics("sft") == TRAINING_RESULTS
-    assert result_metrics("rest") == (*TRAINING_RESULTS, "samples_kept", "kept_reward_mean", "task_accuracy_before")
-    assert result_metrics("rlaif")[-3:] == ("pairs_written", "mean_confidence", "label_agreement")
+    rest = ("samples_kept", "kept_reward_mean", "task_accuracy_before", "remote_requests", "remote_retries")
+    assert result_metrics("rest") == (*TRAINING_RESULTS, *rest)
+    assert result_metrics("rlaif")[-4:] == ("pairs_written", "decided_share", "mean_confidence", "label_agreement")
     # the summary table's four: the comparison's win rate before the loss; the rest by kind
     ppo = {"task_accuracy": 0.8, "task_accuracy_before": 0.5, "eval_win_rate": 0.7, "reward_mean": 1.0, "kl": 2.0}
     assert [k for k, _ in shown_results("ppo", ppo, 4)] == ["task_accuracy", "eval_win_rate", "reward_mean", "kl"]

@@ -18,6 +18,7 @@ import math
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,7 +125,8 @@ class FakeOpenAI(_Threaded):
 
     logprobs: return top_logprobs (P(right) = `confidence`) when the client asks for them.
     faults: per request index, "429" (a storm: each listed index), "slow" (sleeps `slow_s`),
-    "500", "401". `api_key`: the Bearer token it requires (None: any).
+    "500", "401", "401echo" (echoes the Authorization header), "400pinned" (transformers serve's
+    answer to another model name). `api_key`: the Bearer token it requires (None: any).
     """
 
     def __init__(
@@ -167,6 +169,12 @@ class FakeOpenAI(_Threaded):
             return web.json_response(error, status=429, headers={"Retry-After": "0"})
         if fault in ("500", "401"):
             return web.json_response({"error": {"message": fault, "type": "x"}}, status=int(fault))
+        if fault == "401echo":  # a gateway that echoes the Authorization header
+            message = f"bad token {request.headers.get('Authorization')}"
+            return web.json_response({"error": {"message": message, "type": "auth"}}, status=401)
+        if fault == "400pinned":  # transformers serve's words (FastAPI's detail)
+            detail = f"Server is pinned to '/models/judge'; requested '{body['model']}'."
+            return web.json_response({"detail": detail}, status=400)
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
         prompt = body["messages"][-1]["content"]
@@ -225,3 +233,52 @@ def serve_reward(model_dir: str, *options: str, timeout: float = 120.0) -> Itera
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def transformers_serve(model_dir: str, timeout: float = 90.0) -> Iterator[str]:
+    """Hugging Face's `transformers serve MODEL_DIR` (the transformers[serving] extra) on
+    127.0.0.1, on CPU, pinned to the model; yields its OpenAI base URL (…/v1). The command is the
+    one docs/served-models.md shows."""
+    import urllib.request
+
+    port = _free_port()
+    command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()"]
+    args = ["serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115  # closed below; a file, not a pipe: a chatty server never blocks on it
+    proc = subprocess.Popen(
+        [*command, *args], stdout=log, stderr=log, text=True, env=subprocess_env(HF_HUB_DISABLE_TELEMETRY="1")
+    )
+    try:
+        started = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"transformers serve exited: {log.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"transformers serve did not answer /health within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()

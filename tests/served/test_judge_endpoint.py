@@ -61,8 +61,35 @@ def test_without_logprobs_the_label_is_parsed_and_the_figures_say_so() -> None:
     with FakeOpenAI(answer=lambda prompt: "I cannot tell") as server:
         judge = judge_for(server, logprobs=False)
         judged = judge.judge(PAIRS[:1])
-    assert judge.methods == ["unparsed"] and judged[0].confidence == 0.5
+    # no verdict, not a coin flip at 0.5 (issue 24, item 1)
+    assert judge.methods == ["unparsed"] and judged[0].a_first is None and judged[0].a_second is None
+    assert not judged[0].decided and judged[0].confidence == 0.0
     assert judge.metrics()["judge_unparsed"] == 2.0
+
+
+def test_a_mixed_verdict_is_undecided() -> None:
+    """One order parsed, the other not: undecided (issue 24, item 2: it was confidence 0.75)."""
+    with FakeOpenAI(answer=lambda prompt: "A" if "Response A: 3\n" in prompt else "no idea") as server:
+        judge = judge_for(server, logprobs=False)
+        judged = judge.judge(PAIRS[:1])
+    assert judge.methods == ["mixed"] and judged[0].a_first == 1.0 and judged[0].a_second is None
+    assert not judged[0].decided and judged[0].confidence == 0.0
+
+
+def test_the_servers_words_reach_the_failure_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, items 3 and 7: the server's explanation is kept, a credential it echoes is not."""
+    monkeypatch.setenv("RLHF_JUDGE_API_KEY", "sk-live-SECRET123")
+    endpoint = {"model": "judge-7b", "apiKey": {"name": "judge-key", "key": "token"}, "retries": 0}
+    with FakeOpenAI(faults=dict.fromkeys(range(10), "401echo")) as server:
+        config = JudgeEndpoint.model_validate({"url": server.url, **endpoint})
+        with pytest.raises(StageError) as caught:
+            endpoint_judge(config, RlaifLabelConfig()).judge(PAIRS[:1])
+    message = caught.value.message
+    assert "HTTP 401 (bad token Bearer [redacted]" in message and "SECRET123" not in message
+    assert message.endswith("not retried (a client error)")
+    with FakeOpenAI(faults=dict.fromkeys(range(10), "400pinned")) as server, pytest.raises(StageError) as caught:
+        judge_for(server, retries=0).judge(PAIRS[:1])
+    assert "HTTP 400 (Server is pinned to '/models/judge'; requested 'judge-7b'.)" in caught.value.message
 
 
 def test_reading_labels() -> None:

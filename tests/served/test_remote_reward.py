@@ -156,5 +156,75 @@ def test_protocol_checks_and_backoff() -> None:
             parse_request(bad)
     with pytest.raises(ProtocolError, match="one value per item"):
         parse_request({"prompts": ["p"], "responses": ["r"], "columns": {"answer": []}})
-    assert backoff_seconds(1, "2") == 2.0 and backoff_seconds(1, "999") == 30.0
+    assert backoff_seconds(1, "2") == 2.0 and backoff_seconds(1, "Wed, 21 Oct 2015 07:28:00 GMT") <= 0.5
+    # Retry-After is honoured in full up to the request's timeout (at least 30 s), never cut short
+    # (issue 24, item 8: a server asking 120 s was hit after 30 s)
+    assert backoff_seconds(1, "120", budget=300) == 120.0 and backoff_seconds(1, "120", budget=60) is None
     assert 0.25 <= backoff_seconds(1) <= 0.5 and 2.0 <= backoff_seconds(4) <= 4.0 and backoff_seconds(12) <= 30.0
+
+
+def test_any_2xx_with_scores_is_a_success_and_an_empty_204_says_so() -> None:
+    """Issue 24, item 8: a 201 with scores was "a client error", and so was a 204."""
+    with ScriptedServer(lambda i, body: Reply(status=201, body={"scores": [1, 2, 3]})) as s:
+        assert score(build(s.url)) == [1.0, 2.0, 3.0]
+    with ScriptedServer(lambda i, body: Reply(status=204, raw="")) as s, pytest.raises(StageError) as caught:
+        score(build(s.url))
+    assert "HTTP 204 with an empty body" in caught.value.message and "client error" not in caught.value.message
+
+
+def test_a_retry_after_longer_than_the_client_waits_fails_saying_so() -> None:
+    with ScriptedServer(lambda i, body: Reply(status=429, raw="{}", headers={"Retry-After": "120"})) as s:
+        started = time.monotonic()
+        with pytest.raises(StageError, match=r"asks to retry after 120 s, more than this client waits \(60 s"):
+            score(build(s.url, timeoutSeconds=60))
+    assert len(s.requests) == 1 and time.monotonic() - started < 5  # not hit again early
+
+
+def test_an_echoed_header_is_redacted_and_the_counts_are_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 7: a gateway echoing the Authorization header put it into the message."""
+    header = {"name": "Authorization", "secretKeyRef": {"name": "reward-auth", "key": "token"}}
+    monkeypatch.setenv("RLHF_REWARD_0_HEADER_0", "Bearer SECRET123")
+
+    def echo(i: int, body: dict[str, Any]) -> Reply:
+        return Reply(status=401, raw="bad token Bearer SECRET123\nsecond line") if i else Reply(status=503)
+
+    with ScriptedServer(echo) as s, pytest.raises(StageError) as caught:
+        rewards = build(s.url, headers=[header], retries=2)
+        try:
+            score(rewards)
+        finally:
+            from rlhf_trainer.reward_sources import served_metrics
+
+            counts = served_metrics(rewards.functions)
+    assert "SECRET123" not in caught.value.message and "HTTP 401 (bad token [redacted])" in caught.value.message
+    assert counts == {"remote_requests": 2.0, "remote_retries": 1.0}
+
+
+def test_the_final_comparison_scores_through_the_remote_source(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 8: a run whose rewards are remote got no win rate (only a reward model gave one)."""
+    from rlhf_api.trainer_job import TrainerJobConfig
+    from rlhf_trainer import model_comparison
+    from rlhf_trainer.model_comparison import Side
+
+    def answer(model_cfg: Any, quant: Any, work_dir: str, field: str, prompts: list[Any], *_: Any) -> Side:
+        text = "a much longer answer" if field == "compare.candidate" else "short"
+        return Side(model=model_cfg.name, answers=[text] * len(prompts), lengths=[1] * len(prompts))
+
+    monkeypatch.setattr(model_comparison, "_answer", answer)
+    with ScriptedServer(length_scores) as s:
+        cfg = TrainerJobConfig.model_validate(
+            {
+                "stage": "grpo",
+                "runName": "test",
+                "model": {"name": "builtin:tiny-llama"},
+                "outputDir": str(tmp_path / "grpo"),
+                "workDir": str(tmp_path),
+                "grpo": {
+                    "dataset": {"source": "builtin:arithmetic"},
+                    "rewards": [{"type": "remote", "name": "served", "remote": {"url": s.url}}],
+                },
+            }
+        )
+        summary = model_comparison.compare(cfg, cfg.compare_settings(), cfg.model.weights_at(str(tmp_path / "m")))
+    assert summary.win_rate == 1.0 and summary.reward_model == "rewards: served" and summary.wins == summary.prompts
+    assert s.requests and all(r["responses"][0] in ("short", "a much longer answer") for r in s.requests)

@@ -4,7 +4,7 @@ both-order preferences, agreement with ground truth), table-driven."""
 from __future__ import annotations
 
 import pytest
-from rlhf_trainer.rlaif.labels import Judgement, agreement, constitution_text, judge_prompt, pick_pair
+from rlhf_trainer.rlaif.labels import Judgement, agreement, constitution_text, judge_prompt, keep, pick_pair
 from rlhf_trainer.self_training.schedule import Step, grow_prompts, kept, steps, threshold
 
 
@@ -73,7 +73,7 @@ def test_pick_pair(candidates: list[str], pair: tuple[str, str] | None) -> None:
         (0.9, 0.7, "a", 0.8, 0.6, True),
         (0.9, 0.3, "a", 0.6, 0.8, False),  # a strong first-position bias: averaged away
         (0.2, 0.4, "b", 0.7, 0.4, True),
-        (0.5, 0.5, "a", 0.5, 0.5, True),  # a tie keeps a (the first sampled)
+        (0.5, 0.5, "a", 0.5, 0.5, True),  # a tie: no preference, never written (keep below)
     ],
 )
 def test_both_orders_are_averaged(
@@ -97,3 +97,31 @@ def test_agreement_counts_pairs_with_exactly_one_right_response() -> None:
         (False, False),
     ]
     assert agreement(judged, truth) == (2, 3)
+
+
+def test_a_pair_undecided_in_either_order_has_no_preference_and_is_never_written() -> None:
+    """Item 1 and 2 of issue 24: an unparsed order is no verdict, never a coin flip at 0.5; a
+    mixed pair (one order parsed, the other not) is undecided, never confidence 0.75."""
+    mixed = Judgement(prompt="p", a="a", b="b", a_first=1.0, a_second=None)
+    none = Judgement(prompt="p", a="a", b="b", a_first=None, a_second=None)
+    for judgement in (mixed, none):
+        assert not judgement.decided and not judgement.has_preference
+        assert judgement.confidence == 0.0 and judgement.orders_agree is None
+        assert not keep(judgement, 0.5)
+    tie = Judgement(prompt="p", a="a", b="b", a_first=1.0, a_second=0.0)  # parsed, the orders disagree
+    assert tie.decided and tie.confidence == 0.5 and not tie.has_preference and not keep(tie, 0.5)
+    agreeing = Judgement(prompt="p", a="a", b="b", a_first=0.0, a_second=0.0)
+    assert keep(agreeing, 0.75) and agreeing.chosen == "b" and agreeing.confidence == 1.0
+    assert agreement([mixed, tie, agreeing], [(True, False)] * 3) == (0, 1)  # only the decided preference counts
+
+
+def test_the_verdict_gate_counts_each_order() -> None:
+    from rlhf_trainer.stages.rlaif import decided_share
+
+    judged = [
+        Judgement("p", "a", "b", 1.0, None),
+        Judgement("p", "a", "b", None, None),
+        Judgement("p", "a", "b", 0.9, 0.8),
+        Judgement("p", "a", "b", 0.2, 0.1),
+    ]
+    assert decided_share(judged) == 5 / 8

@@ -113,6 +113,37 @@ def _score(reward_cfg: ModelConfig, work_dir: str, prompts: list[HeldOutPrompt],
     _release_memory()
 
 
+def _score_sources(cfg: TrainerJobConfig, prompts: list[HeldOutPrompt], sides: list[Side]) -> str | None:
+    """Score both sides through the stage's own reward sources (the weighted total, as in
+    training), e.g. a remote reward server; returns their labels, or None when the stage has no
+    sources or they need dataset columns the held-out prompts lack (then: no win rate)."""
+    from rlhf_api.reward_sources import labels
+
+    from .reward_sources import build_reward_functions
+
+    sources = cfg.section.reward_sources()
+    if not sources:
+        return None
+    try:
+        functions = build_reward_functions(
+            sources,
+            reward_model=cfg.reward_model,
+            work_dir=cfg.work_dir,
+            columns=[],
+            device=torch.device(placement.this_device()),
+            field="compare.rewards",
+        )
+    except StageError as exc:
+        progress.emit(cfg.stage, event="compare", note=f"no win rate: {exc}")
+        return None
+    texts = [p.prompt for p in prompts]
+    for side in sides:
+        side.scores, _ = functions.score(texts, side.answers)
+    del functions
+    _release_memory()
+    return "rewards: " + ", ".join(labels(sources))
+
+
 def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConfig) -> EvalSummary:
     """Compare cfg.model (where the stage started) with `candidate` (what it produced)."""
     started = time.perf_counter()
@@ -129,8 +160,13 @@ def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConf
     baseline = _answer(cfg.model, quant, cfg.work_dir, "model", prompts, settings.max_new_tokens, check)
     final = _answer(candidate, quant, cfg.work_dir, "compare.candidate", prompts, settings.max_new_tokens, check)
     wins = ties = losses = None
+    scored_by = None
     if settings.reward_model is not None:
         _score(settings.reward_model, cfg.work_dir, prompts, [baseline, final])
+        scored_by = settings.reward_model.name
+    else:  # no reward model planned: the stage's own sources (a remote server) give the win rate
+        scored_by = _score_sources(cfg, prompts, [baseline, final])
+    if scored_by is not None:
         assert baseline.scores is not None and final.scores is not None
         wins, ties, losses = win_counts(final.scores, baseline.scores)
     summary = EvalSummary(
@@ -138,7 +174,7 @@ def compare(cfg: TrainerJobConfig, settings: CompareConfig, candidate: ModelConf
         prompts=len(prompts),
         baseline=baseline.score(),
         candidate=final.score(),
-        reward_model=settings.reward_model.name if settings.reward_model else None,
+        reward_model=scored_by,
         win_rate=win_rate(wins, ties, len(prompts)) if wins is not None and ties is not None else None,
         wins=wins,
         ties=ties,

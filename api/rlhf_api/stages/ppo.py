@@ -148,7 +148,7 @@ KIND = StageKind(
     trainer="engine",
     memory=MemoryProfile(shape="engine", value_head=True),
     schema_rules={"PPOTrainingConfig": PPO_SIZE_CEL_RULES},
-    metrics=("task_accuracy_before",),
+    metrics=("task_accuracy_before", "remote_requests", "remote_retries"),
     progress=("reward_mean", "kl"),  # the engine's step numbers (rlhf_trainer.ppo.loop)
     progress_detail=("kl_coef", "policy_loss", "value_loss", "response_length", "tokens_per_s"),
 )

@@ -41,6 +41,6 @@ KIND = StageKind(
     pipelines=scored_pipelines("rest"),
     is_policy=True,
     reward_model="sources",
-    metrics=("samples_kept", "kept_reward_mean", "task_accuracy_before"),
+    metrics=("samples_kept", "kept_reward_mean", "task_accuracy_before", "remote_requests", "remote_retries"),
     pipeline_hint="rest comes last, after sft and/or reward",
 )

@@ -66,7 +66,7 @@ KIND = StageKind(
     is_policy=False,
     produces_model=False,
     requires=(),
-    metrics=("pairs_written", "mean_confidence", "label_agreement"),
+    metrics=("pairs_written", "decided_share", "mean_confidence", "label_agreement"),
     pipeline_hint="rlaif must be followed by reward or dpo",
     memory=None,
 )

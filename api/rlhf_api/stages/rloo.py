@@ -37,6 +37,7 @@ KIND = StageKind(
     reward_model="sources",
     memory=MemoryProfile(shape="group"),
     schema_rules={"RLOOTrainingConfig": [groups_fit_cel_rule(RLOOTrainingConfig)]},
-    metrics=("reward",),  # the mean total reward of the last quarter of the steps
+    # the mean total reward of the last quarter of the steps; remote reward sources' call counts
+    metrics=("reward", "remote_requests", "remote_retries"),
     progress=("reward", "kl"),  # TRL's RLOOTrainer
 )

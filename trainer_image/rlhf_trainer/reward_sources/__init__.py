@@ -6,6 +6,6 @@ into TRL-style reward functions: `fn(prompts=[...], completions=[...], **dataset
 returning one float (or None) per completion, named by the source's metric label.
 """
 
-from .builder import RewardFunction, RewardFunctions, build_reward_functions
+from .builder import RewardFunction, RewardFunctions, build_reward_functions, served_metrics
 
-__all__ = ["RewardFunction", "RewardFunctions", "build_reward_functions"]
+__all__ = ["RewardFunction", "RewardFunctions", "build_reward_functions", "served_metrics"]

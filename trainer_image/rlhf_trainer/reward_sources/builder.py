@@ -40,6 +40,22 @@ class RewardFunction:
             )
         return [None if s is None else float(s) for s in scores]
 
+    def metrics(self) -> dict[str, float]:
+        """A served source's call counts (remote_requests, remote_retries); {} for the others."""
+        own = getattr(self._score, "metrics", None)
+        return dict(own()) if callable(own) else {}
+
+
+def served_metrics(functions: Sequence[Any]) -> dict[str, float]:
+    """The call counts of every remote source, summed (the kinds declare remote_requests and
+    remote_retries); {} when no source is served."""
+    total: dict[str, float] = {}
+    for function in functions:
+        own = function.metrics() if isinstance(function, RewardFunction) else {}
+        for key, value in own.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
 
 @dataclass
 class RewardFunctions:

@@ -7,11 +7,12 @@ temperature 0:
   log-probabilities of the first answer token (tokens equal to a label after stripping spaces
   are summed; a label missing from the top list counts as the least likely listed token);
 - otherwise the label is parsed from the answer text: the first of the two labels standing as a
-  word gives P(first) 1 or 0; an answer naming neither gives 0.5 (no information).
+  word gives P(first) 1 or 0; an answer naming neither is no verdict (None).
 The figures say which was used: `judge_logprobs_share`, `judge_parsed_share`, `judge_unparsed`,
-and each judged pair's `judge_method` in judgements.jsonl. In parse mode the confidence is 1
-(both orders agree) or 0.5 (they disagree), so set confidenceThreshold above 0.5 to keep only
-agreeing pairs.
+and each judged pair's `judge_method` in judgements.jsonl. A pair with an order undecided (also
+"mixed": one order parsed, the other not) is undecided: never written, and counted by the
+stage's verdict gate (rlaif.minDecidedShare). In parse mode a decided pair's confidence is 1
+(both orders agree) or 0.5 (they disagree: no preference, never written).
 
 429s, 408/5xx, timeouts and refused connections are retried with exponential backoff (or the
 server's Retry-After) up to `retries` times; then, or on another error status, the stage fails
@@ -37,7 +38,8 @@ from rlhf_api.served import JUDGE_API_KEY_ENV, JudgeEndpoint
 
 from ..errors import StageError
 from ..rlaif.labels import Judgement, constitution_text, judge_prompt
-from .protocol import RETRY_STATUSES, backoff_seconds
+from .protocol import RETRY_STATUSES, backoff_seconds, status_kind, too_long
+from .server_words import BARE_500_HINT, CHAT_TEMPLATE_ADVICE, mentions_chat_template, server_words
 
 FIELD = "rlaif.judge.endpoint"
 TOP_LOGPROBS = 5
@@ -47,7 +49,7 @@ PROGRESS_EVERY_S = 5.0
 
 @dataclass(frozen=True)
 class Verdict:
-    p_first: float
+    p_first: float | None  # None: no verdict (the answer named neither label, no logprobs)
     method: str  # logprobs | parsed | unparsed
 
 
@@ -96,6 +98,7 @@ class EndpointJudge:
         self.config = config
         self.constitution = constitution_text(config.constitution)
         self.sleep = sleep
+        self.api_key = api_key
         # Our own retries (counted, reported, with the error named at the end): the client's are off.
         self.client = OpenAI(
             base_url=endpoint.url, api_key=api_key or NO_KEY, max_retries=0, timeout=endpoint.timeout_seconds
@@ -137,14 +140,31 @@ class EndpointJudge:
             except openai.APIConnectionError as exc:
                 problem = f"cannot reach it ({exc})"
             except openai.APIStatusError as exc:
-                problem = f"HTTP {exc.status_code} ({str(exc.message)[:200]})"
+                problem = self._status_problem(exc)
                 if exc.status_code not in RETRY_STATUSES:
-                    raise self._fail(f"{problem}; not retried (a client error)") from exc
+                    raise self._fail(f"{problem}; not retried ({status_kind(exc.status_code)})") from exc
                 retry_after = exc.response.headers.get("retry-after")
             if attempt < attempts:
+                wait = backoff_seconds(attempt, retry_after, budget=self.endpoint.timeout_seconds)
+                if wait is None:
+                    raise self._fail(f"{problem}; {too_long(retry_after, self.endpoint.timeout_seconds)}")
                 self._count(retries=1)
-                self.sleep(backoff_seconds(attempt, retry_after))
+                self.sleep(wait)
+        if problem == "HTTP 500 (Internal Server Error)":
+            problem += f"; {BARE_500_HINT}"
         raise self._fail(f"{problem}, after {attempts} attempt(s) (retries: {self.endpoint.retries})")
+
+    def _status_problem(self, exc: Any) -> str:
+        """HTTP <status> with the server's words (redacted, bounded), and advice where they call for it."""
+        try:
+            body = exc.response.content
+        except Exception:  # a body that cannot be read: the status alone
+            body = b""
+        words = server_words(body, [self.api_key] if self.api_key else [])
+        problem = f"HTTP {exc.status_code}" + (f" ({words})" if words else "")
+        if mentions_chat_template(words):
+            problem += f"; {CHAT_TEMPLATE_ADVICE}"
+        return problem
 
     def verdict(self, prompt: str, first: str, second: str) -> Verdict:
         text = judge_prompt(self.config.judge_template, self.constitution, prompt, first, second)
@@ -165,7 +185,7 @@ class EndpointJudge:
             if p is not None:
                 return Verdict(p, "logprobs")
         parsed = parse_label(choice.message.content or "", self.config.labels)
-        return Verdict(0.5, "unparsed") if parsed is None else Verdict(parsed, "parsed")
+        return Verdict(None, "unparsed") if parsed is None else Verdict(parsed, "parsed")
 
     def judge(self, pairs: Sequence[tuple[str, str, str]]) -> list[Judgement]:
         """Both orders of each (prompt, a, b), `maxConcurrency` requests at a time."""
@@ -193,7 +213,8 @@ class EndpointJudge:
         for i, (p, a, b) in enumerate(pairs):
             a_first, b_first = verdicts[i], verdicts[n + i]
             assert a_first is not None and b_first is not None
-            out.append(Judgement(prompt=p, a=a, b=b, a_first=a_first.p_first, a_second=1.0 - b_first.p_first))
+            a_second = None if b_first.p_first is None else 1.0 - b_first.p_first
+            out.append(Judgement(prompt=p, a=a, b=b, a_first=a_first.p_first, a_second=a_second))
             methods = {a_first.method, b_first.method}
             self.methods.append(methods.pop() if len(methods) == 1 else "mixed")
         self._verdicts = verdicts

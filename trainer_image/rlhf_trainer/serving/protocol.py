@@ -76,16 +76,44 @@ def parse_scores(body: Any, expected: int) -> list[float | None]:
     return out
 
 
-def backoff_seconds(attempt: int, retry_after: str | None = None, rng: random.Random | None = None) -> float:
-    """Wait before retry number `attempt` (1, 2, ...): the server's Retry-After (seconds) when
-    given, else 0.5 s doubling with jitter, at most 30 s."""
+def retry_budget(timeout_seconds: float) -> float:
+    """The longest wait a server's Retry-After may ask for: the request's timeout, at least 30 s."""
+    return max(BACKOFF_MAX_S, timeout_seconds)
+
+
+def backoff_seconds(
+    attempt: int, retry_after: str | None = None, rng: random.Random | None = None, budget: float = BACKOFF_MAX_S
+) -> float | None:
+    """Wait before retry number `attempt` (1, 2, ...): the server's Retry-After (seconds) in full
+    when it is within retry_budget (`budget`: the request's timeoutSeconds), None when it asks
+    for more (the caller fails rather than ask early); else 0.5 s doubling with jitter, at most 30 s."""
     if retry_after is not None:
         try:
-            return min(BACKOFF_MAX_S, max(0.0, float(retry_after)))
+            asked = float(retry_after)
         except ValueError:
-            pass  # an HTTP date: use our own schedule
+            asked = math.nan  # an HTTP date: use our own schedule
+        if math.isfinite(asked):
+            return max(0.0, asked) if asked <= retry_budget(budget) else None
     delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
     return delay * (0.5 + (rng or random).random() / 2)
+
+
+def too_long(retry_after: str | None, timeout_seconds: float) -> str:
+    return (
+        f"the server asks to retry after {retry_after} s, more than this client waits "
+        f"({retry_budget(timeout_seconds):g} s: timeoutSeconds, at least 30); raise timeoutSeconds to wait for it"
+    )
+
+
+def status_kind(status: int) -> str:
+    """What an HTTP status that is not retried is, for a failure message."""
+    if 200 <= status < 300:
+        return "a success status without the expected body"
+    if 300 <= status < 400:
+        return "a redirect, not followed"
+    if 400 <= status < 500:
+        return "a client error"
+    return "a server error"
 
 
 def batches(count: int, size: int) -> list[range]:

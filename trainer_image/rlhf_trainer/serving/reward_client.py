@@ -10,6 +10,7 @@ naming the source and the URL. Nothing is ever scored as 0 in place of an answer
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -21,7 +22,20 @@ import aiohttp
 from rlhf_api.served import RemoteReward, header_env
 
 from ..errors import StageError
-from .protocol import RETRY_STATUSES, ProtocolError, backoff_seconds, batches, parse_scores, request_body
+from .protocol import (
+    RETRY_STATUSES,
+    ProtocolError,
+    backoff_seconds,
+    batches,
+    parse_scores,
+    request_body,
+    status_kind,
+    too_long,
+)
+from .server_words import server_words
+
+# A reply is read no further than this (a score per item is a few bytes; 4096 items fit easily).
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 def completion_text(value: Any) -> str:
@@ -96,6 +110,25 @@ class RemoteScorer:
         self.stats.items += len(responses)
         return scores
 
+    def _scores(self, status: int, raw: bytes, expected: int) -> list[float | None]:
+        """A 2xx reply's scores; any 2xx with a valid body is a success (a 204 has none)."""
+        if len(raw) > MAX_REPLY_BYTES:
+            raise self._fail(f"refused the reply: larger than {MAX_REPLY_BYTES} bytes")
+        if not raw.strip():
+            raise self._fail(f'HTTP {status} with an empty body; the protocol expects {{"scores": [...]}}')
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise self._fail(f"the reply is not JSON ({exc})") from exc
+        try:
+            return parse_scores(data, expected)
+        except ProtocolError as exc:
+            raise self._fail(f"refused the reply: {exc}") from exc
+
+    def metrics(self) -> dict[str, float]:
+        """The stage metrics of this source: requests and retries (declared by the policy kinds)."""
+        return {"remote_requests": float(self.stats.requests), "remote_retries": float(self.stats.retries)}
+
     def _fail(self, message: str) -> StageError:
         return StageError(self.where, f"remote reward {self.remote.url}: {message}")
 
@@ -128,27 +161,23 @@ class RemoteScorer:
             self.stats.requests += 1
             try:
                 async with session.post(self.remote.url, json=body) as reply:
-                    if reply.status == 200:
-                        try:
-                            data = await reply.json(content_type=None)
-                        except ValueError as exc:
-                            raise self._fail(f"the reply is not JSON ({exc})") from exc
-                        try:
-                            return parse_scores(data, expected)
-                        except ProtocolError as exc:
-                            raise self._fail(f"refused the reply: {exc}") from exc
-                    text = (await reply.text())[:200].strip()
-                    problem = f"HTTP {reply.status}" + (f" ({text})" if text else "")
+                    raw = await reply.content.read(MAX_REPLY_BYTES + 1)
+                    if 200 <= reply.status < 300:
+                        return self._scores(reply.status, raw, expected)
+                    words = server_words(raw, self.headers.values())
+                    problem = f"HTTP {reply.status}" + (f" ({words})" if words else "")
                     if reply.status not in RETRY_STATUSES:
-                        raise self._fail(f"{problem}; not retried (a client error)")
+                        raise self._fail(f"{problem}; not retried ({status_kind(reply.status)})")
                     retry_after = reply.headers.get("Retry-After")
             except TimeoutError:
                 problem = f"no reply within timeoutSeconds {self.remote.timeout_seconds:g}"
             except aiohttp.ClientError as exc:
                 problem = f"cannot reach it ({type(exc).__name__}: {exc})"
             if attempt < attempts:
+                wait = backoff_seconds(attempt, retry_after, budget=self.remote.timeout_seconds)
+                if wait is None:
+                    raise self._fail(f"{problem}; {too_long(retry_after, self.remote.timeout_seconds)}")
                 self.stats.retries += 1
-                wait = backoff_seconds(attempt, retry_after)
                 print(
                     f"remote reward {self.label}: {problem}; retry {attempt} of {self.remote.retries} in {wait:.1f} s",
                     file=sys.stderr,

@@ -22,7 +22,7 @@ from rlhf_api.trainer_job import TrainerJobConfig
 from ..data import dataset_columns, load_prompt_rows
 from ..errors import StageError
 from ..modeling import apply_lora, load_causal_lm
-from ..reward_sources import build_reward_functions
+from ..reward_sources import build_reward_functions, served_metrics
 from .lifecycle import StageOutputs
 from .trl_glue import ProgressCallback, task_accuracy_metrics, train_evaluate_merge, trainer_arguments, truncate_prompts
 
@@ -99,7 +99,8 @@ def train(trainer: Any, cfg: TrainerJobConfig) -> StageOutputs:
     labels = [f.__name__ for f in trainer.reward_funcs]
 
     def evaluate(model: Any, tokenizer: Any) -> dict[str, float]:
-        return summarize(trainer.state.log_history, labels) | accuracy(model, tokenizer)
+        served = served_metrics(trainer.reward_funcs)  # remote sources: requests and retries
+        return summarize(trainer.state.log_history, labels) | served | accuracy(model, tokenizer)
 
     return train_evaluate_merge(trainer, cfg, evaluate)
 

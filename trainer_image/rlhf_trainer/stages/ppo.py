@@ -172,6 +172,7 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
         metrics["resumed_from_step"] = float(outcome["resumed_from"])
     if accuracy_after is not None:
         metrics["task_accuracy"] = accuracy_after
+    metrics.update(scorer.metrics() if hasattr(scorer, "metrics") else {})  # remote sources' call counts
     if extra.get("task_accuracy_before") is not None:
         metrics["task_accuracy_before"] = float(extra["task_accuracy_before"])
 
@@ -195,17 +196,22 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
 def sources_scorer(cfg: TrainerJobConfig, sources: list[RewardSource], device: torch.device) -> Any:
     """The engine's reward_fn from ppo.rewards: the weighted total per response (a source's None
     counts 0, as in GRPO), on CPU like the reward model's scores."""
-    from ..reward_sources import build_reward_functions
+    from ..reward_sources import build_reward_functions, served_metrics
 
     functions = build_reward_functions(
         sources, reward_model=cfg.reward_model, work_dir=cfg.work_dir, columns=[], device=device, field="ppo.rewards"
     )
 
-    def score(prompts: list[str], responses: list[str], response_token_ids: list[list[int]]) -> torch.Tensor:
-        totals, _ = functions.score(prompts, responses)
-        return torch.tensor(totals, dtype=torch.float32)
+    class SourcesScorer:
+        def __call__(self, prompts: list[str], responses: list[str], response_token_ids: list[list[int]]) -> Any:
+            totals, _ = functions.score(prompts, responses)
+            return torch.tensor(totals, dtype=torch.float32)
 
-    return score
+        def metrics(self) -> dict[str, float]:
+            """Remote sources' requests and retries (the kind declares them)."""
+            return served_metrics(functions.functions)
+
+    return SourcesScorer()
 
 
 def shared_reward_adapter(cfg: TrainerJobConfig) -> str | None:

@@ -32,7 +32,7 @@ from ..errors import StageError
 from ..evaluate import task_accuracy
 from ..jsonl import read_jsonl, write_jsonl
 from ..modeling import BaseWeights, apply_lora, save_merged
-from ..reward_sources import RewardFunctions, build_reward_functions
+from ..reward_sources import RewardFunctions, build_reward_functions, served_metrics
 from ..sampling import sample_responses
 from ..self_training.schedule import Step, grow_prompts, kept, steps, threshold
 from ..self_training.store import STATE, Iteration, RestState, samples_path
@@ -234,7 +234,8 @@ def train(cfg: TrainerJobConfig) -> StageOutputs:
     return StageOutputs(
         merged_path=merged_path,
         adapter_path=adapter_path,
-        metrics=_metrics(state, time.perf_counter() - started),
+        # remote sources' requests and retries beside the stage's own figures
+        metrics=_metrics(state, time.perf_counter() - started) | served_metrics(rewards.functions),
         steps=len(state.iterations),
         planned_steps=len(schedule),
         resumed_from_step=resumed_from,

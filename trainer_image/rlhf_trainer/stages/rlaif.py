@@ -31,7 +31,7 @@ from ..modeling import load_causal_lm
 from ..reward_sources.verifiable import exact_match
 from ..rlaif import builtin_judge
 from ..rlaif.judge import PairJudge
-from ..rlaif.labels import Judgement, agreement, pick_pair
+from ..rlaif.labels import Judgement, agreement, keep, pick_pair
 from ..sampling import sample_responses
 from .lifecycle import StageOutputs, run_stage
 
@@ -127,7 +127,7 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
     judged = judge.judge(pairs)
     methods = getattr(judge, "methods", None) or [None] * len(judged)  # endpoint judge: logprobs/parsed
     truth = _ground_truth(rows, index, judged)
-    kept = [j.confidence >= section.confidence_threshold for j in judged]
+    kept = [keep(j, section.confidence_threshold) for j in judged]
     out = Path(cfg.output_dir)
     write_jsonl(
         out / JUDGEMENTS,
@@ -136,11 +136,16 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
             for j, k, t, m in zip(judged, kept, truth, methods, strict=True)
         ),
     )
+    judge_metrics: dict[str, float] = judge.metrics() if hasattr(judge, "metrics") else {}
+    share = decided_share(judged)
+    progress.emit("rlaif", event="judged", decided_share=share, pairs=len(judged))
+    if share < section.min_decided_share:
+        raise StageError("rlaif.minDecidedShare", undecided_message(section, judged, share, judge_metrics))
     written = [j for j, k in zip(judged, kept, strict=True) if k]
     if not written:
         raise StageError(
             "rlaif.confidenceThreshold",
-            f"no pair reached confidence {section.confidence_threshold} "
+            f"no pair reached confidence {section.confidence_threshold} with a preference "
             f"(highest {max(j.confidence for j in judged):.3f}); lower the threshold",
         )
     pairs_file = Path(layout.rlaif_pairs(cfg.output_dir))
@@ -149,10 +154,33 @@ def label(cfg: TrainerJobConfig) -> StageOutputs:
         ({"prompt": j.prompt, "chosen": j.chosen, "rejected": j.rejected, "confidence": j.confidence} for j in written),
     )
     metrics = _metrics(rows, judged, kept, truth)
-    metrics.update(judge.metrics() if hasattr(judge, "metrics") else {})
+    metrics.update(judge_metrics)
     progress.emit("rlaif", event="labelled", path=str(pairs_file), **metrics)
     # Its steps are the prompts labelled (the handover to the next stage checks them).
     return StageOutputs(metrics=metrics, steps=len(rows.prompts), planned_steps=len(rows.prompts))
+
+
+def decided_share(judged: list[Judgement]) -> float:
+    """The share of verdicts (one per pair and order) that named a label or had log-probabilities."""
+    verdicts = [v for j in judged for v in (j.a_first, j.a_second)]
+    return sum(v is not None for v in verdicts) / len(verdicts) if verdicts else 0.0
+
+
+def undecided_message(
+    section: RlaifStageConfig, judged: list[Judgement], share: float, judge_metrics: dict[str, float]
+) -> str:
+    """Why the verdict gate failed, with the likely causes (see docs/served-models.md)."""
+    decided = sum(v is not None for j in judged for v in (j.a_first, j.a_second))
+    causes = [f"the judge's answers name neither label {section.labels[0]!r} nor {section.labels[1]!r}"]
+    endpoint = section.judge.endpoint
+    if endpoint is not None and endpoint.logprobs and judge_metrics.get("judge_logprobs_share", 0.0) == 0.0:
+        causes.append("the server returned no log-probabilities (transformers serve ignores them)")
+    return (
+        f"only {share:.0%} of the judge's verdicts were decided ({decided} of {2 * len(judged)}, "
+        f"minimum {section.min_decided_share:g}); likely cause: {' and '.join(causes)}. Ask for the labels "
+        "in judgeTemplate, set labels to what the model answers (see judge_method in judgements.jsonl), or "
+        "serve the judge where logprobs are returned; nothing was written, so nothing trains on coin flips"
+    )
 
 
 def _judgement_row(judgement: Judgement, kept: bool, truth: tuple[bool | None, bool | None]) -> dict[str, Any]:
@@ -163,6 +191,7 @@ def _judgement_row(judgement: Judgement, kept: bool, truth: tuple[bool | None, b
         "p_a_shown_first": judgement.a_first,
         "p_a_shown_second": judgement.a_second,
         "chosen": judgement.chosen,
+        "decided": judgement.decided,
         "confidence": judgement.confidence,
         "kept": kept,
         "a_right": truth[0],
@@ -174,15 +203,19 @@ def _metrics(
     rows: PromptRows, judged: list[Judgement], kept: list[bool], truth: list[tuple[bool | None, bool | None]]
 ) -> dict[str, float]:
     written = [j for j, k in zip(judged, kept, strict=True) if k]
+    decided = [j for j in judged if j.decided]
     metrics: dict[str, float] = {
         "prompts": float(len(rows.prompts)),
         "pairs_judged": float(len(judged)),
         "pairs_written": float(len(written)),
+        "pairs_undecided": float(len(judged) - len(decided)),
+        "decided_share": decided_share(judged),
         "mean_confidence": statistics.fmean(j.confidence for j in written),
-        # 0.5: no preference for the first-shown response; both orders are averaged regardless.
-        "first_position_preference": statistics.fmean(j.first_position for j in judged),
-        "order_agreement": statistics.fmean(float(j.orders_agree) for j in judged),
     }
+    if decided:  # both figures over the pairs decided in both orders only
+        # 0.5: no preference for the first-shown response; both orders are averaged regardless.
+        metrics["first_position_preference"] = statistics.fmean(j.first_position or 0.0 for j in decided)
+        metrics["order_agreement"] = statistics.fmean(float(bool(j.orders_agree)) for j in decided)
     agreeing, total = agreement(written, [t for t, k in zip(truth, kept, strict=True) if k])
     if total:
         metrics["label_agreement"] = agreeing / total
