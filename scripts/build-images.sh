@@ -19,6 +19,8 @@
 #   CA_BUNDLE      a CA bundle pip inside the build trusts (a TLS-intercepting proxy, a private
 #                  index). Default: pip's `cert` setting, else $SSL_CERT_FILE / $REQUESTS_CA_BUNDLE.
 #   ENGINE         podman or docker (default: podman when installed)
+#   BUILD_LAYERS   podman: false commits only the final images, not each step (a fresh machine,
+#                  CI: no cache to reuse, minutes less); default true (steps cached for rebuilds)
 #
 # The pip configuration and CA bundle are build secrets: mounted into the RUN that installs,
 # never written to a layer. Local paths the configuration names (find-links directories,
@@ -45,8 +47,11 @@ if [ -z "${ENGINE:-}" ]; then
     fi
 fi
 build_flags=()
-if [ "$ENGINE" = podman ] && command -v runc >/dev/null; then
-    build_flags+=(--runtime runc)  # crun 1.8 fails in VMs with hybrid cgroups
+if [ "$ENGINE" = podman ]; then
+    build_flags+=("--layers=${BUILD_LAYERS:-true}")
+    if command -v runc >/dev/null; then
+        build_flags+=(--runtime runc)  # crun 1.8 fails in VMs with hybrid cgroups
+    fi
 fi
 
 work=$(mktemp -d)
@@ -76,7 +81,7 @@ if [ "$ENGINE" = podman ]; then
     # file:// index its parent directory, since index pages often link to files beside it.
     for path in $(sed -n 's/^[a-z-]* = //p' "$PIP_CONF" | tr ' ' '\n' \
             | sed -n 's|^file://\(/.*\)/[^/]*/*$|\1|p; s|^\(/.*\)|\1|p' | sort -u); do
-        [ -e "$path" ] && build_flags+=(-v "$path:$path:ro")
+        if [ -e "$path" ]; then build_flags+=(-v "$path:$path:ro"); fi
     done
 fi
 
@@ -99,8 +104,9 @@ debootstrap_base() {
     exists "$DEBOOTSTRAP_IMAGE" && return
     local started=$SECONDS mirror
     # The mirror apt uses (deb822 or one-line sources), else Debian's.
-    mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb \(\[[^]]*\] \)\?\(http[^ ]*\) bookworm .*/\2/p' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -1)
+    mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+        | sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb \(\[[^]]*\] \)\?\(http[^ ]*\) bookworm .*/\2/p' \
+        | grep -v security | head -1 || true)
     echo "debootstrap bookworm from ${mirror:=http://deb.debian.org/debian} ..."
     debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
         bookworm "$work/rootfs" "$mirror" > "$work/debootstrap.log" 2>&1 \

@@ -25,7 +25,7 @@ from tests.operator.conftest import NAMESPACE, Cluster, wait_for
 
 from .conftest import ROOT, Images, podman, run_flags
 
-pytestmark = [pytest.mark.images, pytest.mark.asyncio, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.images, pytest.mark.asyncio]
 
 VALUES = yaml.safe_load((ROOT / "charts" / "rlhf-operator" / "values.yaml").read_text())
 TOKEN = "image-test-token"

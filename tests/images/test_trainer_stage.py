@@ -23,7 +23,7 @@ from rlhf_operator.settings import OperatorSettings
 from . import pods
 from .conftest import ROOT, Images, podman, run_flags
 
-pytestmark = [pytest.mark.images, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.images]
 
 STEPS = 4
 
