@@ -527,16 +527,22 @@ def test_quickstart_pytorchjob_expected() -> None:
                                     "env": [
                                         {"name": "PYTHONUNBUFFERED", "value": "1"},
                                         {"name": "HF_HOME", "value": "/workspace/.hf"},
+                                        {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
+                                        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+                                        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": "/tmp/torchinductor"},
+                                        {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
                                     ],
                                     "volumeMounts": [
                                         {"name": "data", "mountPath": "/workspace"},
                                         {"name": "config", "mountPath": "/etc/rlhf", "readOnly": True},
                                         {"name": "dshm", "mountPath": "/dev/shm"},
+                                        {"name": "tmp", "mountPath": "/tmp"},
                                     ],
                                     "terminationMessagePolicy": "FallbackToLogsOnError",
                                     "securityContext": {
                                         "allowPrivilegeEscalation": False,
                                         "privileged": False,
+                                        "readOnlyRootFilesystem": True,
                                         "capabilities": {"drop": ["ALL"]},
                                     },
                                     "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
@@ -546,6 +552,7 @@ def test_quickstart_pytorchjob_expected() -> None:
                                 {"name": "data", "persistentVolumeClaim": {"claimName": "quickstart-data"}},
                                 {"name": "config", "configMap": {"name": "quickstart-sft-config"}},
                                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                                {"name": "tmp", "emptyDir": {}},
                             ],
                             "securityContext": {
                                 "runAsNonRoot": True,
@@ -705,6 +712,7 @@ def test_secrets_only_by_reference() -> None:
         "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
     }
     assert by_name["WANDB_PROJECT"] == {"name": "WANDB_PROJECT", "value": "rlhf"}
+    assert by_name["WANDB_DIR"] == {"name": "WANDB_DIR", "value": "/tmp"}, "not the cwd: the root is read-only"
     assert by_name["HF_HOME"] == {"name": "HF_HOME", "value": "/workspace/.hf"}
     assert len(by_name) == len(env)
     configmap = build_stage_configmap(run, stage(run, "ppo"), None)
@@ -814,8 +822,8 @@ def test_trainjob_mapping() -> None:
     assert pod["spec"]["tolerations"] == [GPU_TAINT_TOLERATION, *settings.default_tolerations]
     (container,) = pod["spec"]["containers"]
     assert container["name"] == "node"
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/workspace", CONFIG_MOUNT, "/dev/shm"}
-    assert {v["name"] for v in pod["spec"]["volumes"]} == {"data", "config", "dshm"}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/workspace", CONFIG_MOUNT, "/dev/shm", "/tmp"}
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"data", "config", "dshm", "tmp"}
     validate_job(job)
 
 

@@ -1,7 +1,7 @@
 """The operator and trainer Dockerfiles: hadolint-clean, and what each image holds.
 
-No Docker engine runs here, so the images are not built; their entrypoints are checked against
-the installed package instead (the same code the images install).
+Static checks of the Dockerfiles, and their entrypoints against the installed package (the same
+code the images install). tests/images builds and runs the images themselves (podman).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_DOCKERFILE = ROOT / "Dockerfile"
 TRAINER_DOCKERFILE = ROOT / "trainer_image" / "Dockerfile"
+CPU_BASE_DOCKERFILE = ROOT / "trainer_image" / "cpu-base.Dockerfile"
+DOCKERFILES = [OPERATOR_DOCKERFILE, TRAINER_DOCKERFILE, CPU_BASE_DOCKERFILE]
+DOCKERFILE_IDS = ["operator", "trainer", "cpu-base"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -67,7 +70,7 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
     return grouped
 
 
-@pytest.mark.parametrize("dockerfile", [OPERATOR_DOCKERFILE, TRAINER_DOCKERFILE], ids=["operator", "trainer"])
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
 def test_hadolint_clean(dockerfile: Path) -> None:
     # No ignored rules (no .hadolint.yaml, no inline ignores): every finding, even "info", fails.
     proc = subprocess.run(
@@ -120,6 +123,50 @@ def test_operator_image_is_multistage_slim_and_non_root() -> None:
     (entrypoint,) = [rest for keyword, rest in runtime if keyword == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["python", "-m", "rlhf_operator"]
     assert any(keyword == "COPY" and rest.startswith("--from=build") for keyword, rest in runtime)
+    build = all_stages[0]
+    creates = next(rest for keyword, rest in build if keyword == "RUN" and "useradd" in rest)
+    assert "--system" not in creates, "uid 65532 is above SYS_UID_MAX: useradd --system warns"
+
+
+def test_operator_image_ships_no_trainer_script() -> None:
+    """The project's console scripts are installed whole; rlhf-train's package (rlhf_trainer) is
+    not in the operator image, so its script could only fail (ModuleNotFoundError)."""
+    (install,) = [
+        rest for keyword, rest in stages(OPERATOR_DOCKERFILE)[0] if keyword == "RUN" and "pip install" in rest
+    ]
+    assert "rm -r /opt/venv/bin/rlhf-train " in install
+    copied = [rest.split()[:-1] for keyword, rest in instructions(OPERATOR_DOCKERFILE) if keyword == "COPY"]
+    assert not any(source.startswith("trainer_image") for sources in copied for source in sources)
+    assert PYPROJECT["project"]["scripts"]["rlhf-train"].startswith("rlhf_trainer.")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_final_stage_runs_nothing(dockerfile: Path) -> None:
+    """Everything is installed in a build stage and copied: a RUN in the final stage, with the
+    build's secret and bind mounts, can leave their (empty) mount points in the image."""
+    runtime = stages(dockerfile)[-1]
+    assert [rest for keyword, rest in runtime if keyword == "RUN"] == []
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_every_pip_install_takes_the_index_configuration_as_build_secrets(dockerfile: Path) -> None:
+    """A private index, local wheels or a TLS-intercepting proxy need pip's configuration and a CA
+    bundle in the build: as secrets (scripts/build-images.sh), mounted for that RUN only."""
+    installs = [rest for keyword, rest in instructions(dockerfile) if keyword == "RUN" and "pip install" in rest]
+    assert installs
+    for run in installs:
+        assert run.startswith("--mount=type=secret,id=pipconf --mount=type=secret,id=cacert "), run
+        assert "PIP_CONFIG_FILE=/run/secrets/pipconf " in run and "PIP_CERT=/run/secrets/cacert" in run
+    text = dockerfile.read_text()
+    assert "COPY pip.conf" not in text and "ENV PIP_INDEX" not in text and "ENV PIP_CONFIG_FILE" not in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_each_program_check_checks_one_program(dockerfile: Path) -> None:
+    """`command -v a b` succeeds when `a` alone is found (dash and bash): it never checked b."""
+    for _keyword, rest in instructions(dockerfile):
+        for found in re.findall(r"command -v ([^&;|]+)", rest):
+            assert len(found.split()) == 1, f"command -v {found}: one name per check"
 
 
 def test_trainer_image_is_cuda_pytorch_pinned_and_non_root() -> None:
@@ -130,16 +177,19 @@ def test_trainer_image_is_cuda_pytorch_pinned_and_non_root() -> None:
     base = rf"pytorch/pytorch:{re.escape(torch_version)}-cuda\d+\.\d+-cudnn\d+-runtime(@sha256:[0-9a-f]{{64}})?"
     assert re.fullmatch(base, args["BASE_IMAGE"])
     assert f"startswith('{torch_version}')" in TRAINER_DOCKERFILE.read_text()
-    assert args["RLHF_VERSION"] == PYPROJECT["project"]["version"], "keep the wheel name in step with pyproject"
+    assert build_args(CPU_BASE_DOCKERFILE)["TORCH_VERSION"] == torch_version, "the CPU base's torch is the pinned one"
     assert all("==" in dep for dep in PYPROJECT["project"]["optional-dependencies"]["train"]), "[train] must be pinned"
-    runtime = stages(TRAINER_DOCKERFILE)[-1]
-    installs = [rest for keyword, rest in runtime if keyword == "RUN" and "pip install" in rest]
-    assert len(installs) == 1 and "[train]" in installs[0]
+    build, runtime = stages(TRAINER_DOCKERFILE)
+    installs = [rest for keyword, rest in build if keyword == "RUN" and "pip install" in rest]
+    assert len(installs) == 1 and '".[train]"' in installs[0]
+    # The build runs both programs a stage pod runs (rlhf-train, torchrun for distributed stages).
+    assert "/opt/venv/bin/rlhf-train --help" in installs[0] and "/opt/venv/bin/torchrun --help" in installs[0]
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users and int(users[-1].split(":")[0]) >= 1000
     (entrypoint,) = [rest for keyword, rest in runtime if keyword == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["rlhf-train"]
-    assert "command -v rlhf-train torchrun" in TRAINER_DOCKERFILE.read_text()
+    assert [rest for keyword, rest in runtime if keyword == "CMD"] == ['["--help"]']
 
 
 def test_trainer_image_user_is_the_stage_pods_user() -> None:
@@ -148,10 +198,14 @@ def test_trainer_image_user_is_the_stage_pods_user() -> None:
     caches go there), and the default volume mount point is writable by it."""
     from rlhf_operator.manifests.pod import TRAINER_GID, TRAINER_UID
 
-    runtime = stages(TRAINER_DOCKERFILE)[-1]
+    build, runtime = stages(TRAINER_DOCKERFILE)
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users[-1] == f"{TRAINER_UID}:{TRAINER_GID}"
-    creates = next(rest for keyword, rest in runtime if keyword == "RUN" and "useradd" in rest)
+    # Created in the build stage; its passwd/group entries, home and /workspace copied.
+    creates = next(rest for keyword, rest in build if keyword == "RUN" and "useradd" in rest)
+    assert "--system" not in creates, "a uid above SYS_UID_MAX: useradd --system warns"
+    assert ("COPY", "--from=build /etc/passwd /etc/group /etc/") in runtime
+    assert ("COPY", f"--from=build --chown={TRAINER_UID}:{TRAINER_GID} /workspace /workspace") in runtime
     assert f"--uid {TRAINER_UID}" in creates and f"--gid {TRAINER_GID}" in creates and "--create-home" in creates
     assert "chown trainer:trainer /workspace" in creates
     env = " ".join(rest for keyword, rest in runtime if keyword == "ENV")
@@ -183,6 +237,40 @@ def test_trainer_entrypoint_runs() -> None:
     assert "rlhf-train" in proc.stdout and "--config" in proc.stdout
     for stage in ("sft", "reward", "ppo", "dpo"):
         assert stage in proc.stdout
+
+
+_RECORD_KOPF_RUN = (
+    "import json, sys, runpy\n"
+    "import kopf\n"
+    "def record(**kwargs):\n"
+    "    kwargs.pop('memo', None)\n"
+    "    print('kopf.run called:', json.dumps(kwargs))\n"
+    "kopf.run = record\n"
+    "runpy.run_module('rlhf_operator', run_name='__main__')\n"
+)
+
+
+def test_operator_entrypoint_help_prints_the_settings_and_starts_nothing() -> None:
+    """`IMAGE --help` (the ENTRYPOINT is `python -m rlhf_operator`) must not start an operator."""
+    from rlhf_operator.settings import OperatorSettings
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _RECORD_KOPF_RUN, "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("usage: python -m rlhf_operator")
+    assert "kopf.run called" not in proc.stdout
+    for field in OperatorSettings.model_fields.values():
+        assert field.description and field.description.split()[0].rstrip(",;:") in proc.stdout
+    refused = subprocess.run(
+        [sys.executable, "-c", _RECORD_KOPF_RUN, "--namespace", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2 and "unrecognized arguments: --namespace x" in refused.stderr
+    assert "kopf.run called" not in refused.stdout
 
 
 def test_operator_entrypoint_starts_kopf_without_torch() -> None:

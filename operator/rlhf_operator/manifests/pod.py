@@ -2,7 +2,9 @@
 
 Everything a stage's pods need: the trainer command (spec values never reach a shell: they
 travel in the mounted config file), env (secrets only by Secret reference), resources,
-volumes (the run's PVC, the stage ConfigMap, a memory-backed /dev/shm) and node placement.
+volumes (the run's PVC, the stage ConfigMap, a memory-backed /dev/shm, a scratch /tmp) and node
+placement. The root filesystem is read-only: the caches the trainer writes outside the volume
+(matplotlib, torchinductor, triton, ~/.cache) are pointed at /tmp by env.
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ CONFIG_MOUNT = "/etc/rlhf"
 CONFIG_FILE = "config.yaml"
 CONFIG_PATH = posixpath.join(CONFIG_MOUNT, CONFIG_FILE)
 SHM_MOUNT = "/dev/shm"
+SCRATCH_MOUNT = "/tmp"
 HF_HOME_DIR = ".hf"  # under storage.mountPath: hub downloads persist across stages and retries
 GPU_RESOURCE = "nvidia.com/gpu"
 
 DATA_VOLUME = "data"
 CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
+SCRATCH_VOLUME = "tmp"
+
+# Where the trainer's libraries write outside the run's volume, all on the scratch emptyDir (the
+# root filesystem is read-only; their defaults are under HOME, which the image owns).
+SCRATCH_ENV = {
+    "XDG_CACHE_HOME": f"{SCRATCH_MOUNT}/cache",  # ~/.cache: torch hub, kernels, ...
+    "MPLCONFIGDIR": f"{SCRATCH_MOUNT}/matplotlib",  # ~/.config/matplotlib and its font cache
+    "TORCHINDUCTOR_CACHE_DIR": f"{SCRATCH_MOUNT}/torchinductor",  # torch.compile
+    "TRITON_CACHE_DIR": f"{SCRATCH_MOUNT}/triton",  # the trainer image sets one under HOME
+}
 
 TRAINER_PROGRAM = "rlhf-train"
 SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # read by torchrun
@@ -77,6 +90,7 @@ def trainer_env(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HF_HOME", "value": posixpath.join(spec.storage.mount_path, HF_HOME_DIR)},
+        *({"name": name, "value": value} for name, value in SCRATCH_ENV.items()),
     ]
     if is_distributed(stage.placement):
         env.append({"name": SHUTDOWN_TIMEOUT_ENV, "value": str(shutdown_timeout(stage.placement))})
@@ -84,6 +98,7 @@ def trainer_env(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
         env.append(_secret_env("HF_TOKEN", spec.secrets.hf_token))
     if spec.secrets.wandb_api_key is not None:
         env.append(_secret_env("WANDB_API_KEY", spec.secrets.wandb_api_key))
+        env.append({"name": "WANDB_DIR", "value": SCRATCH_MOUNT})  # its run files; default: the cwd
         if spec.wandb_project:
             env.append({"name": "WANDB_PROJECT", "value": spec.wandb_project})
     # Served models' credentials: remote reward headers, the endpoint judge's API key.
@@ -121,6 +136,9 @@ def volumes(run: RLHFRun, stage: StagePlan) -> list[dict[str, Any]]:
         # Shared memory for NCCL and DataLoader workers: the container runtime's default 64Mi
         # is far too small. Memory-backed, so it counts against the pod's memory.
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": stage.placement.shm_size}},
+        # Scratch on the node's disk for the caches (SCRATCH_ENV) and temporary files: the root
+        # filesystem is read-only. No sizeLimit: compile caches grow with the model.
+        {"name": SCRATCH_VOLUME, "emptyDir": {}},
     ]
 
 
@@ -129,6 +147,7 @@ def volume_mounts(run: RLHFRun) -> list[dict[str, Any]]:
         {"name": DATA_VOLUME, "mountPath": run.spec.storage.mount_path},
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True},
         {"name": SHM_VOLUME, "mountPath": SHM_MOUNT},
+        {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT},
     ]
 
 
@@ -149,10 +168,12 @@ def tolerations(placement: ResolvedPlacement, settings: OperatorSettings) -> lis
 def container_security_context() -> dict[str, Any]:
     """Pod Security "restricted" for the container: no privilege escalation, every Linux
     capability dropped (training needs none: GPUs come through the device plugin), not
-    privileged. The user is set on the pod (pod_security_context)."""
+    privileged; and a read-only root filesystem (the trainer writes only to the volume, /tmp
+    and /dev/shm). The user is set on the pod (pod_security_context)."""
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
 
