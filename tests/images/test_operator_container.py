@@ -22,13 +22,13 @@ import pytest
 import yaml
 
 from tests.operator.conftest import NAMESPACE, Cluster, wait_for
+from tests.operator.enforcement import OPERATOR_TOKEN
 
 from .conftest import ROOT, Images, podman, run_flags
 
 pytestmark = [pytest.mark.images, pytest.mark.asyncio]
 
 VALUES = yaml.safe_load((ROOT / "charts" / "rlhf-operator" / "values.yaml").read_text())
-TOKEN = "image-test-token"
 
 
 def free_port() -> int:
@@ -60,8 +60,9 @@ def chart_security_flags() -> list[str]:
 
 
 def token_of(cluster: Cluster) -> str:
-    """The emulator's token where it checks one; any token where it accepts everyone."""
-    return str(getattr(cluster.kmock, "token", None) or TOKEN)
+    """The operator ServiceAccount's token: the test API server authenticates it and grants it
+    exactly the chart's rendered RBAC (tests/operator/enforcement.py)."""
+    return OPERATOR_TOKEN
 
 
 def kubeconfig(server: str, token: str) -> dict[str, Any]:
