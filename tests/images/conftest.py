@@ -29,14 +29,12 @@ BUILD_TIMEOUT = 40 * 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The image tests last: the build install-dev.sh started goes on while the others run. Each
-    may wait for (or run) the build in the session fixture: the timeout covers it."""
+    """Each image test may wait for (or run) the build in the session fixture: the timeout covers
+    it. (tests/conftest.py runs them last, so the build install-dev.sh started overlaps the rest.)"""
     here = Path(__file__).parent
-    mine = [item for item in items if here in Path(str(item.path)).parents]
-    for item in mine:
-        item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT + 900))
-    if mine:
-        items[:] = [item for item in items if item not in mine] + mine
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT + 900))
 
 
 def _unavailable() -> str | None:
