@@ -19,12 +19,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.chart import CHART, NAMESPACE, ROOT, objects, render
+
 helm = pytest.importorskip("helm_python")
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "rlhf-operator"
-RELEASE = "rlhf-operator"
-NAMESPACE = "rlhf-system"
 # The chart's minimum (Chart.yaml kubeVersion) and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ["1.29", kubernetes_validate.utils.latest_version()]
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -70,21 +68,6 @@ CHECKOV = (
         "checkov",
     )
 )
-
-
-def render(values: dict[str, Any]) -> dict[str, str]:
-    with helm.Chart.load(str(CHART)) as chart:
-        chart.validate_schema(values)
-        manifests: dict[str, str] = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-        return manifests
-
-
-def objects(manifests: dict[str, str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for path, text in manifests.items():
-        if path.endswith(".yaml"):
-            found.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return found
 
 
 def is_hook(obj: dict[str, Any]) -> bool:

@@ -228,11 +228,17 @@ def serve_reward(model_dir: str, *options: str, timeout: float = 120.0) -> Itera
             raise AssertionError(f"rlhf serve-reward did not start: {line!r} {proc.communicate()[1][-2000:]}")
         yield match.group(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a server stuck in a forward pass still goes."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _free_port() -> int:
@@ -275,10 +281,5 @@ def transformers_serve(model_dir: str, timeout: float = 90.0) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc)
         log.close()
