@@ -25,34 +25,18 @@ from rlhf_operator.settings import OperatorSettings
 
 from .conftest import NAMESPACE, Cluster, OperatorThread, base_run, wait_for
 from .emulator import TRAINJOBS
+from .kubelet_log import KubeletLog
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 TEXT = kmock.headers({"Content-Type": "text/plain"})
 INTERVAL = 0.3  # RLHF_PROGRESS_INTERVAL_SECONDS in these tests
 
 
-class PodLog:
-    """One container's log as the kubelet keeps it: lines with their times."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[datetime, str]] = []
-        self.reads: list[dict[str, str]] = []
-
-    def print(self, line: str, at: datetime | None = None) -> None:
-        self.lines.append((at or datetime.now(UTC), line))
+class PodLog(KubeletLog):
+    """One container's log as the kubelet keeps and serves it, with the trainer's progress events."""
 
     def event(self, at: datetime | None = None, **fields: Any) -> None:
         self.print("@@rlhf " + json.dumps({"stage": "sft"} | fields), at)
-
-    def serve(self, request: Any) -> bytes:
-        params = dict(request.params)
-        self.reads.append(params)
-        since = parse_time(params.get("sinceTime"))
-        lines = [(t, line) for t, line in self.lines if since is None or t >= since]
-        lines = lines[-int(params.get("tailLines", "1000000")) :]
-        stamped = params.get("timestamps") == "true"
-        stamp = (lambda t: t.isoformat(timespec="microseconds").replace("+00:00", "Z") + " ") if stamped else str
-        return "".join((stamp(t) if stamped else "") + line + "\n" for t, line in lines).encode()
 
 
 @pytest_asyncio.fixture
